@@ -1,0 +1,53 @@
+"""`xnat-prep` console script: dispatches to one module per subcommand.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen
+module is imported, so a per-scan job does not pay for importing the server or xnatpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from xnat_prep import __version__
+from xnat_prep.errors import UserError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "server": ("xnat_prep.server.cli", "run the bundled XNAT-compatible server"),
+    "demo-data": ("xnat_prep.demodata.cli", "generate synthetic DICOM sessions, or seed a server with them"),
+    "demo": ("xnat_prep.demo", "run the whole workflow end to end on the bundled demo server"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xnat-prep", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xnat-prep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+    except UserError as exc:
+        print(f"xnat-prep {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
