@@ -16,7 +16,16 @@ from xnat_prep.errors import UserError
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("xnat_prep.server.cli", "run the bundled XNAT-compatible server"),
+    "users": ("xnat_prep.server.users_cli", "manage a users file for the bundled server"),
     "demo-data": ("xnat_prep.demodata.cli", "generate synthetic DICOM sessions, or seed a server with them"),
+    "validate": ("xnat_prep.validate_cli", "check a workflow config and subject CSV offline"),
+    "discover": ("xnat_prep.discover", "list subjects' sessions, scans and files into a manifest"),
+    "download-scan": ("xnat_prep.download", "download one scan's DICOM, verified and resumable"),
+    "convert-scan": ("xnat_prep.convert", "convert one scan's DICOM to NIfTI with dcm2niix"),
+    "upload-session": ("xnat_prep.upload", "upload a session's NIfTI results to XNAT"),
+    "set-variables": ("xnat_prep.variables", "write custom variables on a session"),
+    "report": ("xnat_prep.report", "summarise a run"),
+    "token": ("xnat_prep.token_cli", "mint or invalidate an XNAT alias token"),
     "demo": ("xnat_prep.demo", "run the whole workflow end to end on the bundled demo server"),
 }
 
