@@ -1,0 +1,159 @@
+"""The manifest: what discovery found on XNAT, as TSV files the workflow reads at parse time.
+
+Stdlib ``csv`` only (no pandas): the Snakefile reads ``scans.tsv`` on every parse, including in
+every cluster job. Every value is a string in the file; counts and sizes are ints in the rows.
+Files are rewritten only when their content changes, so an unchanged discovery keeps mtimes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class ScanRow:
+    """One selected scan (a row of ``scans.tsv``); ``scan`` is the ``{scan}`` wildcard value."""
+
+    project: str
+    subject: str
+    subject_id: str
+    session: str
+    session_id: str
+    xsi_type: str
+    scan_id: str
+    scan_type: str
+    series_description: str
+    scan: str
+    resource: str
+    n_files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One session with at least one selected scan (a row of ``sessions.tsv``)."""
+
+    project: str
+    subject: str
+    subject_id: str
+    session: str
+    session_id: str
+    xsi_type: str
+    n_scans: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One file of a selected scan's resource (a row of ``files/{p}/{s}/{session}.tsv``)."""
+
+    scan_id: str
+    resource: str
+    path: str
+    size: int
+    md5: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """A discovery problem for one subject or session (a row of ``errors.tsv``)."""
+
+    project: str
+    subject: str
+    session: str
+    message: str
+
+
+_CR = re.compile(r"\r\n?")
+
+Row = TypeVar("Row", ScanRow, SessionRow, FileRow, ErrorRow)
+
+
+def columns(row_type: type) -> list[str]:
+    """The TSV header of a row type (its field names, in order)."""
+    return [f.name for f in dataclasses.fields(row_type)]
+
+
+def render_tsv(rows: Iterable[Any], row_type: type) -> str:
+    """The TSV text of ``rows`` (header first). Tabs/newlines inside values are csv-quoted.
+
+    A carriage return becomes a newline: ``csv`` would not quote a lone ``\\r`` and reading the
+    file back would split the row there.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(columns(row_type))
+    for row in rows:
+        writer.writerow([_CR.sub("\n", str(v)) for v in dataclasses.astuple(row)])
+    return buf.getvalue()
+
+
+def write_tsv(path: str | Path, rows: Sequence[Any], row_type: type | None = None) -> bool:
+    """Write ``rows`` atomically, only if the content differs; returns whether it wrote.
+
+    ``row_type`` is needed only when ``rows`` may be empty (the header still names the columns).
+    """
+    row_type = row_type or type(rows[0])
+    text = render_tsv(rows, row_type)
+    path = Path(path)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def read_tsv(path: str | Path, row_type: type[Row]) -> list[Row]:
+    """Read a manifest TSV into rows; int fields are converted, a wrong header is a ValueError."""
+    types = {f.name: f.type for f in dataclasses.fields(row_type)}
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        if reader.fieldnames != list(types):
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(types)}")
+        return [
+            row_type(**{k: int(v) if types[k] in (int, "int") else v for k, v in rec.items()})
+            for rec in reader
+        ]
+
+
+def read_scans(path: str | Path) -> list[ScanRow]:
+    """All rows of ``scans.tsv``."""
+    return read_tsv(path, ScanRow)
+
+
+def read_sessions(path: str | Path) -> list[SessionRow]:
+    """All rows of ``sessions.tsv``."""
+    return read_tsv(path, SessionRow)
+
+
+def read_errors(path: str | Path) -> list[ErrorRow]:
+    """All rows of ``errors.tsv``."""
+    return read_tsv(path, ErrorRow)
+
+
+def read_session_files(path: str | Path) -> dict[str, list[FileRow]]:
+    """A session's file list, grouped by scan ID (in file order)."""
+    grouped: dict[str, list[FileRow]] = {}
+    for row in read_tsv(path, FileRow):
+        grouped.setdefault(row.scan_id, []).append(row)
+    return grouped

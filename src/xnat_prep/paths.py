@@ -1,0 +1,100 @@
+"""Every output path of the workflow, and the sanitising of XNAT labels into path components.
+
+The rules in ``workflow/rules/*.smk`` spell the same patterns literally (so ``grep`` finds the
+producer of any file); the library, discovery and the report build them here. A workflow test
+checks that both agree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+# Relative to ``output_root``; the placeholders are the Snakemake wildcards of the same name.
+SCANS_TSV = "manifest/scans.tsv"
+SESSIONS_TSV = "manifest/sessions.tsv"
+ERRORS_TSV = "manifest/errors.tsv"
+SESSION_FILES = "manifest/files/{project}/{subject}/{session}.tsv"
+DICOM_DIR = "dicom/{project}/{subject}/{session}/{scan}"
+DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"
+NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
+CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
+UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
+VARIABLES_RECEIPT = "receipts/variables/{project}/{subject}/{session}.json"
+SUMMARY_TSV = "report/summary.tsv"
+DATA_AMOUNT_TSV = "report/data_amount.tsv"
+DATA_AMOUNT_PNG = "report/data_amount.png"
+
+
+def safe_component(label: str) -> str:
+    """One path component from an XNAT label: keep ``[A-Za-z0-9._-]``, replace the rest by ``_``.
+
+    Raises ValueError for labels that would not name a directory of their own ("", ".", "..").
+    """
+    safe = _UNSAFE.sub("_", label)
+    if safe in ("", ".", ".."):
+        raise ValueError(f"label {label!r} cannot be used as a path component")
+    return safe
+
+
+def safe_relpath(path: str) -> PurePosixPath:
+    """A resource file path (``a/b/c.dcm``) as a relative path, each part sanitised.
+
+    Absolute paths and ``..`` parts are refused (ValueError): a server must not make us write
+    outside the scan's directory. Empty parts and ``.`` (``a//b``, ``./a``) are dropped.
+    """
+    if path.startswith("/") or path.startswith("\\"):
+        raise ValueError(f"absolute file path {path!r} in a resource")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts:
+        raise ValueError(f"empty file path {path!r} in a resource")
+    if ".." in parts:
+        raise ValueError(f"file path {path!r} in a resource leaves its directory")
+    return PurePosixPath(*(safe_component(p) for p in parts))
+
+
+def scan_dir(scan_id: str, scan_type: str) -> str:
+    """The ``{scan}`` wildcard value: ``{scan_id}-{type}``, ``unknown`` for an empty type."""
+    return f"{safe_component(scan_id)}-{safe_component(scan_type) if scan_type.strip() else 'unknown'}"
+
+
+def build(root: str | Path, template: str, **wildcards: str) -> Path:
+    """``root / template`` with the wildcards filled in, each sanitised as one component."""
+    return Path(root) / template.format(**{k: safe_component(v) for k, v in wildcards.items()})
+
+
+def session_files(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The manifest file list of one session."""
+    return build(root, SESSION_FILES, project=project, subject=subject, session=session)
+
+
+def download_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """The download receipt of one scan (the ``download_scan`` rule's output)."""
+    return build(root, DOWNLOAD_RECEIPT, project=project, subject=subject, session=session, scan=scan)
+
+
+def convert_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """The convert receipt of one scan (the ``convert_scan`` rule's output)."""
+    return build(root, CONVERT_RECEIPT, project=project, subject=subject, session=session, scan=scan)
+
+
+def dicom_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """Where one scan's DICOM files go (not a declared output: see docs/architecture.md)."""
+    return build(root, DICOM_DIR, project=project, subject=subject, session=session, scan=scan)
+
+
+def nifti_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """Where one scan's NIfTI files go."""
+    return build(root, NIFTI_DIR, project=project, subject=subject, session=session, scan=scan)
+
+
+def upload_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The upload receipt of one session."""
+    return build(root, UPLOAD_RECEIPT, project=project, subject=subject, session=session)
+
+
+def variables_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The custom-variables receipt of one session."""
+    return build(root, VARIABLES_RECEIPT, project=project, subject=subject, session=session)
