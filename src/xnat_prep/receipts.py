@@ -1,0 +1,47 @@
+"""The JSON receipts every step leaves: what it did, with checksums and versions.
+
+A receipt is usually the rule's declared output, so it is written last and atomically: a
+crash leaves either the old receipt or none, never half a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from xnat_prep.errors import UserError
+
+
+def write(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON to ``path`` via a temporary file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """Read a receipt; a missing or unreadable one is a UserError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: receipt not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a valid receipt ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a valid receipt (expected a JSON object)")
+    return data
