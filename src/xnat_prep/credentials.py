@@ -8,6 +8,7 @@ a batch job waiting on ``getpass`` hangs until its wall time runs out.
 
 from __future__ import annotations
 
+import argparse
 import netrc
 import os
 import stat
@@ -131,3 +132,20 @@ def invalidate_token(host: str, token: Credentials, verify: bool | str = True) -
         raise UserError(f"cannot reach XNAT at {host} to invalidate the token") from None
     if response.status_code not in (200, 204):
         raise UserError(f"XNAT at {host} did not invalidate the token: HTTP {response.status_code}")
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--host``/TLS options every networked subcommand takes (never a password)."""
+    parser.add_argument("--host", help="XNAT server URL (default: $XNAT_HOST)")
+    parser.add_argument("--ca-bundle", help="PEM file of CAs to trust for the server's TLS certificate")
+    parser.add_argument(
+        "--insecure", action="store_true", help="skip TLS certificate verification (test servers only)"
+    )
+
+
+def host_from(args: argparse.Namespace) -> str:
+    """The server URL from ``--host`` or ``XNAT_HOST``."""
+    host = args.host or os.environ.get("XNAT_HOST")
+    if not host:
+        raise UserError("no XNAT server given: pass --host URL or set XNAT_HOST")
+    return host.rstrip("/")
