@@ -1,0 +1,315 @@
+"""``convert-scan``: one scan's DICOM to NIfTI (+ BIDS sidecar) with dcm2niix, checked.
+
+Non-image scans (secondary capture, structured reports, PDFs, raw data, presentation states,
+files without pixel data) are ``skipped`` with the reason and dcm2niix is not run. A scan that
+dcm2niix rejects, or of which it converts fewer files than were downloaded, is ``failed`` with
+dcm2niix's own words; the job still succeeds so the other scans go on. Outputs are written to a
+temporary directory next to ``out_dir`` and renamed into place only on success.
+
+The per-scan overhead is kept small on purpose (the benchmark allows 15% over plain dcm2niix):
+the SOP class is read from the DICOM file meta by a few lines of ``struct`` (pydicom costs
+~0.35 s to import and is only the fallback for unusual files), the NIfTI geometry from the
+348-byte header (no nibabel import), and dcm2niix's version from its own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import importlib.util
+import logging
+import mmap
+import os
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xnat_prep import __version__, receipts
+from xnat_prep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# SOP class UID prefixes that hold no image dcm2niix should convert, with the reason given.
+NON_IMAGE_SOP_CLASSES = (
+    ("1.2.840.10008.5.1.4.1.1.7", "secondary capture"),
+    ("1.2.840.10008.5.1.4.1.1.7.", "secondary capture"),  # the multi-frame ones
+    ("1.2.840.10008.5.1.4.1.1.88.", "structured report"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "encapsulated document"),
+    ("1.2.840.10008.5.1.4.1.1.66", "raw data"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "presentation state"),
+)
+_PIXEL_TAGS = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")  # (7FE0,0010/0008/0009) LE
+# Transfer syntaxes whose dataset bytes are not plain little endian: the tag search would miss.
+_NOT_LITTLE_ENDIAN = ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_CONVERTED = re.compile(r"^Convert (\d+) DICOM as ", re.MULTILINE)
+_VERSION = re.compile(r"dcm2niiX version (\S+)")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def convert_scan(
+    *,
+    dicom_dir: str | Path,
+    out_dir: str | Path,
+    receipt: str | Path,
+    name: str,
+    extra: str = "",
+    compress: bool = True,
+    scan_id: str = "",
+    scan_type: str = "",
+) -> dict[str, Any]:
+    """Convert ``dicom_dir`` into ``out_dir`` and write the receipt; returns the receipt data.
+
+    ``scan_id``/``scan_type`` are only recorded, for the derived variables.
+    """
+    started = time.monotonic()
+    dicom_dir, out_dir = Path(dicom_dir), Path(out_dir)
+    dicoms = sorted(p for p in dicom_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    data: dict[str, Any] = {
+        "step": "convert_scan",
+        "scan_id": scan_id,
+        "scan_type": scan_type,
+        "status": "",
+        "reason": "",
+        "n_dicom": len(dicoms),
+        "n_converted": 0,
+        "outputs": [],
+        "dcm2niix_version": None,
+    }
+    reason = "no DICOM files" if not dicoms else non_image_reason(dicoms[0])
+    if reason:
+        data.update(status="skipped", reason=reason)
+        _replace_dir(None, out_dir)
+    else:
+        data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress))
+    data.update(
+        date=datetime.now(UTC).date().isoformat(),
+        duration_s=round(time.monotonic() - started, 3),
+        xnat_prep_version=__version__,
+    )
+    receipts.write(receipt, data)
+    log.info("%s: %s%s", dicom_dir, data["status"], f" ({data['reason']})" if data["reason"] else "")
+    return data
+
+
+def _run_dcm2niix(
+    dicoms: list[Path], dicom_dir: Path, out_dir: Path, name: str, extra: str, compress: bool
+) -> dict[str, Any]:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    try:
+        command = [dcm2niix_binary(), "-b", "y", "-ba", "y", "-z", "y" if compress else "n"]
+        command += ["-f", name, "-o", str(tmp), *shlex.split(extra), str(dicom_dir)]
+        proc = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
+        output = proc.stdout + proc.stderr
+        log.info("dcm2niix output:\n%s", output.rstrip())
+        n_converted = sum(int(n) for n in _CONVERTED.findall(output))
+        version = _VERSION.search(output)
+        result: dict[str, Any] = {
+            "n_converted": n_converted,
+            "dcm2niix_version": version.group(1) if version else None,
+            "dcm2niix_args": ["-b", "y", "-ba", "y", "-z", "y" if compress else "n", *shlex.split(extra)],
+        }
+        produced = sorted(tmp.iterdir())
+        if proc.returncode != 0 or not any(p.name.endswith(NIFTI_SUFFIXES) for p in produced):
+            reason = f"dcm2niix exit status {proc.returncode}: {_last_errors(output)}"
+            _replace_dir(None, out_dir)
+            return result | {"status": "failed", "reason": reason}
+        if n_converted != len(dicoms):
+            reason = f"dcm2niix converted {n_converted} of {len(dicoms)} DICOM files: {_last_errors(output)}"
+            _replace_dir(None, out_dir)
+            return result | {"status": "failed", "reason": reason}
+        outputs = [describe_output(p) for p in produced]
+        _replace_dir(tmp, out_dir)
+        return result | {"status": "converted", "outputs": outputs}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(new: Path | None, out_dir: Path) -> None:
+    """Put ``new`` at ``out_dir`` (or just remove ``out_dir``), never leaving a mix of old and new."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    if new is not None:
+        os.replace(new, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _last_errors(output: str, keep: int = 3) -> str:
+    """dcm2niix's own explanation: its Error lines, else its last lines."""
+    lines = [
+        ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("Conversion required")
+    ]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    return " | ".join((errors or lines)[-keep:])
+
+
+_binary: str | None = None
+
+
+def dcm2niix_binary() -> str:
+    """The dcm2niix executable on PATH; a Python wrapper of the PyPI wheel is bypassed.
+
+    The wheel installs a console script (behind a pyenv shim here) that starts Python just to
+    exec the binary it ships: ~0.14 s per scan for nothing. Same binary, called directly.
+    """
+    global _binary
+    if _binary is None:
+        found = shutil.which("dcm2niix")
+        if found is None:
+            raise UserError("dcm2niix not found on PATH: pip install dcm2niix (or load your site's module)")
+        _binary = _unwrap(found)
+    return _binary
+
+
+def _unwrap(found: str) -> str:
+    with open(found, "rb") as fh:
+        head = fh.read(4096)
+    spec = importlib.util.find_spec("dcm2niix")
+    if head.startswith(b"#!") and (b"from dcm2niix import" in head or b"pyenv" in head) and spec:
+        inner = Path(next(iter(spec.submodule_search_locations or []), "")) / "dcm2niix"
+        if inner.is_file() and os.access(inner, os.X_OK):
+            return str(inner)
+    return found
+
+
+def non_image_reason(path: Path) -> str:
+    """Why the series of ``path`` is not an image dcm2niix should convert ("" if it is one)."""
+    sop_class, has_pixels = _sniff(path)
+    for prefix, what in NON_IMAGE_SOP_CLASSES:
+        if sop_class == prefix or (prefix.endswith(".") and sop_class.startswith(prefix)):
+            return f"non-image scan: {what} (SOP class {sop_class})"
+    if not has_pixels:
+        return f"non-image scan: no pixel data (SOP class {sop_class})"
+    return ""
+
+
+def _sniff(path: Path) -> tuple[str, bool]:
+    """(SOP class UID, has pixel data) from the Part 10 file meta; pydicom for anything unusual.
+
+    A file neither can identify gives ("", True): dcm2niix then judges it, and says why.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+        meta = _file_meta(head)
+        if meta is None or meta.get(0x0010, "") in _NOT_LITTLE_ENDIAN or 0x0002 not in meta:
+            return _sniff_pydicom(path)
+        if os.fstat(fh.fileno()).st_size == 0:
+            return meta[0x0002], False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return meta[0x0002], any(data.find(tag, 132) >= 0 for tag in _PIXEL_TAGS)
+
+
+def _file_meta(head: bytes) -> dict[int, str] | None:
+    """The string elements of the (explicit VR little endian) group 0002, or None if not Part 10."""
+    if head[128:132] != b"DICM":
+        return None
+    values: dict[int, str] = {}
+    pos = 132
+    while pos + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, pos)
+        if group != 0x0002:
+            return values
+        vr = head[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", head, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", head, pos + 6)
+            pos += 8
+        if vr == b"UI":
+            values[element] = head[pos : pos + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos += length
+    return None  # meta longer than what was read: let pydicom decide
+
+
+def _sniff_pydicom(path: Path) -> tuple[str, bool]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        # defer_size: skip over large values (pixel data) instead of reading them.
+        ds = pydicom.dcmread(path, defer_size=1024)
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return "", True
+    sop_class = str(
+        ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
+    )
+    if not sop_class:
+        return "", True
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    return sop_class, has_pixels
+
+
+def describe_output(path: Path) -> dict[str, Any]:
+    """Name, size and md5 of an output; shape and voxel size too for a NIfTI image."""
+    with open(path, "rb") as fh:
+        entry: dict[str, Any] = {
+            "name": path.name,
+            "size": path.stat().st_size,
+            "md5": hashlib.file_digest(fh, "md5").hexdigest(),
+        }
+    if path.name.endswith(NIFTI_SUFFIXES):
+        entry.update(nifti_geometry(path))
+    return entry
+
+
+def nifti_geometry(path: Path) -> dict[str, list[float] | list[int]]:
+    """``shape`` and ``voxel_size`` (spatial pixdim) from a NIfTI-1 or NIfTI-2 header."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(540)
+    for endian in "<>":
+        (sizeof_hdr,) = struct.unpack_from(endian + "i", head, 0)
+        if sizeof_hdr == 348:
+            dims = struct.unpack_from(endian + "8h", head, 40)
+            pixdim = struct.unpack_from(endian + "8f", head, 76)
+            break
+        if sizeof_hdr == 540:
+            dims = struct.unpack_from(endian + "8q", head, 16)
+            pixdim = struct.unpack_from(endian + "8d", head, 104)
+            break
+    else:
+        raise ValueError(f"{path}: not a NIfTI-1/2 header")
+    ndim = dims[0]
+    return {
+        "shape": [int(d) for d in dims[1 : ndim + 1]],
+        "voxel_size": [round(float(p), 6) for p in pixdim[1 : min(ndim, 3) + 1]],
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dicom", required=True, help="directory of the scan's DICOM files")
+    parser.add_argument("--out", required=True, help="directory for the NIfTI outputs (replaced)")
+    parser.add_argument("--receipt", required=True, help="receipt JSON to write")
+    parser.add_argument("--name", required=True, help="dcm2niix -f file name pattern")
+    parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
+    parser.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
+    parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
+    parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    convert_scan(
+        dicom_dir=args.dicom,
+        out_dir=args.out,
+        receipt=args.receipt,
+        name=args.name,
+        extra=args.extra,
+        compress=not args.no_compress,
+        scan_id=args.scan_id,
+        scan_type=args.scan_type,
+    )
+    return 0
