@@ -1,0 +1,699 @@
+"""HTTP layer of the bundled server: request parsing, authentication, fault injection, request
+log, response helpers (JSON/CSV ResultSets, files with Range, chunked streams) and routing.
+
+The XNAT resources themselves live in ``archive.py`` (project hierarchy), ``importer.py`` /
+``prearchive.py`` (import service, prearchive) and ``dicomdump.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import mimetypes
+import re
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from xnat_prep import __version__
+from xnat_prep.server import archive, dicomdump, prearchive
+from xnat_prep.server.auth import Auth
+from xnat_prep.server.errors import HTTPError
+from xnat_prep.server.faults import Decision, Faults, parse_spec
+from xnat_prep.server.store import Store
+from xnat_prep.server.zipstream import ChunkedWriter, TruncatedResponse
+
+XNAT_VERSION = "1.8.10"
+FAULTS_PATH = "/xapi/xnatprep/faults"
+# Requests that need no login (as on XNAT: the login endpoints and the front page).
+PUBLIC = {
+    ("GET", "/"),
+    ("HEAD", "/"),
+    ("PUT", "/data/services/auth"),
+    ("POST", "/data/services/auth"),
+    ("GET", "/data/version"),
+    ("GET", "/xapi/siteConfig/buildInfo"),
+}
+DRAIN_LIMIT = 1 << 20
+LOGIN_FAILED = "<html><body><h3>Login attempt failed. Please try again.</h3></body></html>"
+
+
+def schema_text(name: str) -> str:
+    return resources.files("xnat_prep.server").joinpath("schemas", f"{name}.xsd").read_text()
+
+
+class Body:
+    """The request body as a stream: honours Content-Length or chunked encoding, counts bytes."""
+
+    def __init__(self, rfile: Any, headers: Any) -> None:
+        self.rfile = rfile
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.left = 0 if self.chunked else int(headers.get("Content-Length") or 0)
+        self.chunk_left = 0
+        self.done = not self.chunked and self.left == 0
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        if self.chunked:
+            if self.chunk_left == 0:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    self.done = True
+                    return b""
+                self.chunk_left = size
+            want = self.chunk_left if n < 0 else min(n, self.chunk_left)
+            data = self.rfile.read(want)
+            self.chunk_left -= len(data)
+            if self.chunk_left == 0:
+                self.rfile.readline()
+        else:
+            want = self.left if n < 0 else min(n, self.left)
+            data = self.rfile.read(want)
+            self.left -= len(data)
+            if not data and want:
+                raise HTTPError(400, "request body ended early")
+            self.done = self.left == 0
+        self.count += len(data)
+        return data
+
+    def read_all(self, limit: int = 16 << 20) -> bytes:
+        data = bytearray()
+        while chunk := self.read(1 << 16):
+            data += chunk
+            if len(data) > limit:
+                raise HTTPError(413, "request body too large for this endpoint")
+        return bytes(data)
+
+    def drain(self) -> bool:
+        """Discard a small unread remainder; False if the connection should be closed instead."""
+        if self.done:
+            return True
+        if not self.chunked and self.left > DRAIN_LIMIT:
+            return False
+        try:
+            while self.read(1 << 16):
+                if self.count > DRAIN_LIMIT * 4:
+                    return False
+        except (OSError, ValueError, HTTPError):
+            return False
+        return True
+
+
+class RequestLog:
+    """``requests.jsonl``: one flushed JSON line per request, never credentials."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+SECRET_QUERY = re.compile(r"pass|secret|token|auth", re.IGNORECASE)
+
+
+def redacted_path(path: str) -> str:
+    return re.sub(r"(/services/tokens/(?:invalidate|validate)/[^/]+/)[^/?]+", r"\1***", path)
+
+
+def redacted_query(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{k}={'***' if SECRET_QUERY.search(k) else v}" for k, v in pairs)
+
+
+class XNATServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: Store,
+        auth: Auth,
+        faults: Faults,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(address, Handler)
+        self.store = store
+        self.auth = auth
+        self.faults = faults
+        self.log = RequestLog(store.data_dir / "requests.jsonl")
+        self.started = time.time()
+        self.scheme = "https" if ssl_context else "http"
+        if ssl_context is not None:
+            # Handshake in the request thread (Handler.setup), not in the accept loop.
+            self.socket = ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{self.scheme}://{host}:{port}"
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.log.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Client disconnects (resets, TLS errors) are normal for a file server; stay quiet.
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = f"xnat-prep/{__version__}"
+    sys_version = ""
+    server: XNATServer
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(30)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.dispatch()
+
+    do_PUT = do_POST = do_DELETE = do_HEAD = do_GET
+
+    def dispatch(self) -> None:
+        start = time.perf_counter()
+        self.bytes_out = 0
+        self.status = 0
+        self.user: str | None = None
+        self.new_cookie: str | None = None
+        raw_path, _, raw_query = self.path.partition("?")
+        self.query_list = parse_qsl(raw_query, keep_blank_values=True)
+        self.query = dict(self.query_list)
+        self.route = normalise(raw_path)
+        self.body = Body(self.rfile, self.headers)
+        self.fault = Decision()
+        try:
+            if self.route != FAULTS_PATH:
+                self.fault = self.server.faults.decide(self.command, self.route)
+            if self.fault.delay_s:
+                time.sleep(self.fault.delay_s)
+            if self.fault.reset:
+                self.reset_connection()
+                return
+            self.authenticate()
+            if self.fault.status is not None:
+                retry = {"Retry-After": "1"} if self.fault.status == 429 else {}
+                raise HTTPError(self.fault.status, "injected fault", retry)
+            route(self)
+        except HTTPError as exc:
+            if not self.status:
+                self.send_text(exc.message + ("\n" if exc.message else ""), exc.status, headers=exc.headers)
+        except TruncatedResponse:
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
+            self.close_connection = True
+        except Exception as exc:  # a bug must not kill the connection silently
+            if not self.status:
+                self.send_text(f"internal error: {type(exc).__name__}: {exc}\n", 500)
+            else:
+                self.close_connection = True
+            raise
+        finally:
+            if not self.body.drain():
+                self.close_connection = True
+            self.server.log.write(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "user": self.user,
+                    "method": self.command,
+                    "path": redacted_path(self.route),
+                    "query": redacted_query(self.query_list),
+                    "status": self.status,
+                    "bytes_in": self.body.count,
+                    "bytes_out": self.bytes_out,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    **({"faults": self.fault.kinds} if self.fault.kinds else {}),
+                }
+            )
+
+    def reset_connection(self) -> None:
+        """Close with RST and no response, as a crashing proxy would."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    # ---- authentication ----------------------------------------------------------------------
+
+    def cookie(self, name: str) -> str | None:
+        for part in self.headers.get("Cookie", "").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value
+        return None
+
+    def basic_credentials(self) -> tuple[str, str] | None:
+        header = self.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            login, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return login, password
+
+    def authenticate(self) -> None:
+        """Cookie first (a live JSESSION), then HTTP Basic (which opens a session, as XNAT does)."""
+        auth = self.server.auth
+        token = self.cookie("JSESSIONID")
+        if token and self.fault.expire:
+            auth.end_session(token)
+        if token:
+            self.user = auth.session_login(token)
+            if self.user is not None:
+                self.session_token = token
+                return
+        credentials = self.basic_credentials()
+        if credentials is not None:
+            self.user = auth.check_password(*credentials)
+            if self.user is None:
+                raise HTTPError(
+                    401, "Login attempt failed. Please try again.", {"WWW-Authenticate": 'Basic realm="XNAT"'}
+                )
+            self.session_token = self.new_cookie = auth.new_session(self.user)
+            return
+        if (self.command, self.route) not in PUBLIC:
+            raise HTTPError(401, "Authentication required", {"WWW-Authenticate": 'Basic realm="XNAT"'})
+
+    def require_user(self) -> str:
+        if self.user is None:
+            raise HTTPError(401, "Authentication required")
+        return self.user
+
+    def require_admin(self) -> str:
+        user = self.require_user()
+        if not self.server.auth.is_admin(user):
+            raise HTTPError(403, f"user '{user}' is not a site administrator")
+        return user
+
+    # ---- responses ---------------------------------------------------------------------------
+
+    def start_response(
+        self, status: int, content_type: str, length: int | None, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        if self.new_cookie:
+            self.send_header("Set-Cookie", f"JSESSIONID={self.new_cookie}; Path=/; HttpOnly")
+            millis = int(time.time() * 1000)
+            self.send_header(
+                "Set-Cookie",
+                f'SESSION_EXPIRATION_TIME="{millis},{int(self.server.auth.timeout * 1000)}"; Path=/',
+            )
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    def send_bytes(
+        self,
+        body: bytes,
+        status: int = 200,
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.start_response(status, content_type, len(body), headers)
+        if self.command == "HEAD":
+            return
+        if self.fault.truncate and body:
+            body = body[: len(body) // 2]
+            self.close_connection = True
+        self.wfile.write(body)
+        self.bytes_out += len(body)
+
+    def send_text(
+        self,
+        text: str,
+        status: int = 200,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_bytes(text.encode(), status, content_type, headers)
+
+    def send_json(self, obj: Any, status: int = 200) -> None:
+        self.send_bytes(json.dumps(obj).encode(), status, "application/json")
+
+    def send_result_set(self, rows: list[dict[str, Any]], title: str = "Results") -> None:
+        """XNAT's listing answer: JSON ResultSet, or CSV with ``format=csv`` (pyxnat)."""
+        if self.query.get("format", "json").lower() == "csv":
+            columns: list[str] = []
+            for row in rows:
+                columns += [c for c in row if c not in columns]
+            out = io.StringIO()
+            writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            self.send_bytes(out.getvalue().encode(), content_type="text/csv")
+            return
+        rows = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+        self.send_json({"ResultSet": {"Result": rows, "totalRecords": str(len(rows)), "title": title}})
+
+    def send_file(self, path: Path, size: int, name: str, headers: dict[str, str] | None = None) -> None:
+        """A stored file with Range support (one range), sent with sendfile."""
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        headers = {"Accept-Ranges": "bytes", **(headers or {})}
+        start, end, status = 0, size - 1, 200
+        spec = self.headers.get("Range")
+        if spec and self.command == "GET":
+            match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", spec)
+            if match and (match.group(1) or match.group(2)):
+                first, last = match.groups()
+                if first:
+                    start, end = int(first), min(int(last), size - 1) if last else size - 1
+                else:
+                    start, end = max(0, size - int(last)), size - 1
+                if start >= size or start > end:
+                    raise HTTPError(
+                        416, f"range not satisfiable (size {size})", {"Content-Range": f"bytes */{size}"}
+                    )
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        length = end - start + 1
+        self.start_response(status, content_type, length, headers)
+        if self.command == "HEAD" or length == 0:
+            return
+        count = length // 2 if self.fault.truncate else length
+        with open(path, "rb") as fh:
+            sent = self.connection.sendfile(fh, offset=start, count=count)
+        self.bytes_out += sent
+        if self.fault.truncate:
+            raise TruncatedResponse
+
+    def send_stream(
+        self,
+        content_type: str,
+        produce: Callable[[ChunkedWriter], None],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A body generated on the fly, sent with chunked transfer encoding."""
+        self.start_response(200, content_type, None, headers)
+        if self.command == "HEAD":
+            return
+        writer = ChunkedWriter(self.wfile, limit=(1 << 16) if self.fault.truncate else None)
+        try:
+            produce(writer)
+            writer.close()
+        finally:
+            self.bytes_out += writer.sent
+
+
+def normalise(raw_path: str) -> str:
+    """Decode and map XNAT's path aliases: ``/REST`` = ``/data``, ``/data/archive/X`` = ``/data/X``."""
+    path = "/" + "/".join(unquote(p) for p in raw_path.split("/") if p)
+    if path == "/REST" or path.startswith("/REST/"):
+        path = "/data" + path[5:]
+    if path.startswith("/data/archive/") or path == "/data/archive":
+        path = "/data" + path[13:]
+    return path
+
+
+# ---- routing ---------------------------------------------------------------------------------
+
+
+def route(h: Handler) -> None:
+    path, method = h.route, h.command
+    parts = [p for p in path.split("/") if p]
+    if path == "/":
+        h.send_text(
+            "<html><head><title>XNAT</title></head><body>xnat-prep: an XNAT-compatible server</body></html>",
+            content_type="text/html",
+        )
+        return
+    simple = SIMPLE_ROUTES.get((method, path)) or (
+        SIMPLE_ROUTES.get(("GET", path)) if method == "HEAD" else None
+    )
+    if simple is not None:
+        simple(h)
+        return
+    if parts[0] == "data" and len(parts) > 1:
+        head = parts[1]
+        if head in ("projects", "subjects", "experiments"):
+            archive.handle(h, parts[1:])
+            return
+        if head == "prearchive":
+            prearchive.handle(h, parts[2:])
+            return
+        if parts[1:3] == ["services", "tokens"]:
+            tokens(h, parts[3:])
+            return
+        if parts[1:3] == ["services", "dicomdump"] and method in ("GET", "HEAD"):
+            dicomdump.handle(h)
+            return
+        if parts[1:3] == ["search", "elements"] and len(parts) == 4:
+            search_fields(h, parts[3])
+            return
+    if parts[:2] == ["xapi", "schemas"] and len(parts) == 3 and method in ("GET", "HEAD"):
+        schema(h, parts[2])
+        return
+    raise HTTPError(404, f"no such resource: {path}")
+
+
+def login(h: Handler) -> None:
+    """PUT /data/services/auth with a form body: the token answer xnatpy expects."""
+    form = dict(parse_qsl(h.body.read_all(64 << 10).decode("utf-8", "replace")))
+    user = h.server.auth.check_password(form.get("username", ""), form.get("password", ""))
+    if user is None:
+        raise HTTPError(401, LOGIN_FAILED)
+    h.user = user
+    h.new_cookie = h.server.auth.new_session(user)
+    h.send_text(h.new_cookie)
+
+
+def auth_check(h: Handler) -> None:
+    h.send_text(f"User '{h.require_user()}' is logged in")
+
+
+def jsession(h: Handler) -> None:
+    h.require_user()
+    h.send_text(h.session_token)
+
+
+def logout(h: Handler) -> None:
+    token = h.cookie("JSESSIONID")
+    if token:
+        h.server.auth.end_session(token)
+    if getattr(h, "session_token", None):
+        h.server.auth.end_session(h.session_token)
+    h.new_cookie = None
+    h.send_text("")
+
+
+def not_found(h: Handler) -> None:
+    raise HTTPError(404, "not found")
+
+
+def build_info(h: Handler) -> None:
+    h.send_json(
+        {
+            "version": XNAT_VERSION,
+            "buildNumber": "xnat-prep",
+            "commit": __version__,
+            "sha": __version__,
+            "branch": "release",
+        }
+    )
+
+
+def uptime(h: Handler) -> None:
+    seconds = int(time.time() - h.server.started)
+    h.send_json(
+        {
+            "days": seconds // 86400,
+            "hours": seconds // 3600 % 24,
+            "minutes": seconds // 60 % 60,
+            "seconds": seconds % 60,
+        }
+    )
+
+
+def schema_list(h: Handler) -> None:
+    h.send_json(["xdat", "xnat"])
+
+
+def schema(h: Handler, name: str) -> None:
+    if name not in ("xdat", "xnat"):
+        raise HTTPError(404, f"no schema {name}")
+    h.send_text(schema_text(name), content_type="application/xml")
+
+
+# Element names offered for search, with XNAT's upper-case display field IDs.
+SEARCH_ELEMENTS = {
+    "xnat:projectData": ("Project", "Projects", ["ID", "NAME", "DESCRIPTION", "SECONDARY_ID"]),
+    "xnat:subjectData": ("Subject", "Subjects", ["SUBJECT_ID", "SUBJECT_LABEL", "PROJECT", "INSERT_DATE"]),
+    "xnat:mrSessionData": (
+        "MR Session",
+        "MR Sessions",
+        ["SESSION_ID", "LABEL", "SUBJECT_ID", "PROJECT", "DATE"],
+    ),
+    "xnat:ctSessionData": (
+        "CT Session",
+        "CT Sessions",
+        ["SESSION_ID", "LABEL", "SUBJECT_ID", "PROJECT", "DATE"],
+    ),
+    "xnat:petSessionData": (
+        "PET Session",
+        "PET Sessions",
+        ["SESSION_ID", "LABEL", "SUBJECT_ID", "PROJECT", "DATE"],
+    ),
+}
+
+
+def search_elements(h: Handler) -> None:
+    h.require_user()
+    h.send_result_set(
+        [
+            {"ELEMENT_NAME": name, "SINGULAR": singular, "PLURAL": plural, "SECURED": "true", "COUNT": ""}
+            for name, (singular, plural, _) in SEARCH_ELEMENTS.items()
+        ]
+    )
+
+
+def search_fields(h: Handler, element: str) -> None:
+    h.require_user()
+    if element not in SEARCH_ELEMENTS:
+        raise HTTPError(404, f"unknown element {element}")
+    h.send_result_set(
+        [
+            {
+                "FIELD_ID": f,
+                "HEADER": f.replace("_", " ").title(),
+                "SUMMARY": "",
+                "TYPE": "string",
+                "REQUIRES_VALUE": "false",
+                "DESC": "",
+                "ELEMENT_NAME": element,
+            }
+            for f in SEARCH_ELEMENTS[element][2]
+        ]
+    )
+
+
+def access_projects(h: Handler) -> None:
+    user = h.require_user()
+    auth = h.server.auth
+    rows = []
+    for project in h.server.store.projects():
+        role = auth.role(user, project.id)
+        if role is not None:
+            rows.append(
+                {
+                    "ID": project.id,
+                    "name": project.extra.get("name", project.id),
+                    "role": role,
+                    "description": project.extra.get("description", ""),
+                }
+            )
+    h.send_json(rows)
+
+
+def tokens(h: Handler, parts: list[str]) -> None:
+    """Alias tokens: issue[/user/LOGIN], validate/ALIAS/SECRET, invalidate/ALIAS/SECRET."""
+    auth = h.server.auth
+    if parts[:1] == ["issue"] and h.command in ("GET", "PUT", "POST"):
+        login_ = h.require_user()
+        if len(parts) == 3 and parts[1] == "user":
+            h.require_admin()
+            if parts[2] not in auth.users:
+                raise HTTPError(404, f"no user {parts[2]}")
+            login_ = parts[2]
+        elif len(parts) != 1:
+            raise HTTPError(404, "unknown token request")
+        h.send_json(auth.issue_token(login_))
+    elif len(parts) == 3 and parts[0] in ("validate", "invalidate"):
+        h.require_user()
+        owner = h.server.store.token_login(parts[1], parts[2])
+        if owner is None:
+            raise HTTPError(404 if parts[0] == "validate" else 400, "no such valid token")
+        if parts[0] == "validate":
+            h.send_json({"valid": owner})
+        else:
+            if owner != h.user:
+                h.require_admin()
+            auth.invalidate_token(parts[1], parts[2])
+            h.send_text("")
+    else:
+        raise HTTPError(404, "unknown token request")
+
+
+def faults_endpoint(h: Handler) -> None:
+    h.require_admin()
+    faults = h.server.faults
+    if h.command == "PUT":
+        try:
+            doc = json.loads(h.body.read_all() or b"{}")
+        except ValueError as exc:
+            raise HTTPError(400, f"faults: body is not JSON: {exc}") from exc
+        from xnat_prep.errors import UserError
+
+        try:
+            faults.set_plan(parse_spec(doc["spec"] if isinstance(doc, dict) and "spec" in doc else doc))
+        except (UserError, TypeError) as exc:
+            raise HTTPError(400, str(exc)) from exc
+    elif h.command == "DELETE":
+        faults.set_plan(None)
+    plan = faults.plan
+    h.send_json({"enabled": plan is not None, **(plan.as_dict() if plan else {})})
+
+
+SIMPLE_ROUTES: dict[tuple[str, str], Callable[[Handler], None]] = {
+    ("PUT", "/data/services/auth"): login,
+    ("POST", "/data/services/auth"): login,
+    ("GET", "/data/auth"): auth_check,
+    ("GET", "/data/JSESSION"): jsession,
+    ("POST", "/data/JSESSION"): jsession,
+    ("DELETE", "/data/JSESSION"): logout,
+    ("GET", "/data/version"): not_found,
+    ("GET", "/xapi/siteConfig/buildInfo"): build_info,
+    ("GET", "/xapi/siteConfig/buildInfo/version"): lambda h: h.send_text(XNAT_VERSION),
+    ("GET", "/xapi/siteConfig/uptime"): uptime,
+    ("GET", "/xapi/schemas"): schema_list,
+    ("GET", "/data/search/elements"): search_elements,
+    ("GET", "/xapi/access/projects"): access_projects,
+    ("GET", FAULTS_PATH): faults_endpoint,
+    ("PUT", FAULTS_PATH): faults_endpoint,
+    ("DELETE", FAULTS_PATH): faults_endpoint,
+    ("POST", "/data/services/import"): prearchive.import_service,
+    ("POST", "/data/services/archive"): prearchive.archive_service,
+    ("POST", "/data/services/prearchive/delete"): prearchive.delete_service,
+}

@@ -1,0 +1,92 @@
+"""``xnat-prep server``: run the bundled XNAT-compatible server in the foreground.
+
+Prints the server URL (``http://127.0.0.1:PORT``, or https with --tls-cert) as the first line of
+stdout, logs one JSON line per request to DATA_DIR/requests.jsonl, and stops cleanly on SIGINT or
+SIGTERM. Without --users there is one account, admin/admin, fit for a local demo only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import ssl
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from xnat_prep.errors import UserError
+from xnat_prep.server import faults as faults_module
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "fault SPEC:\n" + faults_module.__doc__.split("::", 1)[1].split("Determinism")[0]
+    parser.add_argument("--data-dir", required=True, type=Path, help="where the database and files live")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)")
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="log a session out after S seconds without requests (default 900, as XNAT)",
+    )
+    parser.add_argument("--faults", metavar="SPEC", help="inject faults, e.g. seed=7,error=0.2,path=/files")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve https")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--users",
+        type=Path,
+        metavar="FILE",
+        help="users file (see `xnat-prep users`); replaces the default admin/admin account",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from xnat_prep.server.app import XNATServer
+    from xnat_prep.server.auth import Auth, User, hash_password, load_users_file
+    from xnat_prep.server.faults import Faults, parse_spec
+    from xnat_prep.server.store import Store
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    plan = parse_spec(args.faults) if args.faults else None
+    if args.users:
+        users = load_users_file(args.users)
+    else:
+        users = {"admin": User("admin", hash_password("admin"), admin=True)}
+        print(
+            "xnat-prep server: no --users file: the only account is admin/admin. "
+            "This is for a local demo only; never expose this server.",
+            file=sys.stderr,
+            flush=True,
+        )
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(f"{args.tls_cert}: cannot load certificate/key: {exc}") from exc
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(args.data_dir)
+    auth = Auth(store, users, args.session_timeout)
+    try:
+        server = XNATServer((args.host, args.port), store, auth, Faults(plan), context)
+    except OSError as exc:
+        store.close()
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(server.url, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        store.close()
+    return 0

@@ -1,0 +1,190 @@
+"""XNAT's image session import service (``POST /data/services/import``), minus the DICOM network.
+
+An uploaded zip or tar(.gz) of DICOM files becomes one session document::
+
+    {"xsi_type": "xnat:mrSessionData", "fields": {date, time, modality, UID, scanner, ...},
+     "labels": {"project", "subject", "session"}  (from DICOM, used when the request gives none),
+     "scans": [{"id": "3", "xsi_type": "xnat:mrScanData",
+                "fields": {type, series_description, frames, modality, UID, quality},
+                "files": [{"path", "size", "md5", "blob"}]}]}
+
+which the store then puts in the archive (``Store.archive_session``) or keeps in the prearchive.
+As in XNAT: files are sorted into scans by SeriesNumber, a scan's type and series_description are
+its SeriesDescription, the scan and session data types follow Modality (MR, CT, PT; anything else is
+``otherDicom``), each scan gets a ``DICOM`` resource (format DICOM, content RAW), and missing labels
+come from XNAT's default DICOM identifiers: project from StudyDescription (0008,1030), subject from
+PatientName (0010,0010), session from PatientID (0010,0020). Members that are not DICOM are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from xnat_prep.server.store import Store
+
+SESSION_TYPES = {"PT": "xnat:petSessionData", "MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData"}
+SCAN_TYPES = {"PT": "xnat:petScanData", "MR": "xnat:mrScanData", "CT": "xnat:ctScanData"}
+OTHER_SESSION, OTHER_SCAN = "xnat:otherDicomSessionData", "xnat:otherDicomScanData"
+
+
+class ImportFailed(Exception):
+    """The upload cannot be imported (not an archive, no DICOM, missing labels)."""
+
+
+def xnat_label(text: str) -> str:
+    """XNAT's label cleaning: anything but letters, digits, ``_`` and ``-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())
+
+
+def _members(archive_path: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    """(name, stream) of every regular file in a zip or tar(.gz)."""
+    if zipfile.is_zipfile(archive_path):
+        with zipfile.ZipFile(archive_path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    with zf.open(info) as fh:
+                        yield info.filename, fh
+        return
+    try:
+        tf = tarfile.open(archive_path)  # noqa: SIM115 - closed below; generator body
+    except tarfile.TarError as exc:
+        raise ImportFailed("the upload is neither a zip nor a tar(.gz) archive") from exc
+    with tf:
+        for info in tf:
+            if info.isfile():
+                fh = tf.extractfile(info)
+                if fh is not None:
+                    yield info.name, fh
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if re.fullmatch(r"\d{8}", value) else ""
+
+
+def _time(value: str) -> str:
+    return f"{value[:2]}:{value[2:4]}:{value[4:6]}" if re.match(r"\d{6}", value) else ""
+
+
+def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
+    """Receive an upload and parse it into a session document; its files become blobs."""
+    fd, name = tempfile.mkstemp(dir=store.data_dir, prefix=".import-", suffix=".part")
+    archive = Path(name)
+    scans: dict[str, dict[str, Any]] = {}
+    blobs: list[str] = []
+    first: pydicom.Dataset | None = None
+    modalities: list[str] = []
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                out.write(chunk)
+        for member, stream in _members(archive):
+            base = PurePosixPath(member).name
+            if base.startswith(".") or base.upper() == "DICOMDIR" or "__MACOSX" in member:
+                continue
+            blob = store.receive(stream)
+            blobs.append(blob.name)
+            try:
+                ds = pydicom.dcmread(store.blob_path(blob.name), stop_before_pixels=True)
+            except (InvalidDicomError, ValueError, EOFError, OSError):
+                store.discard_blobs([blob.name])
+                blobs.remove(blob.name)
+                continue
+            first = first or ds
+            modality = _text(ds, "Modality") or "OT"
+            series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
+            series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
+            scan = scans.setdefault(
+                series,
+                {
+                    "id": series,
+                    "xsi_type": SCAN_TYPES.get(modality, OTHER_SCAN),
+                    "fields": {
+                        "type": _text(ds, "SeriesDescription"),
+                        "series_description": _text(ds, "SeriesDescription"),
+                        "modality": modality,
+                        "UID": _text(ds, "SeriesInstanceUID"),
+                        "quality": "usable",
+                        "frames": 0,
+                    },
+                    "files": [],
+                },
+            )
+            if modality not in modalities:
+                modalities.append(modality)
+            scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
+            taken = {f["path"] for f in scan["files"]}
+            path, n = base, 1
+            while path in taken:
+                n += 1
+                path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+            scan["files"].append({"path": path, "size": blob.size, "md5": blob.md5, "blob": blob.name})
+        if first is None:
+            raise ImportFailed("the upload contains no DICOM files")
+    except BaseException:
+        store.discard_blobs(blobs)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            archive.unlink()
+    primary = next((m for m in ("PT", "MR", "CT") if m in modalities), modalities[0])
+    fields = {
+        "date": _date(_text(first, "StudyDate")),
+        "time": _time(_text(first, "StudyTime")),
+        "modality": primary,
+        "UID": _text(first, "StudyInstanceUID"),
+        "scanner": _text(first, "StationName"),
+        "acquisition_site": _text(first, "InstitutionName"),
+        "dcmPatientId": _text(first, "PatientID"),
+        "dcmPatientName": _text(first, "PatientName"),
+    }
+    if primary == "MR" and _text(first, "MagneticFieldStrength"):
+        fields["fieldStrength"] = _text(first, "MagneticFieldStrength")
+    for scan in scans.values():
+        scan["fields"]["frames"] = str(scan["fields"]["frames"])
+        scan["files"].sort(key=lambda f: f["path"])
+    ordered = sorted(
+        scans.values(),
+        key=lambda s: (not s["id"].isdigit(), int(s["id"]) if s["id"].isdigit() else 0, s["id"]),
+    )
+    return {
+        "xsi_type": SESSION_TYPES.get(primary, OTHER_SESSION),
+        "fields": {k: v for k, v in fields.items() if v},
+        "labels": {
+            "project": xnat_label(_text(first, "StudyDescription")),
+            "subject": xnat_label(_text(first, "PatientName")),
+            "session": xnat_label(_text(first, "PatientID")),
+        },
+        "scans": ordered,
+    }
+
+
+def parse_dest(dest: str) -> dict[str, str]:
+    """``/archive/projects/P/subjects/S/experiments/E`` or ``/prearchive/projects/P`` -> parts."""
+    parts = [p for p in dest.split("/") if p]
+    if parts and parts[0] == "data":
+        parts = parts[1:]
+    if not parts or parts[0] not in ("archive", "prearchive"):
+        raise ImportFailed(f"dest must start with /archive or /prearchive, got {dest!r}")
+    out = {"area": parts[0]}
+    for key, name in zip(parts[1::2], parts[2::2], strict=False):
+        target = {"projects": "project", "subjects": "subject", "experiments": "session"}.get(key)
+        if target is None:
+            raise ImportFailed(f"cannot understand dest {dest!r}")
+        out[target] = name
+    return out

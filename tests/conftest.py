@@ -1,0 +1,28 @@
+"""Shared fixtures: the bundled XNAT-compatible server as a subprocess.
+
+``xnat_server`` is a fresh server per test (its own data dir); ``xnat_server_session`` is one
+server shared by the whole session, for tests that do not change shared state (or only add
+objects with unique names). Both yield ``xnat_prep.server.testing.ServerHandle``
+(``.url``, ``.data_dir``, ``.process``, ``.requests()``, ``.admin``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xnat_prep.server.testing import ServerHandle, running_server
+
+
+@pytest.fixture
+def xnat_server(tmp_path: Path) -> Iterator[ServerHandle]:
+    with running_server(tmp_path / "xnat-data") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def xnat_server_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    with running_server(tmp_path_factory.mktemp("xnat-session") / "xnat-data") as server:
+        yield server
