@@ -16,6 +16,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 SCANS_TSV = "manifest/scans.tsv"
 SESSIONS_TSV = "manifest/sessions.tsv"
 ERRORS_TSV = "manifest/errors.tsv"
+FILES_DIR = "manifest/files"
 SESSION_FILES = "manifest/files/{project}/{subject}/{session}.tsv"
 DICOM_DIR = "dicom/{project}/{subject}/{session}/{scan}"
 DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"

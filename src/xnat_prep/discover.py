@@ -1,0 +1,357 @@
+"""``discover``: what the subjects in the CSV have on XNAT, written as the manifest.
+
+Requests are listings only, a fixed number per level whatever the number of files:
+per project one subject listing; per subject one experiment listing; per session one scan
+listing and one listing of all its scans' files (``scans/ALL/files``, with md5 digests). Sessions
+are listed in a few threads (each its own xnatpy connection) when there are many.
+
+A subject that is missing, a project without access, a session that is not there: each becomes a
+row of ``errors.tsv`` and discovery goes on with the other subjects. Only problems that stop
+everything (no server, credentials refused) raise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from xnat_prep import manifest, paths
+from xnat_prep.errors import UserError
+from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionRow
+from xnat_prep.subjects import Subject
+
+log = logging.getLogger(__name__)
+
+RESOURCE = "DICOM"
+SESSIONS_PER_CONNECTION = 20  # one more parallel connection per this many sessions
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+ATTEMPTS = 4
+_FILE_URI = re.compile(r"/scans/([^/]+)/resources/[^/]+/files/(.+)$")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which scans to take: globs on the type (case-insensitive), a regex on the description."""
+
+    include_types: tuple[str, ...] = ("*",)
+    exclude_types: tuple[str, ...] = ()
+    series_description: str | None = None
+
+    @classmethod
+    def from_config(cls, scans: Mapping[str, Any]) -> Selection:
+        """From the config's ``scans`` section."""
+        return cls(tuple(scans["include_types"]), tuple(scans["exclude_types"]), scans["series_description"])
+
+    def matches(self, scan_type: str, series_description: str) -> bool:
+        """Whether a scan is selected; an empty type is matched by ``*`` and by ``""``."""
+        scan_type = scan_type.strip().lower()
+
+        def hit(globs: Iterable[str]) -> bool:
+            return any(fnmatch.fnmatchcase(scan_type, g.strip().lower()) for g in globs)
+
+        if not hit(self.include_types) or hit(self.exclude_types):
+            return False
+        return (
+            self.series_description is None
+            or re.search(self.series_description, series_description) is not None
+        )
+
+
+@dataclass
+class Discovery:
+    """Everything discovery found: the manifest's rows."""
+
+    scans: list[ScanRow] = field(default_factory=list)
+    sessions: list[SessionRow] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    files: dict[tuple[str, str, str], list[FileRow]] = field(default_factory=dict)
+
+
+class _ListingError(Exception):
+    """A listing that failed for one project/subject/session (recorded, not fatal)."""
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key putting scan 2 before scan 10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _get_rows(xs: Any, path: str, query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """A ResultSet listing; transient failures (429/5xx, connection drops) are retried."""
+    import requests
+    from xnat.exceptions import XNATResponseError
+
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return xs.get_json(path, query=dict(query or {}))["ResultSet"]["Result"]
+        except XNATResponseError as exc:
+            if exc.status_code == 401:
+                raise UserError(f"XNAT refused the credentials (HTTP 401 on {path})") from None
+            if exc.status_code not in RETRY_STATUS or attempt == ATTEMPTS:
+                reason = {403: "no access", 404: "not found"}.get(exc.status_code, "failed")
+                raise _ListingError(f"{reason} (HTTP {exc.status_code} on {path})") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if attempt == ATTEMPTS:
+                raise UserError(f"XNAT stopped answering ({type(exc).__name__} on {path})") from None
+        except (KeyError, TypeError, ValueError):
+            raise _ListingError(f"unexpected answer to {path}") from None
+        log.warning("GET %s failed (attempt %d of %d); retrying", path, attempt, ATTEMPTS)
+        time.sleep(2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _Session:
+    project: str
+    subject: str
+    subject_id: str
+    session: str
+    session_id: str
+    xsi_type: str
+
+
+def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[_Session] | ErrorRow:
+    """The image sessions of one subject, as selected by the CSV row."""
+    path = f"/data/projects/{subject.project}/subjects/{subject_id}/experiments"
+    try:
+        rows = _get_rows(xs, path, {"columns": "ID,label,xsiType"})
+    except _ListingError as exc:
+        return ErrorRow(subject.project, subject.subject, "", f"cannot list sessions: {exc}")
+    # Only image sessions (mr/ct/petSessionData, ...) have scans; other experiments are skipped.
+    found = {
+        r["label"]: _Session(subject.project, subject.subject, subject_id, r["label"], r["ID"], r["xsiType"])
+        for r in rows
+        if str(r.get("xsiType", "")).endswith("SessionData")
+    }
+    if not found:
+        return ErrorRow(subject.project, subject.subject, "", "subject has no imaging sessions on XNAT")
+    if not subject.sessions:
+        return sorted(found.values(), key=lambda s: _natural(s.session))
+    missing = [s for s in subject.sessions if s not in found]
+    if missing:
+        return ErrorRow(
+            subject.project, subject.subject, missing[0], f"session {missing[0]} not found for this subject"
+        )
+    return [found[s] for s in subject.sessions]
+
+
+def _session_scans(xs: Any, session: _Session, selection: Selection) -> Discovery:
+    """The selected scans of one session with their DICOM files."""
+    out = Discovery()
+    base = f"/data/experiments/{session.session_id}/scans"
+    try:
+        scans = _get_rows(xs, base, {"columns": "ID,type,series_description,xsiType"})
+        picked = [
+            s for s in scans if selection.matches(s.get("type") or "", s.get("series_description") or "")
+        ]
+        file_rows = _get_rows(xs, f"{base}/ALL/files") if picked else []
+    except _ListingError as exc:
+        out.errors.append(
+            ErrorRow(session.project, session.subject, session.session, f"cannot list scans: {exc}")
+        )
+        return out
+    by_scan: dict[str, list[FileRow]] = {}
+    for row in file_rows:
+        match = _FILE_URI.search(row.get("URI", ""))
+        if match and row.get("collection") == RESOURCE:
+            scan_id, path = match.group(1), unquote(match.group(2))
+            by_scan.setdefault(scan_id, []).append(
+                FileRow(scan_id, RESOURCE, path, int(row.get("Size") or 0), row.get("digest", ""), row["URI"])
+            )
+    seen: dict[str, str] = {}
+    for scan in sorted(picked, key=lambda s: _natural(str(s["ID"]))):
+        scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
+        files = by_scan.get(scan_id, [])
+        if not files:
+            log.info(
+                "%s scan %s (%r): no %s files; not selected", session.session, scan_id, scan_type, RESOURCE
+            )
+            continue
+        wildcard = paths.scan_dir(scan_id, scan_type)
+        if wildcard in seen:
+            message = (
+                f"scans {seen[wildcard]} and {scan_id} map to the same folder {wildcard}; {scan_id} skipped"
+            )
+            out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
+            continue
+        seen[wildcard] = scan_id
+        out.scans.append(
+            ScanRow(
+                session.project,
+                session.subject,
+                session.subject_id,
+                session.session,
+                session.session_id,
+                session.xsi_type,
+                scan_id,
+                scan_type,
+                scan.get("series_description") or "",
+                wildcard,
+                RESOURCE,
+                len(files),
+                sum(f.size for f in files),
+            )
+        )
+        out.files.setdefault((session.project, session.subject, session.session), []).extend(files)
+    if out.scans:
+        out.sessions.append(
+            SessionRow(
+                session.project,
+                session.subject,
+                session.subject_id,
+                session.session,
+                session.session_id,
+                session.xsi_type,
+                len(out.scans),
+                sum(s.bytes for s in out.scans),
+            )
+        )
+    else:
+        log.info("%s: no scan matches the selection", session.session)
+    return out
+
+
+def discover(
+    connect: Callable[[], Any], subjects: Sequence[Subject], selection: Selection, max_connections: int = 4
+) -> Discovery:
+    """List ``subjects`` on XNAT. ``connect()`` opens an xnatpy connection (context manager).
+
+    Threads are used only when there are many sessions; each thread has its own connection.
+    """
+    result = Discovery()
+    local = threading.local()
+    with ExitStack() as stack:
+        main = stack.enter_context(connect())
+        lock = threading.Lock()
+
+        def connection() -> Any:
+            if threading.current_thread() is threading.main_thread():
+                return main
+            if not hasattr(local, "xs"):
+                with lock:
+                    local.xs = stack.enter_context(connect())
+            return local.xs
+
+        todo: list[tuple[Subject, str]] = []
+        for project in dict.fromkeys(s.project for s in subjects):
+            wanted = [s for s in subjects if s.project == project]
+            try:
+                rows = _get_rows(main, f"/data/projects/{project}/subjects", {"columns": "ID,label"})
+            except _ListingError as exc:
+                result.errors += [
+                    ErrorRow(project, s.subject, "", f"project {project}: {exc}") for s in wanted
+                ]
+                continue
+            ids = {r["label"]: r["ID"] for r in rows}
+            for s in wanted:
+                if s.subject in ids:
+                    todo.append((s, ids[s.subject]))
+                else:
+                    result.errors.append(
+                        ErrorRow(project, s.subject, "", f"subject not found in project {project}")
+                    )
+
+        workers = max(1, min(max_connections, 1 + len(todo) // SESSIONS_PER_CONNECTION))
+
+        def run(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+            if workers == 1:
+                return [fn(*item) for item in items]
+            with ThreadPoolExecutor(workers, thread_name_prefix="discover") as pool:
+                return list(pool.map(lambda item: fn(*item), items))
+
+        sessions: list[_Session] = []
+        for found in run(lambda s, sid: _subject_sessions(connection(), s, sid), todo):
+            if isinstance(found, ErrorRow):
+                result.errors.append(found)
+            else:
+                sessions += found
+        for part in run(lambda s: _session_scans(connection(), s, selection), [(s,) for s in sessions]):
+            result.scans += part.scans
+            result.sessions += part.sessions
+            result.errors += part.errors
+            result.files.update(part.files)
+    return result
+
+
+def write(root: str | Path, result: Discovery) -> None:
+    """Write the manifest under ``root``; files whose content is unchanged keep their mtime.
+
+    ``scans.tsv`` goes last: it is what the workflow reads to build its jobs. File lists of
+    sessions that are no longer selected are removed.
+    """
+    root = Path(root)
+    keep = set()
+    for (project, subject, session), rows in result.files.items():
+        path = paths.session_files(root, project, subject, session)
+        manifest.write_tsv(path, rows, FileRow)
+        keep.add(path)
+    for stale in (root / paths.FILES_DIR).rglob("*.tsv"):
+        if stale not in keep:
+            stale.unlink()
+    manifest.write_tsv(root / paths.SESSIONS_TSV, result.sessions, SessionRow)
+    manifest.write_tsv(root / paths.ERRORS_TSV, result.errors, ErrorRow)
+    manifest.write_tsv(root / paths.SCANS_TSV, result.scans, ScanRow)
+
+
+def run_discovery(
+    config: Mapping[str, Any], subjects: Sequence[Subject], credentials: Any = None
+) -> Discovery:
+    """Discover with the connection settings of a validated workflow config, write the manifest."""
+    from xnat_prep import client
+    from xnat_prep import config as config_mod
+
+    conn = config_mod.connection(config)
+
+    def connect() -> Any:
+        return client.connect(
+            conn["host"], **{k: v for k, v in conn.items() if k != "host"}, credentials=credentials
+        )
+
+    result = discover(
+        connect, subjects, Selection.from_config(config["scans"]), config["xnat"]["max_connections"]
+    )
+    write(config["output_root"], result)
+    log.info(
+        "%d scan(s) in %d session(s) selected, %d file(s), %d problem(s)",
+        len(result.scans),
+        len(result.sessions),
+        sum(len(f) for f in result.files.values()),
+        len(result.errors),
+    )
+    for error in result.errors:
+        log.warning(
+            "%s/%s%s: %s",
+            error.project,
+            error.subject,
+            f"/{error.session}" if error.session else "",
+            error.message,
+        )
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfile", action="append", required=True, help="workflow config (YAML); repeatable"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from xnat_prep import config as config_mod
+    from xnat_prep import subjects as subjects_mod
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_mod.load(args.configfile)
+    subjects = subjects_mod.read(config["subjects"]["csv"], config["subjects"]["project"])
+    result = run_discovery(config, subjects)
+    return 1 if result.errors else 0
