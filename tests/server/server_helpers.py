@@ -1,4 +1,4 @@
-"""A tiny DICOM zip for import tests (a few 8x8 slices per series), made with pydicom."""
+"""Helpers for the server tests: one-line HTTP calls, and a tiny DICOM zip (8x8 slices) made with pydicom."""
 
 from __future__ import annotations
 
@@ -8,8 +8,28 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import requests
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from xnat_prep.server.testing import ServerHandle
+
+PROJECT = "PROJ1"
+ADMIN = ("admin", "admin")
+
+
+def api(
+    server: ServerHandle,
+    method: str,
+    path: str,
+    *,
+    auth: tuple[str, str] | None = ADMIN,
+    timeout: float = 30,
+    **kwargs,
+) -> requests.Response:
+    """One request to the server: admin by default, 30 s timeout."""
+    return requests.request(method, server.url + path, auth=auth, timeout=timeout, **kwargs)
+
 
 DEFAULT_SERIES = ((1, "T1w MPRAGE", "MR", 3), (2, "rest fMRI", "MR", 2), (5, "localizer", "MR", 2))
 
