@@ -106,14 +106,16 @@ def seed_server(
                 folder = Path(tmp) / "session"
                 write_session(folder, info, size, edge_cases)
                 archive = zip_session(folder, Path(tmp) / f"{p.session}.zip")
-                connection().services.import_(
-                    archive,
-                    project=project,
-                    subject=p.subject,
-                    experiment=p.session,
-                    overwrite="none",
-                    content_type="application/zip",
-                )
+                # data= (a stream) rather than a path: xnatpy draws a progress bar for paths
+                with archive.open("rb") as stream:
+                    connection().services.import_(
+                        data=stream,
+                        project=project,
+                        subject=p.subject,
+                        experiment=p.session,
+                        overwrite="none",
+                        content_type="application/zip",
+                    )
             log.info("%s/%s/%s imported", project, p.subject, p.session)
 
         failures = []
