@@ -21,6 +21,8 @@ def write_series(
     pixels: bool = True,
     spacing: tuple[float, float, float] = (1.0, 1.0, 2.0),
     transfer_syntax: str = ExplicitVRLittleEndian,
+    series_number: int = 1,
+    description: str = "t1",
 ) -> list[Path]:
     """``n_slices`` one-slice files of one series; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,8 @@ def write_series(
         ds.Modality, ds.Manufacturer = "MR", "Philips Medical Systems"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.PatientName, ds.PatientID, ds.PatientPosition = "Test^Fake", "FAKE01", "HFS"
-        ds.SeriesNumber, ds.InstanceNumber, ds.ProtocolName = 1, i + 1, "t1"
+        ds.SeriesNumber, ds.InstanceNumber = series_number, i + 1
+        ds.ProtocolName = ds.SeriesDescription = description
         if pixels:
             ds.ImagePositionPatient = [0.0, 0.0, i * spacing[2]]
             ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

@@ -1,0 +1,175 @@
+"""download_scan and the transfer client: offline checks, then against the real server process."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+import requests
+from conftest import ADMIN, FAST_RETRY, import_session
+
+from xnat_prep import download, receipts
+from xnat_prep.manifest import FileRow
+from xnat_prep.server.testing import running_server
+from xnat_prep.transfer import Transfer, TransferError
+
+FILES_PATH = "/resources/DICOM/files"
+
+
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def fetch(session, scan_id, dest, **kwargs):
+    return download.download_scan(
+        host=session.url,
+        session_id=session.session_id,
+        scan_id=scan_id,
+        resource="DICOM",
+        files=session.files[scan_id],
+        dest_dir=dest / scan_id,
+        receipt=dest / f"{scan_id}.json",
+        retry=FAST_RETRY,
+        **kwargs,
+    )
+
+
+def transfer_requests(server, since=0):
+    """Requests of the transfer path (file listing/zip/file GETs) logged after ``since``."""
+    return [r for r in server.requests()[since:] if "/files" in r["path"]]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "E1/scans/1/resources/DICOM/files/../../../../x", "..\\x"])
+def test_zip_slip_entries_are_refused(name):
+    if "\\" in name:  # a backslash is an ordinary character in a zip name on POSIX: kept, not a path
+        assert download._manifest_key(name, "u") == name
+        return
+    with pytest.raises(TransferError, match="refusing entry"):
+        download._manifest_key(name, "u")
+
+
+def test_zip_entry_maps_to_manifest_path_after_files():
+    name = "E1/scans/1-T1w/resources/DICOM/files/sub/dir/0001.dcm"
+    assert download._manifest_key(name, "u") == "sub/dir/0001.dcm"
+
+
+def test_nothing_missing_means_no_request_and_no_credentials(tmp_path, monkeypatch):
+    """All files verified on disk: the (unreachable) server is never contacted."""
+    for var in ("XNAT_USER", "XNAT_PASS", "XNATPY_USER", "XNATPY_PASS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.dcm").write_bytes(b"abc")
+    (tmp_path / "d" / ".b.dcm.part").write_bytes(b"crash leftover")
+    (tmp_path / "d" / "stale.dcm").write_bytes(b"no longer in the manifest")
+    files = [FileRow("1", "DICOM", "a.dcm", 3, hashlib.md5(b"abc").hexdigest(), "/nowhere")]
+    result = download.download_scan(
+        host="http://127.0.0.1:9",
+        session_id="E",
+        scan_id="1",
+        resource="DICOM",
+        files=files,
+        dest_dir=tmp_path / "d",
+        receipt=tmp_path / "r.json",
+    )
+    assert (result["http_requests"], result["reused"], result["fetched"]) == (0, 1, 0)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.dcm"]
+
+
+def test_download_one_request_per_scan_then_none(tmp_path, admin_env):
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 6}, {"n_slices": 3}])
+        start = len(server.requests())
+        for scan_id in ("1", "2"):
+            result = fetch(session, scan_id, tmp_path / "out")
+            assert result["http_requests"] == 1 and result["method"] == "zip"
+            for row in session.files[scan_id]:
+                assert md5(tmp_path / "out" / scan_id / row.path) == row.md5
+            assert receipts.read(tmp_path / "out" / f"{scan_id}.json")["files"] == [
+                {"path": r.path, "size": r.size, "md5": r.md5} for r in session.files[scan_id]
+            ]
+        logged = transfer_requests(server, start)
+        assert len(logged) == 2 and all(r["query"] == "format=zip" for r in logged)
+
+        mark = len(server.requests())
+        again = fetch(session, "1", tmp_path / "out")
+        assert (again["http_requests"], again["reused"], again["method"]) == (0, 6, "none")
+        assert len(server.requests()) == mark
+
+
+def test_resume_keeps_good_files_and_refetches_bad_ones_one_by_one(tmp_path, admin_env):
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 8}])
+        fetch(session, "1", tmp_path / "out")
+        scan_dir = tmp_path / "out" / "1"
+        rows = session.files["1"]
+        (scan_dir / rows[0].path).unlink()
+        (scan_dir / rows[1].path).write_bytes(b"corrupted" * 100)
+        kept = {r.path: (scan_dir / r.path).stat().st_ino for r in rows[2:]}
+        mark = len(server.requests())
+        result = fetch(session, "1", tmp_path / "out")
+        assert (result["method"], result["fetched"], result["reused"], result["http_requests"]) == (
+            "files",
+            2,
+            6,
+            2,
+        )
+        assert all(md5(scan_dir / r.path) == r.md5 for r in rows)
+        assert {p: (scan_dir / p).stat().st_ino for p in kept} == kept  # untouched
+        assert sorted(r["path"].rsplit("/", 1)[1] for r in transfer_requests(server, mark)) == sorted(
+            r.path for r in rows[:2]
+        )
+
+
+def test_download_survives_injected_faults(tmp_path, admin_env, caplog):
+    """Zip and per-file downloads under errors, 429s, resets and truncated bodies: same md5s."""
+    faults = "seed=8,error=0.3,statuses=500:503:429,reset=0.1,truncate=0.15,path=/files"
+    with running_server(tmp_path / "xnat") as server:
+        # 96x96 slices: zips above the 64 KiB at which the server cuts a truncated stream.
+        series = [{"n_slices": n, "size": 96} for n in (5, 4, 6, 3, 4, 5)]
+        session = import_session(server.url, tmp_path / "dicom", "E1", series)
+        # Faults on only after seeding: the fixture's own listing requests are not retried.
+        requests.put(
+            f"{server.url}/xapi/xnatprep/faults", json={"spec": faults}, auth=server.admin, timeout=30
+        ).raise_for_status()
+        for method in ("zip", "files"):
+            for scan_id, rows in session.files.items():
+                if method == "files":  # resume: two files lost
+                    for row in rows[:2]:
+                        (tmp_path / "out" / scan_id / row.path).unlink()
+                result = fetch(session, scan_id, tmp_path / "out")
+                assert result["method"] == method
+                assert all(md5(tmp_path / "out" / scan_id / r.path) == r.md5 for r in rows)
+        injected = {kind for r in transfer_requests(server) for kind in r.get("faults", [])}
+        statuses = {r["status"] for r in transfer_requests(server)}
+    assert {"reset", "error", "truncate"} <= injected
+    assert {429, 503} <= statuses
+    retried = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert any("format=zip" in m and "ChunkedEncodingError" in m for m in retried)  # a cut zip stream
+    assert any("/files/" in m and "IncompleteRead" in m for m in retried)  # a cut single file
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_expired_session_logs_in_again(tmp_path):
+    with running_server(tmp_path / "xnat", session_timeout=0.5) as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 2}])
+        uris = [r.uri for r in session.files["1"]]
+        with Transfer(server.url, ADMIN, retry=FAST_RETRY) as transfer:
+            assert transfer.get(uris[0], lambda r: r.content)
+            time.sleep(1.0)
+            assert transfer.get(uris[1], lambda r: r.content)
+            assert transfer.requests == 3  # Basic, cookie (401: expired), Basic again
+        logged = [r for r in server.requests() if "/files/" in r["path"]]
+        assert [r["status"] for r in logged] == [200, 401, 200]
+
+
+def test_wrong_password_is_one_clear_error(tmp_path):
+    from xnat_prep.credentials import Credentials
+
+    with (
+        running_server(tmp_path / "xnat") as server,
+        Transfer(server.url, Credentials("admin", "wrong", "test source")) as transfer,
+        pytest.raises(TransferError, match="refused the credentials from test source"),
+    ):
+        transfer.get("/data/projects", lambda r: r.content)
