@@ -10,7 +10,6 @@ documents for objects, an XML catalog for a resource, raw bytes or a streamed zi
 
 from __future__ import annotations
 
-import contextlib
 import re
 import tarfile
 import tempfile
@@ -20,9 +19,10 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
+from xnat_prep.server.auth import ROLE_GROUPS
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.store import Conflict, FileEntry, Obj, Resource, Store
-from xnat_prep.server.zipstream import write_zip
+from xnat_prep.server.zipstream import NotAnArchive, iter_members, write_zip
 
 if TYPE_CHECKING:
     from xnat_prep.server.app import Handler
@@ -756,36 +756,17 @@ def receive_archive(h: Handler, store: Store, meta: dict[str, str]) -> list[File
             tmp.write(chunk)
         tmp.seek(0)
         try:
-            for name, stream in archive_members(tmp):
+            for name, stream in iter_members(tmp):
                 member = safe_path(name.split("/"))
                 blob = store.receive(stream)
                 entries.append(FileEntry(member, blob.size, blob.md5, blob.name, **meta))
-        except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+        except (zipfile.BadZipFile, tarfile.TarError, NotAnArchive, OSError) as exc:
             store.discard_blobs([e.blob for e in entries])
             raise HTTPError(400, f"cannot extract the upload: {exc}") from exc
         except HTTPError:
             store.discard_blobs([e.blob for e in entries])
             raise
     return entries
-
-
-def archive_members(fh: Any) -> Any:
-    if zipfile.is_zipfile(fh):
-        fh.seek(0)
-        with zipfile.ZipFile(fh) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    with zf.open(info) as stream:
-                        yield info.filename, stream
-        return
-    fh.seek(0)
-    with tarfile.open(fileobj=fh) as tf:
-        for info in tf:
-            if info.isfile():
-                stream = tf.extractfile(info)
-                if stream is not None:
-                    with contextlib.closing(stream):
-                        yield info.name, stream
 
 
 def delete_file(h: Handler, loc: Loc) -> None:
@@ -799,8 +780,6 @@ def delete_file(h: Handler, loc: Loc) -> None:
 
 
 # ---- project roles -------------------------------------------------------------------------------
-
-GROUPS = {"owners": "owner", "members": "member", "collaborators": "collaborator"}
 
 
 def project_users(h: Handler, loc: Loc) -> None:
@@ -817,20 +796,20 @@ def project_users(h: Handler, loc: Loc) -> None:
                     "displayname": f"{role.title()}s",
                     "role": role,
                 }
-                for _, login, role in store.roles(project=project)
+                for login, role in sorted(auth.members(project).items())
             ]
         )
         return
     user = h.require_user()
     if auth.role(user, project) != "owner":
         raise HTTPError(403, f"only owners of {project} may change its users")
-    if len(loc.rest) != 2 or loc.rest[0].lower() not in GROUPS:
+    if len(loc.rest) != 2 or loc.rest[0].lower() not in ROLE_GROUPS:
         raise HTTPError(404, "use .../users/{Owners|Members|Collaborators}/{login}")
     login = loc.rest[1]
     if login not in auth.users:
         raise HTTPError(404, f"no user {login}")
     if h.command == "PUT":
-        store.set_role(project, login, GROUPS[loc.rest[0].lower()])
+        store.set_role(project, login, ROLE_GROUPS[loc.rest[0].lower()])
     elif h.command == "DELETE":
         store.set_role(project, login, None)
     else:

@@ -14,9 +14,10 @@ Users file (YAML, written by ``xnat-prep users``; passwords only ever stored has
 
 Roles follow XNAT: owners and members may read and write a project's data, collaborators may only
 read it; owners (and admins) may also change a project's roles. Roles set through XNAT's REST API
-(``PUT /data/projects/P/users/Members/alice``) are kept in the server's database; at start-up the
-roles from the users file are applied on top of it. Without a users file there is exactly one user,
-``admin``/``admin`` (site admin), as on a freshly installed XNAT.
+(``PUT``/``DELETE /data/projects/P/users/Members/alice``, or creating a project, which makes its
+creator owner) are kept in the server's database and take precedence over the users file for that
+(user, project) pair. Without a users file there is exactly one user, ``admin``/``admin`` (site
+admin), as on a freshly installed XNAT.
 
 Login sessions (``JSESSIONID``) live in memory and expire after ``timeout`` seconds without a
 request, as XNAT's do (15 minutes by default); a restart logs everybody out. Alias tokens are kept in
@@ -135,9 +136,6 @@ class Auth:
         # must not pay it each time, so remember recent successes keyed by a keyed hash.
         self._pepper = secrets.token_bytes(16)
         self._verified: dict[tuple[str, bytes], str] = {}
-        for user in users.values():
-            for project, role in user.roles.items():
-                store.set_role(project, user.login, role)
 
     # ---- credentials -----------------------------------------------------------------------
 
@@ -222,12 +220,22 @@ class Auth:
         user = self.users.get(login)
         return bool(user and user.admin)
 
+    def roles(self, login: str) -> dict[str, str]:
+        """The user's role per project: API-set roles (database) over the users file's."""
+        user = self.users.get(login)
+        merged = dict(user.roles) if user else {}
+        merged.update({p: r for p, _, r in self.store.roles(login=login)})
+        return {p: r for p, r in merged.items() if r}
+
     def role(self, login: str, project: str) -> str | None:
         """The user's role in a project (admins act as owners everywhere)."""
         if self.is_admin(login):
             return "owner"
-        rows = self.store.roles(login=login, project=project)
-        return rows[0][2] if rows else None
+        return self.roles(login).get(project)
+
+    def members(self, project: str) -> dict[str, str]:
+        """login -> role for one project."""
+        return {login: role for login in self.users if (role := self.roles(login).get(project))}
 
     def can_read(self, login: str, project: str) -> bool:
         return self.role(login, project) is not None
@@ -239,7 +247,7 @@ class Auth:
         """Projects the user may see, or None for all (admin)."""
         if self.is_admin(login):
             return None
-        return {p for p, _, _ in self.store.roles(login=login)}
+        return set(self.roles(login))
 
 
 def _looks_like_alias(login: str) -> bool:

@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pydicom
-
 from xnat_prep.server.archive import check_read
 from xnat_prep.server.errors import HTTPError
 
 if TYPE_CHECKING:
+    import pydicom
+
     from xnat_prep.server.app import Handler
 
 
@@ -57,7 +57,7 @@ def _value(elem: Any) -> str:
     if elem.VR in ("OB", "OW", "OF", "OD", "OL", "UN"):
         return f"<{len(elem.value or b'')} bytes>"
     value = elem.value
-    if isinstance(value, pydicom.multival.MultiValue):
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return "" if value is None else str(value)
 
@@ -102,6 +102,8 @@ def handle(h: Handler) -> None:
     src = h.query.get("src")
     if not src:
         raise HTTPError(400, "dicomdump needs src=")
+    import pydicom  # deferred: it costs a quarter second of server start-up
+
     wanted = {v for k, v in h.query_list if k == "field"}
     try:
         ds = pydicom.dcmread(first_file(h, src), stop_before_pixels=True)

@@ -18,20 +18,16 @@ PatientName (0010,0010), session from PatientID (0010,0020). Members that are no
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tarfile
 import tempfile
-import zipfile
-from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
-
-import pydicom
-from pydicom.errors import InvalidDicomError
+from pathlib import PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
 
 from xnat_prep.server.store import Store
+from xnat_prep.server.zipstream import NotAnArchive, iter_members
+
+if TYPE_CHECKING:
+    import pydicom
 
 SESSION_TYPES = {"PT": "xnat:petSessionData", "MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData"}
 SCAN_TYPES = {"PT": "xnat:petScanData", "MR": "xnat:mrScanData", "CT": "xnat:ctScanData"}
@@ -45,27 +41,6 @@ class ImportFailed(Exception):
 def xnat_label(text: str) -> str:
     """XNAT's label cleaning: anything but letters, digits, ``_`` and ``-`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", text.strip())
-
-
-def _members(archive_path: Path) -> Iterator[tuple[str, IO[bytes]]]:
-    """(name, stream) of every regular file in a zip or tar(.gz)."""
-    if zipfile.is_zipfile(archive_path):
-        with zipfile.ZipFile(archive_path) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    with zf.open(info) as fh:
-                        yield info.filename, fh
-        return
-    try:
-        tf = tarfile.open(archive_path)  # noqa: SIM115 - closed below; generator body
-    except tarfile.TarError as exc:
-        raise ImportFailed("the upload is neither a zip nor a tar(.gz) archive") from exc
-    with tf:
-        for info in tf:
-            if info.isfile():
-                fh = tf.extractfile(info)
-                if fh is not None:
-                    yield info.name, fh
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -82,66 +57,79 @@ def _time(value: str) -> str:
 
 
 def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
-    """Receive an upload and parse it into a session document; its files become blobs."""
-    fd, name = tempfile.mkstemp(dir=store.data_dir, prefix=".import-", suffix=".part")
-    archive = Path(name)
-    scans: dict[str, dict[str, Any]] = {}
+    """Receive an upload and parse it into a session document; its DICOM files become blobs."""
     blobs: list[str] = []
-    first: pydicom.Dataset | None = None
-    modalities: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as out:
+        with tempfile.TemporaryFile(dir=store.data_dir, prefix=".import-") as upload:
             for chunk in iter(lambda: body.read(1 << 20), b""):
-                out.write(chunk)
-        for member, stream in _members(archive):
-            base = PurePosixPath(member).name
-            if base.startswith(".") or base.upper() == "DICOMDIR" or "__MACOSX" in member:
-                continue
-            blob = store.receive(stream)
-            blobs.append(blob.name)
-            try:
-                ds = pydicom.dcmread(store.blob_path(blob.name), stop_before_pixels=True)
-            except (InvalidDicomError, ValueError, EOFError, OSError):
-                store.discard_blobs([blob.name])
-                blobs.remove(blob.name)
-                continue
-            first = first or ds
-            modality = _text(ds, "Modality") or "OT"
-            series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
-            series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
-            scan = scans.setdefault(
-                series,
-                {
-                    "id": series,
-                    "xsi_type": SCAN_TYPES.get(modality, OTHER_SCAN),
-                    "fields": {
-                        "type": _text(ds, "SeriesDescription"),
-                        "series_description": _text(ds, "SeriesDescription"),
-                        "modality": modality,
-                        "UID": _text(ds, "SeriesInstanceUID"),
-                        "quality": "usable",
-                        "frames": 0,
-                    },
-                    "files": [],
-                },
-            )
-            if modality not in modalities:
-                modalities.append(modality)
-            scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
-            taken = {f["path"] for f in scan["files"]}
-            path, n = base, 1
-            while path in taken:
-                n += 1
-                path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
-            scan["files"].append({"path": path, "size": blob.size, "md5": blob.md5, "blob": blob.name})
-        if first is None:
-            raise ImportFailed("the upload contains no DICOM files")
+                upload.write(chunk)
+            scans = _receive_scans(store, upload, blobs)
+    except NotAnArchive as exc:
+        store.discard_blobs(blobs)
+        raise ImportFailed(str(exc)) from exc
     except BaseException:
         store.discard_blobs(blobs)
         raise
-    finally:
-        with contextlib.suppress(OSError):
-            archive.unlink()
+    if not scans:
+        raise ImportFailed("the upload contains no DICOM files")
+    return _session(scans)
+
+
+def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[str, dict[str, Any]]:
+    """Store each DICOM member as a blob and group them by SeriesNumber (header kept in ``_first``)."""
+    import pydicom  # deferred: it costs a quarter second of server start-up
+    from pydicom.errors import InvalidDicomError
+
+    scans: dict[str, dict[str, Any]] = {}
+    for member, stream in iter_members(upload):
+        base = PurePosixPath(member).name
+        if base.startswith(".") or base.upper() == "DICOMDIR" or "__MACOSX" in member:
+            continue
+        blob = store.receive(stream)
+        try:
+            ds = pydicom.dcmread(store.blob_path(blob.name), stop_before_pixels=True)
+        except (InvalidDicomError, ValueError, EOFError, OSError):
+            store.discard_blobs([blob.name])  # not DICOM: skipped, as XNAT does
+            continue
+        blobs.append(blob.name)
+        modality = _text(ds, "Modality") or "OT"
+        series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
+        series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
+        scan = scans.get(series)
+        if scan is None:
+            description = _text(ds, "SeriesDescription")
+            scan = scans[series] = {
+                "id": series,
+                "xsi_type": SCAN_TYPES.get(modality, OTHER_SCAN),
+                "fields": {
+                    "type": description,
+                    "series_description": description,
+                    "modality": modality,
+                    "UID": _text(ds, "SeriesInstanceUID"),
+                    "quality": "usable",
+                    "frames": 0,
+                },
+                "files": [],
+                "_first": ds,
+            }
+        scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
+        taken = {f["path"] for f in scan["files"]}
+        path, n = base, 1
+        while path in taken:
+            n += 1
+            path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+        scan["files"].append({"path": path, "size": blob.size, "md5": blob.md5, "blob": blob.name})
+    return scans
+
+
+def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(
+        scans.values(),
+        key=lambda s: (not s["id"].isdigit(), int(s["id"]) if s["id"].isdigit() else 0, s["id"]),
+    )
+    headers = [scan.pop("_first") for scan in ordered]
+    first = headers[0]
+    modalities = [scan["fields"]["modality"] for scan in ordered]
     primary = next((m for m in ("PT", "MR", "CT") if m in modalities), modalities[0])
     fields = {
         "date": _date(_text(first, "StudyDate")),
@@ -153,15 +141,11 @@ def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
         "dcmPatientId": _text(first, "PatientID"),
         "dcmPatientName": _text(first, "PatientName"),
     }
-    if primary == "MR" and _text(first, "MagneticFieldStrength"):
+    if primary == "MR":
         fields["fieldStrength"] = _text(first, "MagneticFieldStrength")
-    for scan in scans.values():
+    for scan in ordered:
         scan["fields"]["frames"] = str(scan["fields"]["frames"])
         scan["files"].sort(key=lambda f: f["path"])
-    ordered = sorted(
-        scans.values(),
-        key=lambda s: (not s["id"].isdigit(), int(s["id"]) if s["id"].isdigit() else 0, s["id"]),
-    )
     return {
         "xsi_type": SESSION_TYPES.get(primary, OTHER_SESSION),
         "fields": {k: v for k, v in fields.items() if v},

@@ -642,7 +642,7 @@ class Store:
     # ---- roles and tokens ------------------------------------------------------------------
 
     def roles(self, login: str | None = None, project: str | None = None) -> list[tuple[str, str, str]]:
-        """(project, login, role) rows, optionally filtered."""
+        """(project, login, role) rows set through the API ("" = removed), optionally filtered."""
         sql, args = "SELECT project, login, role FROM project_roles WHERE 1=1", []
         if login is not None:
             sql += " AND login=?"
@@ -653,12 +653,12 @@ class Store:
         return [(r[0], r[1], r[2]) for r in self._query(sql + " ORDER BY project, login", tuple(args))]
 
     def set_role(self, project: str, login: str, role: str | None) -> None:
+        """Record a role set through the API; None records its removal (overrides the users file)."""
         with self.transaction() as db:
-            db.execute("DELETE FROM project_roles WHERE project=? AND login=?", (project, login))
-            if role is not None:
-                db.execute(
-                    "INSERT INTO project_roles(project, login, role) VALUES(?,?,?)", (project, login, role)
-                )
+            db.execute(
+                "INSERT OR REPLACE INTO project_roles(project, login, role) VALUES(?,?,?)",
+                (project, login, role or ""),
+            )
 
     def add_token(self, alias: str, secret: str, login: str, lifetime: float) -> float:
         created = time.time()

@@ -1,6 +1,7 @@
-"""Zip archives written on the fly to a non-seekable stream (the HTTP response).
+"""Archives in and out: uploaded zip/tar(.gz) bodies read member by member, and zips written on
+the fly to a non-seekable stream (the HTTP response).
 
-Entries are STORED (DICOM barely compresses, and deflate would make the server the bottleneck of
+Outgoing entries are STORED (DICOM barely compresses, and deflate would make the server the bottleneck of
 a download), sizes are taken from the archive's metadata so no entry is buffered, and ZIP64 is used
 per entry when needed. Memory use does not grow with the archive size.
 """
@@ -8,13 +9,42 @@ per entry when needed. Memory use does not grow with the archive size.
 from __future__ import annotations
 
 import shutil
+import tarfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
 CHUNK = 1 << 20
+
+
+class NotAnArchive(Exception):
+    """The upload is neither a zip nor a tar(.gz)."""
+
+
+def iter_members(fh: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+    """(name, stream) of every regular file in a seekable zip or tar(.gz) file object."""
+    fh.seek(0)
+    if zipfile.is_zipfile(fh):
+        fh.seek(0)
+        with zipfile.ZipFile(fh) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    with zf.open(info) as stream:
+                        yield info.filename, stream
+        return
+    fh.seek(0)
+    try:
+        tf = tarfile.open(fileobj=fh)  # noqa: SIM115 - closed by the with below; open errors differ
+    except tarfile.TarError as exc:
+        raise NotAnArchive("the upload is neither a zip nor a tar(.gz) archive") from exc
+    with tf:
+        for info in tf:
+            stream = tf.extractfile(info) if info.isfile() else None
+            if stream is not None:
+                with stream:
+                    yield info.name, stream
 
 
 class Writable(Protocol):
@@ -24,11 +54,14 @@ class Writable(Protocol):
 
 
 def write_zip(out: Writable, entries: Iterable[tuple[str, Path, int]]) -> None:
-    """Write (archive name, file on disk, size) entries as a zip to ``out``."""
-    stamp = time.localtime()[:6]
+    """Write (archive name, file on disk, size) entries as a zip to ``out``.
+
+    Entry times are the files' modification times, so the same files give the same bytes.
+    """
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
         for name, path, size in entries:
-            info = zipfile.ZipInfo(name, date_time=stamp)
+            mtime = max(path.stat().st_mtime, 315532800)  # zip cannot store dates before 1980
+            info = zipfile.ZipInfo(name, date_time=time.localtime(mtime)[:6])
             info.compress_type = zipfile.ZIP_STORED
             info.file_size = size
             with open(path, "rb") as src, zf.open(info, "w") as dst:

@@ -1,0 +1,279 @@
+"""HTTP-level behaviour: ranges, zips, uploads, atomicity, persistence, request log."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from server_helpers import PROJECT, api, make_dicom_zip
+
+from xnat_prep.server.testing import ServerHandle, running_server
+
+SESSION = f"/data/projects/{PROJECT}/subjects/SUBJ01/experiments/SUBJ01_MR1"
+
+
+def rows(server: ServerHandle, path: str, **params: str) -> list[dict[str, str]]:
+    response = api(server, "GET", path, params={"format": "json", **params})
+    assert response.status_code == 200, response.text
+    return response.json()["ResultSet"]["Result"]
+
+
+def zip_names(data: bytes) -> list[str]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        return sorted(zf.namelist())
+
+
+def test_path_aliases_and_listing_shapes(populated: ServerHandle) -> None:
+    subjects = rows(populated, f"/REST/projects/{PROJECT}/subjects")
+    assert rows(populated, f"/data/archive/projects/{PROJECT}/subjects") == subjects
+    subject_id = next(r["ID"] for r in subjects if r["label"] == "SUBJ01")
+    assert subjects[0]["URI"] == f"/data/subjects/{subjects[0]['ID']}"
+    experiment = next(r for r in rows(populated, f"/data/subjects/{subject_id}/experiments"))
+    assert experiment["xsiType"] == "xnat:mrSessionData" and experiment["URI"].startswith(
+        "/data/experiments/XNAT_E"
+    )
+    by_id = api(populated, "GET", f"/data/experiments/{experiment['ID']}", params={"format": "json"}).json()
+    assert by_id == api(populated, "GET", SESSION, params={"format": "json"}).json()
+    resources = rows(populated, f"{SESSION}/scans/1/resources")
+    assert "ID" not in resources[0] and "URI" not in resources[0]
+    assert resources[0]["label"] == "DICOM" and resources[0]["file_count"] == "3"
+    files = rows(populated, f"{SESSION}/scans/1/resources/DICOM/files")
+    assert "ID" not in files[0]
+    rid = resources[0]["xnat_abstractresource_id"]
+    assert files[0]["URI"] == f"/data/experiments/{experiment['ID']}/scans/1/resources/{rid}/files/IM0001.dcm"
+    body = api(populated, "GET", files[0]["URI"]).content
+    assert hashlib.md5(body).hexdigest() == files[0]["digest"] and len(body) == int(files[0]["Size"])
+    csv = api(populated, "GET", f"/data/projects/{PROJECT}/subjects", params={"format": "csv"}).text
+    assert csv.splitlines()[0].startswith("ID,project,label")
+    catalog = api(populated, "GET", f"{SESSION}/scans/1/resources/DICOM", params={"format": "json"}).text
+    assert catalog.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<cat:Catalog')
+
+
+def test_range_requests_and_head(populated: ServerHandle) -> None:
+    uri = rows(populated, f"{SESSION}/scans/1/resources/DICOM/files")[0]["URI"]
+    full = api(populated, "GET", uri).content
+    part = api(populated, "GET", uri, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == full[10:20]
+    assert part.headers["Content-Range"] == f"bytes 10-19/{len(full)}"
+    tail = api(populated, "GET", uri, headers={"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == full[-5:]
+    open_end = api(populated, "GET", uri, headers={"Range": f"bytes={len(full) - 3}-"})
+    assert open_end.content == full[-3:]
+    beyond = api(populated, "GET", uri, headers={"Range": f"bytes={len(full)}-"})
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(full)}"
+    head = api(populated, "HEAD", uri)
+    assert (
+        head.status_code == 200 and int(head.headers["Content-Length"]) == len(full) and head.content == b""
+    )
+
+
+def test_zip_selections_by_id_list_type_and_resource(populated: ServerHandle) -> None:
+    def names(path: str) -> list[str]:
+        response = api(populated, "GET", path, params={"format": "zip"})
+        assert response.status_code == 200 and response.headers["Content-Type"] == "application/zip"
+        return zip_names(response.content)
+
+    everything = [n for n in names(f"{SESSION}/scans/ALL/files") if "/resources/DICOM/" in n]
+    assert len(everything) == 7  # other tests may add non-DICOM resources to the shared session
+    assert {n.split("/")[2] for n in everything} == {"1-T1w_MPRAGE", "2-rest_fMRI", "5-localizer"}
+    assert {n.split("/")[2] for n in names(f"{SESSION}/scans/1,5/files")} == {"1-T1w_MPRAGE", "5-localizer"}
+    assert {n.split("/")[2] for n in names(f"{SESSION}/scans/rest fMRI,5/files")} == {
+        "2-rest_fMRI",
+        "5-localizer",
+    }
+    assert {n.split("/")[2] for n in names(f"{SESSION}/scans/rest fMRI/files")} == {"2-rest_fMRI"}
+    rid = rows(populated, f"{SESSION}/scans/5/resources")[0]["xnat_abstractresource_id"]
+    by_id = names(f"{SESSION}/scans/5/resources/{rid}/files")
+    assert (
+        by_id
+        == names(f"{SESSION}/scans/5/resources/DICOM/files")
+        == [f"SUBJ01_MR1/scans/5-localizer/resources/DICOM/files/IM000{i}.dcm" for i in (1, 2)]
+    )
+    assert len([r for r in rows(populated, f"{SESSION}/scans/ALL/files") if r["collection"] == "DICOM"]) == 7
+    assert api(populated, "GET", f"{SESSION}/scans/99/files", params={"format": "zip"}).status_code == 404
+
+
+def test_upload_overwrite_refusal_and_resource_creation(populated: ServerHandle) -> None:
+    base = f"{SESSION}/scans/2/resources/OVERWRITE"
+    assert api(populated, "PUT", base, params={"format": "TEXT", "content": "notes"}).status_code == 200
+    assert api(populated, "PUT", f"{base}/files/n.txt", data=b"one").status_code == 200
+    refused = api(populated, "PUT", f"{base}/files/n.txt", data=b"two")
+    assert refused.status_code == 409 and "overwrite=true" in refused.text
+    assert api(populated, "GET", rows(populated, f"{base}/files")[0]["URI"]).content == b"one"
+    assert (
+        api(populated, "PUT", f"{base}/files/n.txt", params={"overwrite": "true"}, data=b"two").status_code
+        == 200
+    )
+    listing = rows(populated, f"{base}/files")
+    assert [(r["Name"], r["digest"]) for r in listing] == [("n.txt", hashlib.md5(b"two").hexdigest())]
+    res = next(r for r in rows(populated, f"{SESSION}/scans/2/resources") if r["label"] == "OVERWRITE")
+    assert (res["format"], res["content"], res["file_size"]) == ("TEXT", "notes", "3")
+    assert api(populated, "PUT", f"{base}/files/../escape", data=b"x").status_code in (400, 404)
+    assert api(populated, "DELETE", f"{base}/files/n.txt").status_code == 200
+    assert rows(populated, f"{base}/files") == []
+
+
+def test_delete_removes_objects_and_files(populated: ServerHandle, dicom_zip: Path) -> None:
+    response = api(
+        populated,
+        "POST",
+        "/data/services/import",
+        params={"project": PROJECT, "subject": "SUBJ_DEL", "session": "SUBJ_DEL_MR1"},
+        data=dicom_zip.read_bytes(),
+    )
+    uri = response.text.strip()
+    blobs_before = sum(1 for _ in (populated.data_dir / "blobs").rglob("*"))
+    assert api(populated, "DELETE", uri, params={"removeFiles": "true"}).status_code == 200
+    assert api(populated, "GET", uri, params={"format": "json"}).status_code == 404
+    blobs_after = sum(1 for _ in (populated.data_dir / "blobs").rglob("*") if _.is_file())
+    assert blobs_after <= blobs_before - 7
+
+
+def test_import_overwrite_delete_replaces_scans(populated: ServerHandle, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    make_dicom_zip(first, ((1, "A", "MR", 1), (2, "B", "MR", 1)))
+    make_dicom_zip(second, ((3, "C", "CT", 2),))
+    params = {"project": PROJECT, "subject": "SUBJ_OVR", "session": "SUBJ_OVR_1"}
+    uri = api(populated, "POST", "/data/services/import", params=params, data=first.read_bytes()).text.strip()
+    again = api(
+        populated,
+        "POST",
+        "/data/services/import",
+        params={**params, "overwrite": "delete"},
+        data=second.read_bytes(),
+    )
+    assert again.status_code == 200 and again.text.strip() == uri
+    scans = rows(populated, f"{uri}/scans")
+    assert [(s["ID"], s["xsiType"]) for s in scans] == [("3", "xnat:ctScanData")]
+
+
+def test_requests_log_one_line_per_request_without_secrets(tmp_path: Path) -> None:
+    secret_password = "S3cret-Pa55"
+    with running_server(tmp_path / "data") as srv:
+        login = api(
+            srv, "PUT", "/data/services/auth", auth=None, data={"username": "admin", "password": "admin"}
+        )
+        token = api(srv, "GET", "/data/services/tokens/issue", cookies={"JSESSIONID": login.text}).json()
+        api(srv, "GET", "/data/projects", auth=(token["alias"], token["secret"]))
+        api(srv, "GET", "/data/projects", auth=("admin", secret_password))
+        api(
+            srv,
+            "GET",
+            "/data/projects",
+            params={"password": secret_password},
+            cookies={"JSESSIONID": login.text},
+        )
+        api(srv, "GET", f"/data/services/tokens/invalidate/{token['alias']}/{token['secret']}")
+        before = len(srv.requests())
+        for _ in range(5):
+            api(srv, "GET", "/data/projects", params={"format": "json"})
+        records = srv.requests()
+        text = (srv.data_dir / "requests.jsonl").read_text()
+    assert len(records) == before + 5
+    assert all(
+        set(r)
+        >= {"time", "user", "method", "path", "query", "status", "bytes_in", "bytes_out", "duration_ms"}
+        for r in records
+    )
+    assert (
+        records[-1]["user"] == "admin"
+        and records[-1]["query"] == "format=json"
+        and records[-1]["status"] == 200
+    )
+    assert records[0]["method"] == "PUT" and records[0]["bytes_in"] > 0
+    for secret in (secret_password, token["secret"], login.text, "password=admin", "YWRtaW46YWRtaW4="):
+        assert secret not in text
+    assert [r["status"] for r in records if r["path"] == "/data/projects"][:3] == [200, 401, 200]
+
+
+def test_restart_keeps_data_and_files(tmp_path: Path, dicom_zip: Path) -> None:
+    data_dir = tmp_path / "data"
+    with running_server(data_dir) as srv:
+        api(srv, "PUT", "/data/projects/KEEP").raise_for_status()
+        uri = api(
+            srv,
+            "POST",
+            "/data/services/import",
+            params={"project": "KEEP", "subject": "S", "session": "E"},
+            data=dicom_zip.read_bytes(),
+        ).text.strip()
+        api(srv, "PUT", f"{uri}/resources/OUT/files/x/y.txt", data=b"payload").raise_for_status()
+        api(
+            srv, "PUT", uri, params={"xnat:mrSessionData/fields/field[name=kept]/field": "yes"}
+        ).raise_for_status()
+        before = api(srv, "GET", f"{uri}/scans/ALL/files", params={"format": "zip"}).content
+    with running_server(data_dir) as srv:
+        assert api(srv, "GET", f"{uri}/scans/ALL/files", params={"format": "zip"}).content == before
+        assert api(srv, "GET", f"{uri}/resources/OUT/files/x/y.txt").content == b"payload"
+        doc = api(srv, "GET", uri, params={"format": "json"}).json()["items"][0]
+        assert doc["children"][0]["items"][0]["data_fields"] == {"name": "kept", "field": "yes"}
+        new = api(srv, "PUT", "/data/projects/KEEP/subjects/S2").text
+        assert new == "XNAT_S00002"  # accession counters survive too
+
+
+def test_killed_upload_leaves_no_visible_or_stray_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with running_server(data_dir) as srv:
+        api(srv, "PUT", "/data/projects/ATOM").raise_for_status()
+        api(srv, "PUT", "/data/projects/ATOM/resources/R/files/done.bin", data=b"ok").raise_for_status()
+        host, port = srv.url.split("//")[1].split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            b"PUT /data/projects/ATOM/resources/R/files/half.bin HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Basic YWRtaW46YWRtaW4=\r\nContent-Length: 10000000\r\n\r\n" + b"\0" * 4_000_000
+        )
+        time.sleep(0.5)
+        parts = list((data_dir / "blobs").rglob("*.part"))
+        assert parts, "the upload should be in progress as a temp file"
+        assert [r["Name"] for r in rows(srv, "/data/projects/ATOM/resources/R/files")] == ["done.bin"]
+        srv.process.send_signal(signal.SIGKILL)
+        srv.process.wait()
+        sock.close()
+    with running_server(data_dir) as srv:
+        assert [r["Name"] for r in rows(srv, "/data/projects/ATOM/resources/R/files")] == ["done.bin"]
+    assert not list((data_dir / "blobs").rglob("*.part"))
+    referenced = 1
+    assert sum(1 for p in (data_dir / "blobs").rglob("*") if p.is_file()) == referenced
+
+
+def test_parallel_downloads_and_uploads(populated: ServerHandle) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = f"/data/projects/{PROJECT}/resources/PARALLEL/files"
+    payloads = {f"f{i}.bin": bytes([i]) * (200_000 + i) for i in range(16)}
+
+    def upload(name: str) -> int:
+        return api(populated, "PUT", f"{base}/{name}", data=payloads[name]).status_code
+
+    def download(name: str) -> bytes:
+        return api(populated, "GET", f"{base}/{name}").content
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(upload, payloads)) == {200}
+        assert list(pool.map(download, payloads)) == list(payloads.values())
+
+
+@pytest.mark.parametrize("path", ["/data/version", "/data/nothing/here", f"/data/projects/{PROJECT}/bogus"])
+def test_unknown_paths_are_404(populated: ServerHandle, path: str) -> None:
+    assert api(populated, "GET", path).status_code == 404
+
+
+def test_connect_surface(populated: ServerHandle) -> None:
+    assert api(populated, "GET", "/xapi/siteConfig/buildInfo").json()["version"] == "1.8.10"
+    assert api(populated, "GET", "/xapi/schemas", params={"format": "json"}).json() == ["xdat", "xnat"]
+    xsd = api(populated, "GET", "/xapi/schemas/xnat").text
+    for xsi in ("mrSessionData", "ctScanData", "otherDicomScanData", "resourceCatalog"):
+        assert f'name="{xsi}"' in xsd
+    elements = rows(populated, "/data/search/elements")
+    assert "xnat:mrSessionData" in [e["ELEMENT_NAME"] for e in elements]
+    auth = api(populated, "GET", "/data/auth")
+    assert auth.text == "User 'admin' is logged in" and "JSESSIONID" in auth.cookies
+    assert json.loads(api(populated, "GET", "/xapi/siteConfig/uptime").text)["days"] == 0
