@@ -1,0 +1,230 @@
+"""``report``: what a run did, from the manifest and the receipts (no XNAT request).
+
+``summary.tsv`` has one row per selected scan (state, file counts and bytes, each step's outcome)
+plus one per discovery error; ``data_amount.tsv`` sums DICOM and NIfTI per project; the plot
+shows both per project. :func:`problems` turns the summary into one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from xnat_prep import manifest, paths, receipts
+from xnat_prep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_STATES = ("error", "failed", "missing")
+
+
+@dataclass
+class ScanSummary:
+    """One row of ``summary.tsv``."""
+
+    project: str
+    subject: str
+    session: str
+    scan_id: str
+    scan_type: str
+    scan: str
+    state: str  # ok | skipped | failed | missing | error
+    dicom_files: int = 0
+    dicom_bytes: int = 0
+    nifti_files: int = 0
+    nifti_bytes: int = 0
+    convert: str = ""
+    upload: str = ""
+    variables: str = ""
+    message: str = ""
+
+
+AMOUNT_COLUMNS = (
+    "project",
+    "subjects",
+    "sessions",
+    "scans",
+    "ok",
+    "skipped",
+    "problems",
+    "dicom_files",
+    "dicom_bytes",
+    "nifti_files",
+    "nifti_bytes",
+)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A receipt, or None when it is not there (a step that did not run or failed)."""
+    try:
+        return receipts.read(path)
+    except UserError:
+        return None
+
+
+def summarize(root: str | Path, *, upload: bool = True, variables: bool = True) -> list[ScanSummary]:
+    """The summary rows of the run under ``root``."""
+    root = Path(root)
+    rows = [
+        ScanSummary(e.project, e.subject, e.session, "", "", "", "error", message=e.message)
+        for e in manifest.read_errors(root / paths.ERRORS_TSV)
+    ]
+    session_receipts: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+    for scan in manifest.read_scans(root / paths.SCANS_TSV):
+        where = (scan.project, scan.subject, scan.session)
+        row = ScanSummary(*where, scan.scan_id, scan.scan_type, scan.scan, "missing")
+        downloaded = _read(paths.download_receipt(root, *where, scan.scan))
+        if downloaded:
+            row.dicom_files, row.dicom_bytes = downloaded["n_files"], downloaded["bytes"]
+        converted = _read(paths.convert_receipt(root, *where, scan.scan))
+        if where not in session_receipts:
+            session_receipts[where] = (
+                _read(paths.upload_receipt(root, *where)) if upload else None,
+                _read(paths.variables_receipt(root, *where)) if variables else None,
+            )
+        uploaded, variables_set = session_receipts[where]
+        if converted is None:
+            row.message = "not downloaded" if downloaded is None else "not converted"
+            rows.append(row)
+            continue
+        outputs = converted.get("outputs", [])
+        row.nifti_files = len(outputs)
+        row.nifti_bytes = sum(int(o.get("size", 0)) for o in outputs)
+        row.convert = converted["status"]
+        row.message = converted.get("reason", "")
+        row.state = {"converted": "ok", "skipped": "skipped"}.get(converted["status"], "failed")
+        if upload:
+            entry = (uploaded or {}).get("scans", {}).get(scan.scan_id)
+            row.upload = "missing" if entry is None else "uploaded" if entry["status"] == "converted" else "-"
+            if row.upload == "missing" and row.state == "ok":
+                row.state, row.message = "missing", "not uploaded"
+        if variables:
+            row.variables = "set" if variables_set else "missing"
+            if not variables_set and row.state == "ok":
+                row.state, row.message = "missing", "session variables not set"
+        rows.append(row)
+    return rows
+
+
+def amounts(rows: Sequence[ScanSummary]) -> list[dict[str, Any]]:
+    """Per-project totals of the summary rows."""
+    out: dict[str, dict[str, Any]] = {}
+    subjects: dict[str, set[str]] = {}
+    sessions: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        total = out.setdefault(row.project, dict.fromkeys(AMOUNT_COLUMNS, 0) | {"project": row.project})
+        subjects.setdefault(row.project, set()).add(row.subject)
+        if row.session:
+            sessions.setdefault(row.project, set()).add((row.subject, row.session))
+        total["scans"] += bool(row.scan)
+        total["ok"] += row.state == "ok"
+        total["skipped"] += row.state == "skipped"
+        total["problems"] += row.state in PROBLEM_STATES
+        for key in ("dicom_files", "dicom_bytes", "nifti_files", "nifti_bytes"):
+            total[key] += getattr(row, key)
+    for project, total in out.items():
+        total["subjects"] = len(subjects[project])
+        total["sessions"] = len(sessions.get(project, ()))
+    return [out[p] for p in sorted(out)]
+
+
+def _write_tsv(path: Path, columns: Sequence[str], records: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def plot(totals: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """Bar charts per project: data amount (DICOM vs NIfTI, MB) and scans by outcome."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    projects = [t["project"] for t in totals] or ["(none)"]
+    x = range(len(projects))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    width = 0.4
+    for offset, key, label in ((-width / 2, "dicom_bytes", "DICOM"), (width / 2, "nifti_bytes", "NIfTI")):
+        left.bar([i + offset for i in x], [t[key] / 1e6 for t in totals] or [0], width, label=label)
+    left.set(title="Data amount per project", ylabel="MB", xticks=list(x), xticklabels=projects)
+    left.legend()
+    bottom = [0] * len(projects)
+    for key, colour in (("ok", "tab:green"), ("skipped", "tab:gray"), ("problems", "tab:red")):
+        values = [t[key] for t in totals] or [0]
+        right.bar(list(x), values, bottom=bottom, label=key, color=colour)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    right.set(title="Scans per project by outcome", ylabel="scans", xticks=list(x), xticklabels=projects)
+    right.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    root: str | Path,
+    *,
+    upload: bool,
+    variables: bool,
+    summary: str | Path,
+    amounts_tsv: str | Path,
+    plot_png: str | Path,
+) -> list[ScanSummary]:
+    """Write the summary TSV, the per-project amounts TSV and the plot; return the summary rows."""
+    rows = summarize(root, upload=upload, variables=variables)
+    _write_tsv(Path(summary), [f.name for f in fields(ScanSummary)], [asdict(r) for r in rows])
+    totals = amounts(rows)
+    _write_tsv(Path(amounts_tsv), AMOUNT_COLUMNS, totals)
+    plot(totals, plot_png)
+    problems_found = sum(r.state in PROBLEM_STATES for r in rows)
+    log.info("%d scan(s) summarised, %d problem(s)", sum(bool(r.scan) for r in rows), problems_found)
+    return rows
+
+
+def problems(summary: str | Path) -> list[str]:
+    """One line per problem in a written ``summary.tsv`` (none if there is no summary yet)."""
+    try:
+        with open(summary, encoding="utf-8", newline="") as fh:
+            records = list(csv.DictReader(fh, delimiter="\t"))
+    except FileNotFoundError:
+        return []
+    lines = []
+    for r in records:
+        if r["state"] not in PROBLEM_STATES:
+            continue
+        where = "/".join(filter(None, (r["project"], r["subject"], r["session"])))
+        scan = f" scan {r['scan_id']} ({r['scan_type'] or 'no type'})" if r["scan_id"] else ""
+        lines.append(f"{where}{scan}: {r['state']}: {r['message']}")
+    return lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfile", action="append", required=True, help="workflow config (YAML); repeatable"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from xnat_prep import config as config_mod
+
+    config = config_mod.load(args.configfile)
+    root = Path(config["output_root"])
+    write_report(
+        root,
+        upload=config["upload"]["enabled"],
+        variables=config["custom_variables"]["enabled"],
+        summary=root / paths.SUMMARY_TSV,
+        amounts_tsv=root / paths.DATA_AMOUNT_TSV,
+        plot_png=root / paths.DATA_AMOUNT_PNG,
+    )
+    found = problems(root / paths.SUMMARY_TSV)
+    for line in found:
+        print(line)
+    print(f"report: {root / paths.SUMMARY_TSV} ({len(found)} problem(s))")
+    return 1 if found else 0

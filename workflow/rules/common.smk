@@ -1,0 +1,163 @@
+# Parse-time setup (offline: no XNAT request, no file written) and the helpers the rules use.
+# Every cluster job parses this again, so it stays cheap: the config, the subject CSV, and after
+# discovery the manifest's scans.tsv (stdlib csv, cached).
+import functools
+import os
+import sys
+
+from snakemake.utils import validate
+
+from xnat_prep import config as xnat_config
+from xnat_prep import manifest, paths
+from xnat_prep.errors import UserError
+
+
+def stop(error):
+    """Print a user error as one line and stop: a traceback would bury the message."""
+    print(f"xnat-prep: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_source():
+    """The config file name(s) for messages."""
+    return ", ".join(map(str, workflow.overwrite_configfiles)) or "--config"
+
+
+def check_inputs():
+    """Validate the config and the subject CSV (and the values CSV); return the subjects."""
+    from xnat_prep import subjects, variables
+
+    if not config:
+        raise UserError("no config: pass --configfile FILE (start from config/config.yaml; keys in config/README.md)")
+    xnat_config.validate(config, config_source())
+    xnat_config.xnat_host(config)
+    xnat_config.check_files(config)
+    found = subjects.read(config["subjects"]["csv"], config["subjects"]["project"])
+    if config["custom_variables"]["enabled"] and config["custom_variables"]["values_csv"]:
+        variables.read_values_csv(config["custom_variables"]["values_csv"])
+    return found
+
+
+try:
+    SUBJECTS = check_inputs()
+except UserError as error:
+    stop(error)
+validate(config, "../schemas/config.schema.yaml")  # the standard check too (same schema; it passes here)
+
+ROOT = config["output_root"]
+UPLOAD = config["upload"]["enabled"]
+VARIABLES = config["custom_variables"]["enabled"]
+NETWORK_LOCAL = config["cluster"]["network_on_submit_host"]
+
+
+pathvars:
+    results=ROOT,
+
+
+wildcard_constraints:
+    project=r"[A-Za-z0-9_-]+",
+    subject=r"[A-Za-z0-9_-]+",
+    session=r"[A-Za-z0-9._-]+",
+    scan=r"[A-Za-z0-9._-]+",
+
+
+# `xnat.max_connections` is the global cap on concurrent XNAT connections (every rule that talks
+# to XNAT takes `xnat_api=1`), unless the user set it with `--resources xnat_api=N`. Custom
+# resources are global: the cap holds across all jobs, also cluster jobs.
+if "xnat_api" not in workflow.global_resources:
+    workflow.global_resources["xnat_api"] = config["xnat"]["max_connections"]
+
+# A subject that discovery could not list (missing, no access, server trouble) is retried on the
+# next run: the run keeps reporting it (and exits non-zero) until it is fixed or removed.
+if workflow.is_main_process and os.path.exists(f"{ROOT}/{paths.ERRORS_TSV}"):
+    if manifest.read_errors(f"{ROOT}/{paths.ERRORS_TSV}"):
+        workflow.dag_settings.forcerun = {*workflow.dag_settings.forcerun, "discover"}
+
+
+@functools.cache
+def read_manifest(path, mtime):
+    """scans.tsv as {(project, subject, session): {scan: row}}; cached per file version."""
+    sessions = {}
+    for row in manifest.read_scans(path):
+        sessions.setdefault((row.project, row.subject, paths.safe_component(row.session)), {})[row.scan] = row
+    return sessions
+
+
+def get_sessions():
+    """The selected scans by session; raises until the discover checkpoint has run (Snakemake's cue)."""
+    path = checkpoints.discover.get().output.scans
+    return read_manifest(path, os.stat(path).st_mtime_ns)
+
+
+def get_scan_identity(wildcards):
+    """What identifies the scan on XNAT (a param: a change means another scan)."""
+    row = get_sessions()[(wildcards.project, wildcards.subject, wildcards.session)][wildcards.scan]
+    return {"session_id": row.session_id, "scan_id": row.scan_id, "scan_type": row.scan_type, "resource": row.resource}
+
+
+def get_session_id(wildcards):
+    """The session's XNAT accession ID."""
+    rows = get_sessions()[(wildcards.project, wildcards.subject, wildcards.session)]
+    return next(iter(rows.values())).session_id
+
+
+def get_session_converts(wildcards):
+    """The convert receipts of the session's scans (the upload and variables inputs)."""
+    key = (wildcards.project, wildcards.subject, wildcards.session)
+    return [f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for scan in get_sessions()[key]]
+
+
+def get_values_csv(wildcards):
+    """The user's values CSV, when configured (a change reruns the variables jobs)."""
+    path = config["custom_variables"]["values_csv"]
+    return [path] if path else []
+
+
+def get_report_inputs(wildcards):
+    """Everything the report summarises: the manifest and every receipt."""
+    sessions = get_sessions()
+    return {
+        "scans": f"{ROOT}/{paths.SCANS_TSV}",
+        "errors": f"{ROOT}/{paths.ERRORS_TSV}",
+        "converts": [f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for key, scans in sessions.items() for scan in scans],
+        "uploads": [f"{ROOT}/receipts/upload/{'/'.join(key)}.json" for key in sessions] if UPLOAD else [],
+        "variables": [f"{ROOT}/receipts/variables/{'/'.join(key)}.json" for key in sessions] if VARIABLES else [],
+    }
+
+
+RUN_TOKEN = {}
+
+
+def start_run():
+    """Before the first job: check that credentials are there; mint the run's alias token if asked."""
+    from xnat_prep import credentials
+
+    try:
+        host = xnat_config.xnat_host(config)
+        creds = credentials.resolve(host)
+        if config["xnat"]["alias_token"]:
+            verify = config["xnat"]["ca_bundle"] or config["xnat"]["verify_tls"]
+            token = credentials.mint_token(host, creds, verify)
+            RUN_TOKEN.update(host=host, token=token, verify=verify)
+            # The jobs find the token where they look for credentials first; never printed.
+            os.environ.update(XNAT_USER=token.user, XNAT_PASS=token.password)
+    except UserError as error:
+        stop(error)
+
+
+def finish_run(succeeded):
+    """After the last job: revoke the alias token; list the run's problems and exit 1 if any."""
+    from xnat_prep import credentials, report
+
+    if RUN_TOKEN:
+        try:
+            credentials.invalidate_token(RUN_TOKEN["host"], RUN_TOKEN["token"], RUN_TOKEN["verify"])
+        except UserError as error:
+            print(f"xnat-prep: warning: {error}", file=sys.stderr)
+    if succeeded:
+        problems = report.problems(f"{ROOT}/{paths.SUMMARY_TSV}")
+        for line in problems:
+            print(f"xnat-prep: problem: {line}", file=sys.stderr)
+        if problems:
+            print(f"xnat-prep: {len(problems)} problem(s); details in {ROOT}/{paths.SUMMARY_TSV}", file=sys.stderr)
+            sys.exit(1)

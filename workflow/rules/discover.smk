@@ -1,0 +1,21 @@
+checkpoint discover:
+    """List the subjects' sessions, scans and DICOM files on XNAT into the manifest: one checkpoint for the whole run."""
+    input:
+        subjects=config["subjects"]["csv"],
+    output:
+        scans="<results>/manifest/scans.tsv",
+        sessions="<results>/manifest/sessions.tsv",
+        errors="<results>/manifest/errors.tsv",
+    params:
+        project=config["subjects"]["project"],
+        selection=config["scans"],
+    log:
+        "logs/discover/discover.log",
+    benchmark:
+        "benchmarks/discover/discover.tsv"
+    resources:
+        xnat_api=1,
+    conda:
+        "../envs/xnat-prep.yaml"
+    script:
+        "../../scripts/discover.py"

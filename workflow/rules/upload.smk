@@ -1,0 +1,19 @@
+rule upload_session:
+    """Upload a session's NIfTI results into each scan's NIFTI resource (only what differs), then verify the md5s."""
+    input:
+        converts=get_session_converts,
+    output:
+        receipt="<results>/receipts/upload/{project}/{subject}/{session}.json",
+    params:
+        session_id=get_session_id,
+        resource=config["upload"]["resource"],
+    log:
+        "logs/upload_session/{project}/{subject}/{session}.log",
+    benchmark:
+        "benchmarks/upload_session/{project}/{subject}/{session}.tsv"
+    resources:
+        xnat_api=1,
+    conda:
+        "../envs/xnat-prep.yaml"
+    script:
+        "../../scripts/upload_session.py"
