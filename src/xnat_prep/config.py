@@ -21,6 +21,13 @@ from xnat_prep.errors import UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 HOST_ENV = "XNAT_HOST"
+# What the schema's patterns mean, for error messages.
+PATTERN_HINTS = {
+    "^https?://[^\\s/?#@]+(/[^\\s?#]*)?$": "expected an http(s) URL like https://xnat.example.org "
+    "(no user:password@, no query)",
+    "^[A-Za-z0-9_-]+$": "XNAT IDs and labels hold only letters, digits, '_' and '-'",
+    "^[a-z][a-z0-9_]*$": "lower-case letters, digits and '_', starting with a letter",
+}
 
 
 @functools.cache
@@ -64,8 +71,8 @@ def _message(error: Any) -> str:
     if error.validator == "required":
         return f"{where}: {error.message.replace('is a required property', 'is missing')}"
     if error.validator == "pattern":
-        hint = error.schema.get("description", "").split(". ")[0].strip()
-        return f"{where}: {error.instance!r} is not valid ({hint})"
+        hint = PATTERN_HINTS.get(error.validator_value, f"must match {error.validator_value}")
+        return f"{where}: {error.instance!r} is not valid: {hint}"
     if error.validator == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted

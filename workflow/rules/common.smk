@@ -10,6 +10,7 @@ from snakemake.utils import validate
 from xnat_prep import config as xnat_config
 from xnat_prep import manifest, paths
 from xnat_prep.errors import UserError
+from xnat_prep.validate_cli import offline_check
 
 
 def stop(error):
@@ -23,23 +24,8 @@ def config_source():
     return ", ".join(map(str, workflow.overwrite_configfiles)) or "--config"
 
 
-def check_inputs():
-    """Validate the config and the subject CSV (and the values CSV); return the subjects."""
-    from xnat_prep import subjects, variables
-
-    if not config:
-        raise UserError("no config: pass --configfile FILE (start from config/config.yaml; keys in config/README.md)")
-    xnat_config.validate(config, config_source())
-    xnat_config.xnat_host(config)
-    xnat_config.check_files(config)
-    found = subjects.read(config["subjects"]["csv"], config["subjects"]["project"])
-    if config["custom_variables"]["enabled"] and config["custom_variables"]["values_csv"]:
-        variables.read_values_csv(config["custom_variables"]["values_csv"])
-    return found
-
-
 try:
-    SUBJECTS = check_inputs()
+    offline_check(config, config_source())
 except UserError as error:
     stop(error)
 validate(config, "../schemas/config.schema.yaml")  # the standard check too (same schema; it passes here)
