@@ -1,0 +1,234 @@
+"""``set-variables``: custom variables on a session, derived from the convert receipts.
+
+Always set: ``{prefix}status`` (``complete``: no scan failed, every scan converted or skipped
+with a reason; ``partial``: some converted, some failed; ``failed``: none converted and some
+failed), ``{prefix}nifti_count``, ``{prefix}version`` (xnat-prep), ``{prefix}date`` (the latest
+conversion date, so reruns that convert nothing keep it). Configured measures (``n_volumes``,
+``voxel_size``, ``shape``, ``n_scans``) are named as configured, over the converted scans whose
+type matches one of the globs (case-insensitive), comma-joined in scan-ID order; a measure with
+no matching scan is left unset (``n_scans`` is then ``0``).
+
+User values come from a CSV ``session,field,value``. The file is validated as a whole (columns,
+names, empty values, duplicates, clashes with the names above); a job takes the rows of its own
+session (label or accession ID) and ignores the others, which belong to other jobs. Whether a
+label names a session of the project at all is for discovery to check: only it lists the project.
+
+Writing compares first: only variables whose value differs are sent, all in one PUT, then the
+session is read back and every value verified. A second run sends no modifying request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from xnat_prep import __version__, receipts
+from xnat_prep import credentials as creds_mod
+from xnat_prep.errors import UserError, where
+from xnat_prep.transfer import public_url
+
+log = logging.getLogger(__name__)
+
+MEASURES = ("n_volumes", "voxel_size", "shape", "n_scans")
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VALUES_COLUMNS = ("session", "field", "value")
+
+
+def derive(
+    convert_receipts: Sequence[str | Path], prefix: str, derived: Sequence[Mapping[str, Any]]
+) -> dict[str, str]:
+    """The variables of one session from its scans' convert receipts."""
+    scans = sorted((receipts.read(p) for p in convert_receipts), key=lambda r: _natural(r.get("scan_id", "")))
+    converted = [s for s in scans if s["status"] == "converted"]
+    failed = any(s["status"] == "failed" for s in scans)
+    status = ("partial" if converted else "failed") if failed else "complete"
+    dates = [s["date"] for s in (converted or scans) if s.get("date")]
+    values = {
+        f"{prefix}status": status,
+        f"{prefix}nifti_count": str(sum(len(_images(s)) for s in converted)),
+        f"{prefix}version": __version__,
+        f"{prefix}date": max(dates, default=""),
+    }
+    for item in derived:
+        name, measure = item["name"].lower(), item["measure"]
+        globs = [g.lower() for g in item["scan_types"]]
+        matching = [
+            s for s in converted if any(fnmatch.fnmatchcase(s.get("scan_type", "").lower(), g) for g in globs)
+        ]
+        if measure == "n_scans":
+            values[name] = str(len(matching))
+        elif matching:
+            values[name] = ",".join(_measure(s, measure) for s in matching)
+    return {k: v for k, v in values.items() if v != ""}
+
+
+def _images(scan: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [o for o in scan.get("outputs", []) if "shape" in o]
+
+
+def _measure(scan: Mapping[str, Any], measure: str) -> str:
+    """One scan's measure, from its first NIfTI output (dcm2niix's main image sorts first)."""
+    image = _images(scan)[0]
+    shape = image["shape"]
+    if measure == "n_volumes":
+        return str(shape[3] if len(shape) > 3 else 1)
+    if measure == "shape":
+        return "x".join(str(d) for d in shape)
+    if measure == "voxel_size":
+        return "x".join(f"{v:g}" for v in image["voxel_size"])
+    raise ValueError(f"unknown measure {measure!r}; expected one of {', '.join(MEASURES)}")
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key that puts scan 2 before scan 10."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part
+    ]
+
+
+def read_values_csv(path: str | Path, reserved: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+    """User values per session from a ``session,field,value`` CSV; field names lower-cased.
+
+    Raises UserError naming file, row and column for a missing column, an empty cell, a bad or
+    reserved name, or a field given twice for one session.
+    """
+    reserved = set(reserved)
+    values: dict[str, dict[str, str]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in VALUES_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{where(path, 1)}: missing column(s) {', '.join(missing)}")
+            for row_number, row in enumerate(reader, start=2):
+                for column in VALUES_COLUMNS:
+                    if not (row.get(column) or "").strip():
+                        raise UserError(f"{where(path, row_number, column)}: empty")
+                session, field = row["session"].strip(), row["field"].strip().lower()
+                if not NAME.match(field):
+                    raise UserError(
+                        f"{where(path, row_number, 'field')}: {row['field']!r} is not a variable name "
+                        "(a letter, then letters, digits, _)"
+                    )
+                if field in reserved:
+                    raise UserError(f"{where(path, row_number, 'field')}: {field!r} is set by the workflow")
+                if (session, field) in seen:
+                    first = seen[session, field]
+                    raise UserError(
+                        f"{where(path, row_number, 'field')}: {field!r} for {session} already in row {first}"
+                    )
+                seen[session, field] = row_number
+                values.setdefault(session, {})[field] = row["value"].strip()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+    return values
+
+
+def set_variables(
+    *,
+    host: str,
+    session_id: str,
+    values: Mapping[str, str],
+    receipt: str | Path,
+    verify_tls: bool = True,
+    ca_bundle: str | None = None,
+    credentials: creds_mod.Credentials | None = None,
+) -> dict[str, Any]:
+    """Write the variables that differ (one PUT), verify them all, write the receipt."""
+    from xnat_prep import client
+
+    values = {k.lower(): str(v) for k, v in values.items()}
+    with client.connect(host, verify_tls=verify_tls, ca_bundle=ca_bundle, credentials=credentials) as xs:
+        experiment = xs.create_object(f"/data/experiments/{session_id}")
+        before = _fields(experiment)
+        changed = {k: v for k, v in values.items() if before.get(k) != v}
+        if changed:
+            query = {"xsiType": experiment.__xsi_type__}
+            query.update({f"{experiment.xpath}/fields/field[name={k}]/field": v for k, v in changed.items()})
+            xs.put(experiment.fulluri, query=query)
+            experiment.clearcache()
+            after = _fields(experiment)
+        else:
+            after = before
+        wrong = sorted(k for k, v in values.items() if after.get(k) != v)
+        if wrong:
+            raise UserError(f"session {session_id}: XNAT did not keep the value of {', '.join(wrong)}")
+        data = {
+            "step": "set_variables",
+            "host": public_url(host),
+            "session_id": session_id,
+            "uri": experiment.uri,
+            "written": sorted(changed),
+            "before": {k: before.get(k) for k in sorted(values)},
+            "after": {k: after.get(k) for k in sorted(values)},
+            "xnat_prep_version": __version__,
+        }
+    receipts.write(receipt, data)
+    log.info(
+        "session %s: %d variable(s) written, %d unchanged",
+        session_id,
+        len(changed),
+        len(values) - len(changed),
+    )
+    return data
+
+
+def _fields(experiment: Any) -> dict[str, str]:
+    """The session's custom variables, names lower-cased as XNAT stores them."""
+    return {str(k).lower(): str(v) for k, v in experiment.fields.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session-id", required=True, help="the session's XNAT accession ID")
+    parser.add_argument(
+        "--session", default="", help="the session's label (to pick its rows of --values-csv)"
+    )
+    parser.add_argument(
+        "--convert-receipts", nargs="*", default=[], metavar="JSON", help="the convert receipts of its scans"
+    )
+    parser.add_argument("--prefix", default="xnatprep_", help="prefix of the workflow's own variables")
+    parser.add_argument(
+        "--derived",
+        action="append",
+        default=[],
+        type=_derived_spec,
+        metavar="NAME=MEASURE:GLOB[,GLOB]",
+        help=f"a derived variable, e.g. bold_volumes=n_volumes:*bold* (measures: {', '.join(MEASURES)})",
+    )
+    parser.add_argument("--values-csv", help="user values, columns session,field,value")
+    parser.add_argument("--receipt", required=True, help="receipt JSON to write")
+    creds_mod.add_connection_arguments(parser)
+
+
+def _derived_spec(text: str) -> dict[str, Any]:
+    name, _, rest = text.partition("=")
+    measure, _, globs = rest.partition(":")
+    if not NAME.match(name.lower()) or measure not in MEASURES or not globs:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=MEASURE:GLOB[,GLOB]")
+    return {"name": name, "measure": measure, "scan_types": globs.split(",")}
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    values = derive(args.convert_receipts, args.prefix, args.derived) if args.convert_receipts else {}
+    if args.values_csv:
+        table = read_values_csv(args.values_csv, reserved=values)
+        values |= table.get(args.session, {}) | table.get(args.session_id, {})
+    if not values:
+        raise UserError("nothing to set: give --convert-receipts and/or --values-csv")
+    set_variables(
+        host=creds_mod.host_from(args),
+        session_id=args.session_id,
+        values=values,
+        receipt=args.receipt,
+        verify_tls=not args.insecure,
+        ca_bundle=args.ca_bundle,
+    )
+    return 0
