@@ -32,7 +32,7 @@ def connect(
     from xnat import exceptions as xnat_errors
 
     creds = credentials or creds_mod.resolve(host)
-    with _ca_bundle(ca_bundle):
+    with _tls_environment(ca_bundle, verify_tls):
         try:
             # Server passed explicitly: an XNAT_HOST-only connect crashes in xnatpy 0.8.1.
             session = xnat.connect(
@@ -56,24 +56,28 @@ def connect(
 
 
 @contextlib.contextmanager
-def _ca_bundle(path: str | None) -> Iterator[None]:
-    """Make requests trust ``path`` for the connection's lifetime.
+def _tls_environment(ca_bundle: str | None, verify_tls: bool) -> Iterator[None]:
+    """Make requests verify with ``ca_bundle`` (or not at all) for the connection's lifetime.
 
-    xnatpy 0.8.1 drops a ``verify=<path>`` (it only handles True/False), but requests reads
-    ``REQUESTS_CA_BUNDLE`` on every request, so a private CA works through the environment.
+    xnatpy 0.8.1 drops a ``verify=<path>``, and requests lets ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE`` override the session's setting on every request (so even
+    ``verify=False`` verifies when they are set). The environment is the one lever both obey.
     """
-    if not path:
-        yield
-        return
-    old = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = path
+    names = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+    saved = {name: os.environ.get(name) for name in names}
+    if ca_bundle:
+        os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
+    elif not verify_tls:
+        for name in names:
+            os.environ.pop(name, None)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("REQUESTS_CA_BUNDLE", None)
-        else:
-            os.environ["REQUESTS_CA_BUNDLE"] = old
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _first_line(exc: BaseException) -> str:

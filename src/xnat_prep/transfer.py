@@ -100,8 +100,10 @@ class Transfer:
         self.timeout = timeout
         self.requests = 0
         self._jsession: str | None = None
+        # Passed on every request, not set on the session: requests lets REQUESTS_CA_BUNDLE in
+        # the environment override a session-level ``verify`` (a private CA, or False).
+        self.verify = verify
         self._session = requests.Session()
-        self._session.verify = verify
         self._session.cookies.set_policy(_NoCookies())
 
     def __enter__(self) -> Transfer:
@@ -160,6 +162,7 @@ class Transfer:
             auth=None if cookie else (self.credentials.user, self.credentials.password),
             stream=True,
             timeout=self.timeout,
+            verify=self.verify,
         )
         self.requests += 1
         if response.status_code == 401 and cookie:
