@@ -156,6 +156,12 @@ def test_owner_grants_roles_through_the_rest_api(server: ServerHandle) -> None:
     assert api(server, "GET", "/data/projects/PA", auth=carol, params={"format": "json"}).status_code == 403
 
 
+def test_fault_injection_endpoint_is_admin_only(server: ServerHandle) -> None:
+    plan = {"error": 0.5}
+    assert api(server, "PUT", "/xapi/xnatprep/faults", auth=as_user("alice"), json=plan).status_code == 403
+    assert api(server, "GET", "/xapi/xnatprep/faults", auth=ROOT).json()["enabled"] is False
+
+
 def test_tokens_for_other_users_need_admin(server: ServerHandle) -> None:
     assert (
         api(server, "GET", "/data/services/tokens/issue/user/bob", auth=as_user("alice")).status_code == 403

@@ -75,6 +75,15 @@ def test_range_requests_and_head(populated: ServerHandle) -> None:
     )
 
 
+@pytest.mark.parametrize("payload", [b"", b"1", b"12"])
+def test_tiny_files_round_trip(populated: ServerHandle, payload: bytes) -> None:
+    path = f"/data/projects/{PROJECT}/resources/TINY/files/f{len(payload)}.bin"
+    assert api(populated, "PUT", path, data=payload).status_code == 200
+    got = api(populated, "GET", path)
+    assert got.status_code == 200 and got.content == payload
+    assert got.headers["Content-Length"] == str(len(payload))
+
+
 def test_zip_selections_by_id_list_type_and_resource(populated: ServerHandle) -> None:
     def names(path: str) -> list[str]:
         response = api(populated, "GET", path, params={"format": "zip"})

@@ -207,9 +207,10 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST = do_DELETE = do_HEAD = do_GET
 
     def dispatch(self) -> None:
-        start = time.perf_counter()
+        self.started = time.perf_counter()
         self.bytes_out = 0
         self.status = 0
+        self.logged = False
         self.user: str | None = None
         self.new_cookie: str | None = None
         raw_path, _, raw_query = self.path.partition("?")
@@ -245,26 +246,38 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             raise
         finally:
+            self.write_log()
             if not self.body.drain():
                 self.close_connection = True
-            self.server.log.write(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "user": self.user,
-                    "method": self.command,
-                    "path": redacted_path(self.route),
-                    "query": redacted_query(self.query_list),
-                    "status": self.status,
-                    "bytes_in": self.body.count,
-                    "bytes_out": self.bytes_out,
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                    **({"faults": self.fault.kinds} if self.fault.kinds else {}),
-                }
-            )
+
+    def write_log(self) -> None:
+        """Append this request's line to requests.jsonl (once).
+
+        Called just before the last bytes of a response go out, so a client that has received a
+        whole response always finds its line in the log (tests count requests with it).
+        """
+        if self.logged:
+            return
+        self.logged = True
+        self.server.log.write(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "user": self.user,
+                "method": self.command,
+                "path": redacted_path(self.route),
+                "query": redacted_query(self.query_list),
+                "status": self.status,
+                "bytes_in": self.body.count,
+                "bytes_out": self.bytes_out,
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+                **({"faults": self.fault.kinds} if self.fault.kinds else {}),
+            }
+        )
 
     def reset_connection(self) -> None:
         """Close with RST and no response, as a crashing proxy would."""
         self.close_connection = True
+        self.write_log()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
@@ -336,15 +349,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.new_cookie:
             self.send_header("Set-Cookie", f"JSESSIONID={self.new_cookie}; Path=/; HttpOnly")
             millis = int(time.time() * 1000)
-            self.send_header(
-                "Set-Cookie",
-                f'SESSION_EXPIRATION_TIME="{millis},{int(self.server.auth.timeout * 1000)}"; Path=/',
-            )
+            timeout_ms = int(self.server.auth.timeout * 1000)
+            self.send_header("Set-Cookie", f'SESSION_EXPIRATION_TIME="{millis},{timeout_ms}"; Path=/')
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         if self.close_connection:
             self.send_header("Connection", "close")
+        if self.command == "HEAD" or length == 0:
+            self.write_log()  # the headers are the whole response
         self.end_headers()
+
+    def send_last(self, data: bytes) -> None:
+        """Log the request, then send the response's final bytes (see write_log)."""
+        self.bytes_out += len(data)
+        self.write_log()
+        self.wfile.write(data)
 
     def send_bytes(
         self,
@@ -354,13 +373,14 @@ class Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         self.start_response(status, content_type, len(body), headers)
-        if self.command == "HEAD":
+        if self.command == "HEAD" or not body:
             return
-        if self.fault.truncate and body:
+        if self.fault.truncate:
             body = body[: len(body) // 2]
             self.close_connection = True
-        self.wfile.write(body)
-        self.bytes_out += len(body)
+        self.wfile.write(body[:-1])
+        self.bytes_out += len(body) - 1
+        self.send_last(body[-1:])
 
     def send_text(
         self,
@@ -413,12 +433,16 @@ class Handler(BaseHTTPRequestHandler):
         self.start_response(status, content_type, length, headers)
         if self.command == "HEAD" or length == 0:
             return
-        count = length // 2 if self.fault.truncate else length
         with open(path, "rb") as fh:
-            sent = self.connection.sendfile(fh, offset=start, count=count)
-        self.bytes_out += sent
-        if self.fault.truncate:
-            raise TruncatedResponse
+            if self.fault.truncate:
+                if length > 1:
+                    self.bytes_out += self.connection.sendfile(fh, offset=start, count=length // 2)
+                self.write_log()
+                raise TruncatedResponse
+            if length > 1:  # sendfile refuses count=0
+                self.bytes_out += self.connection.sendfile(fh, offset=start, count=length - 1)
+            fh.seek(end)
+            self.send_last(fh.read(1))
 
     def send_stream(
         self,
@@ -433,9 +457,10 @@ class Handler(BaseHTTPRequestHandler):
         writer = ChunkedWriter(self.wfile, limit=(1 << 16) if self.fault.truncate else None)
         try:
             produce(writer)
-            writer.close()
+            writer.flush_buffer()
         finally:
             self.bytes_out += writer.sent
+        self.send_last(b"0\r\n\r\n")  # the terminating chunk
 
 
 def normalise(raw_path: str) -> str:

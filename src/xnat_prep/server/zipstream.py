@@ -88,6 +88,10 @@ class ChunkedWriter:
             self._emit()
         return len(data)
 
+    def flush_buffer(self) -> None:
+        """Send what is buffered; the caller then sends the terminating ``0\\r\\n\\r\\n`` chunk."""
+        self._emit()
+
     def _emit(self) -> None:
         if not self.buffer:
             return
@@ -104,11 +108,6 @@ class ChunkedWriter:
 
     def flush(self) -> None:
         pass
-
-    def close(self) -> None:
-        """Send what is buffered and the terminating chunk."""
-        self._emit()
-        self.raw.write(b"0\r\n\r\n")
 
 
 class TruncatedResponse(Exception):
