@@ -173,3 +173,22 @@ def test_wrong_password_is_one_clear_error(tmp_path):
         pytest.raises(TransferError, match="refused the credentials from test source"),
     ):
         transfer.get("/data/projects", lambda r: r.content)
+
+
+def test_stale_manifest_fails_naming_the_file(tmp_path, admin_env):
+    """A file the zip lacks is retried alone, then the job fails naming it; nothing half-done stays."""
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 4}])
+        rows = session.files["1"]
+        gone = FileRow("1", "DICOM", "9999.dcm", 10, "0" * 32, rows[0].uri.replace(rows[0].path, "9999.dcm"))
+        session.files["1"] = [*rows, gone]
+        with pytest.raises(TransferError, match=r"9999\.dcm: HTTP 404 \(is the manifest stale"):
+            fetch(session, "1", tmp_path / "out")
+        assert all(md5(tmp_path / "out" / "1" / r.path) == r.md5 for r in rows)  # the good ones are kept
+        assert not (tmp_path / "out" / "1.json").exists()
+
+        wrong = FileRow("1", "DICOM", rows[0].path, rows[0].size, "0" * 32, rows[0].uri)
+        session.files["1"] = [wrong, *rows[1:]]
+        with pytest.raises(TransferError, match=r"0001\.dcm.*size or md5 differs"):
+            fetch(session, "1", tmp_path / "out")
+        assert not list(tmp_path.rglob("*.part"))
