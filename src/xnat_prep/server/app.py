@@ -31,7 +31,7 @@ from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import Decision, Faults, parse_spec
 from xnat_prep.server.store import Store
-from xnat_prep.server.zipstream import ChunkedWriter, TruncatedResponse
+from xnat_prep.server.zipstream import Part, ZipEntry, zip_layout
 
 XNAT_VERSION = "1.8.10"
 FAULTS_PATH = "/xapi/xnatprep/faults"
@@ -430,37 +430,66 @@ class Handler(BaseHTTPRequestHandler):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = end - start + 1
+        if length == 0:
+            self.send_parts([b""], 0, content_type, status, headers)
+            return
+        with open(path, "rb") as fh:  # the last byte goes separately, after the log line
+            fh.seek(end)
+            last = fh.read(1)
+        self.send_parts([(path, start, length - 1), last], length, content_type, status, headers)
+
+    def send_parts(
+        self,
+        parts: list[Part],
+        length: int,
+        content_type: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A body of byte strings and file ranges (sent with sendfile); the last part must be bytes.
+
+        An injected truncation stops after half the promised length and drops the connection.
+        """
         self.start_response(status, content_type, length, headers)
         if self.command == "HEAD" or length == 0:
             return
-        with open(path, "rb") as fh:
-            if self.fault.truncate:
-                if length > 1:
-                    self.bytes_out += self.connection.sendfile(fh, offset=start, count=length // 2)
-                self.write_log()
-                raise TruncatedResponse
-            if length > 1:  # sendfile refuses count=0
-                self.bytes_out += self.connection.sendfile(fh, offset=start, count=length - 1)
-            fh.seek(end)
-            self.send_last(fh.read(1))
+        budget = length // 2 if self.fault.truncate else length
+        sent = 0
+        for part in parts[:-1]:
+            room = budget - sent
+            if room <= 0:
+                break
+            if isinstance(part, bytes):
+                self.wfile.write(part[:room])
+                count = min(len(part), room)
+            else:
+                path, offset, size = part
+                count = 0
+                if min(size, room) > 0:  # sendfile refuses count=0
+                    with open(path, "rb") as fh:
+                        count = self.connection.sendfile(fh, offset=offset, count=min(size, room))
+            sent += count
+            self.bytes_out += count
+        if self.fault.truncate:
+            self.write_log()
+            raise TruncatedResponse
+        last = parts[-1]
+        assert isinstance(last, bytes)
+        self.send_last(last)
 
-    def send_stream(
-        self,
-        content_type: str,
-        produce: Callable[[ChunkedWriter], None],
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """A body generated on the fly, sent with chunked transfer encoding."""
-        self.start_response(200, content_type, None, headers)
-        if self.command == "HEAD":
-            return
-        writer = ChunkedWriter(self.wfile, limit=(1 << 16) if self.fault.truncate else None)
-        try:
-            produce(writer)
-            writer.flush_buffer()
-        finally:
-            self.bytes_out += writer.sent
-        self.send_last(b"0\r\n\r\n")  # the terminating chunk
+    def send_zip(self, entries: list[ZipEntry], name: str) -> None:
+        parts, length = zip_layout(entries)
+        self.send_parts(
+            parts,
+            length,
+            "application/zip",
+            200,
+            {"Content-Disposition": f'attachment; filename="{name}.zip"'},
+        )
+
+
+class TruncatedResponse(Exception):
+    """An injected truncation fault cut the response short; the connection must close."""
 
 
 def normalise(raw_path: str) -> str:

@@ -22,7 +22,7 @@ from xml.sax.saxutils import quoteattr
 from xnat_prep.server.auth import ROLE_GROUPS
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.store import Conflict, FileEntry, Obj, Resource, Store
-from xnat_prep.server.zipstream import NotAnArchive, iter_members, write_zip
+from xnat_prep.server.zipstream import NotAnArchive, ZipEntry, iter_members
 
 if TYPE_CHECKING:
     from xnat_prep.server.app import Handler
@@ -674,13 +674,16 @@ def resources_for(store: Store, loc: Loc) -> list[tuple[Obj, Resource]]:
     return [(o, r) for o in owners if o is not None for r in store.resources(o.key)]
 
 
-def zip_name(store: Store, owner: Obj, res: Resource, path: str, loc: Loc) -> str:
+def scan_zip_name(session: str, scan_id: str, scan_type: str, resource: str, path: str) -> str:
     """XNAT's zip layout: {session}/scans/{id}-{type}/resources/{label}/files/{path}."""
-    tail = f"resources/{res.label}/files/{path}"
+    return f"{session}/scans/{scan_id}-{sanitise(scan_type)}/resources/{resource}/files/{path}"
+
+
+def zip_name(owner: Obj, res: Resource, path: str, loc: Loc) -> str:
     if owner.kind == "scan":
         session = loc.experiment.label if loc.experiment else owner.experiment_id
-        return f"{session}/scans/{owner.id}-{sanitise(owner.extra.get('type', ''))}/{tail}"
-    return f"{owner.label}/{tail}"
+        return scan_zip_name(session, owner.id, owner.extra.get("type", ""), res.label, path)
+    return f"{owner.label}/resources/{res.label}/files/{path}"
 
 
 def get_files(h: Handler, loc: Loc) -> None:
@@ -699,15 +702,12 @@ def get_files(h: Handler, loc: Loc) -> None:
     pairs = resources_for(store, loc)
     if h.query.get("format", "").lower() == "zip":
         entries = [
-            (zip_name(store, owner, res, e.path, loc), store.blob_path(e.blob), e.size)
+            ZipEntry(zip_name(owner, res, e.path, loc), store.blob_path(e.blob), e.size, e.crc32)
             for owner, res in pairs
             for e in store.files(res.id)
         ]
-        name = loc.experiment.label if loc.experiment else loc.obj.label if loc.obj else "download"
-        h.send_stream(
-            "application/zip",
-            lambda out: write_zip(out, entries),
-            {"Content-Disposition": f'attachment; filename="{name}.zip"'},
+        h.send_zip(
+            entries, loc.experiment.label if loc.experiment else loc.obj.label if loc.obj else "download"
         )
         return
     h.send_result_set([file_row(res, e, obj_uri(owner)) for owner, res in pairs for e in store.files(res.id)])
@@ -735,7 +735,7 @@ def put_file(h: Handler, loc: Loc) -> None:
         entries = receive_archive(h, store, meta)
     else:
         blob = store.receive(h.body)
-        entries = [FileEntry(path, blob.size, blob.md5, blob.name, **meta)]
+        entries = [FileEntry(path, blob.size, blob.md5, blob.name, blob.crc32, **meta)]
     resource = loc.resource or store.create_resource(owner.key, loc.missing or "", h.query.get("format", ""))
     try:
         store.put_files(resource.id, entries, overwrite)
@@ -759,7 +759,7 @@ def receive_archive(h: Handler, store: Store, meta: dict[str, str]) -> list[File
             for name, stream in iter_members(tmp):
                 member = safe_path(name.split("/"))
                 blob = store.receive(stream)
-                entries.append(FileEntry(member, blob.size, blob.md5, blob.name, **meta))
+                entries.append(FileEntry(member, blob.size, blob.md5, blob.name, blob.crc32, **meta))
         except (zipfile.BadZipFile, tarfile.TarError, NotAnArchive, OSError) as exc:
             store.discard_blobs([e.blob for e in entries])
             raise HTTPError(400, f"cannot extract the upload: {exc}") from exc

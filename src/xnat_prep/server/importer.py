@@ -6,7 +6,7 @@ An uploaded zip or tar(.gz) of DICOM files becomes one session document::
      "labels": {"project", "subject", "session"}  (from DICOM, used when the request gives none),
      "scans": [{"id": "3", "xsi_type": "xnat:mrScanData",
                 "fields": {type, series_description, frames, modality, UID, quality},
-                "files": [{"path", "size", "md5", "blob"}]}]}
+                "files": [{"path", "size", "md5", "crc32", "blob"}]}]}
 
 which the store then puts in the archive (``Store.archive_session``) or keeps in the prearchive.
 As in XNAT: files are sorted into scans by SeriesNumber, a scan's type and series_description are
@@ -118,7 +118,9 @@ def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[st
         while path in taken:
             n += 1
             path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
-        scan["files"].append({"path": path, "size": blob.size, "md5": blob.md5, "blob": blob.name})
+        scan["files"].append(
+            {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
+        )
     return scans
 
 

@@ -15,11 +15,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from xnat_prep.server.archive import check_read, safe_path, sanitise
+from xnat_prep.server.archive import check_read, safe_path, scan_zip_name
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.importer import ImportFailed, parse_dest, read_session, xnat_label
 from xnat_prep.server.store import Conflict
-from xnat_prep.server.zipstream import write_zip
+from xnat_prep.server.zipstream import ZipEntry
 
 if TYPE_CHECKING:
     from xnat_prep.server.app import Handler
@@ -277,14 +277,16 @@ def handle(h: Handler, parts: list[str]) -> None:
 
 def send_zip(h: Handler, name: str, scans: list[dict[str, Any]]) -> None:
     store = h.server.store
-    entries = [
-        (
-            f"{name}/scans/{s['id']}-{sanitise(s['fields'].get('type', ''))}"
-            f"/resources/DICOM/files/{f['path']}",
-            store.blob_path(f["blob"]),
-            f["size"],
-        )
-        for s in scans
-        for f in s["files"]
-    ]
-    h.send_stream("application/zip", lambda out: write_zip(out, entries))
+    h.send_zip(
+        [
+            ZipEntry(
+                scan_zip_name(name, s["id"], s["fields"].get("type", ""), "DICOM", f["path"]),
+                store.blob_path(f["blob"]),
+                f["size"],
+                f.get("crc32"),
+            )
+            for s in scans
+            for f in s["files"]
+        ],
+        name,
+    )

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS resources(
     UNIQUE(parent, label));
 CREATE TABLE IF NOT EXISTS files(
     resource_id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL,
-    blob TEXT NOT NULL, format TEXT NOT NULL DEFAULT '', content TEXT NOT NULL DEFAULT '',
+    blob TEXT NOT NULL, crc32 INTEGER, format TEXT NOT NULL DEFAULT '', content TEXT NOT NULL DEFAULT '',
     tags TEXT NOT NULL DEFAULT '', PRIMARY KEY(resource_id, path));
 CREATE TABLE IF NOT EXISTS fields(
     parent TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY(parent, name));
@@ -83,6 +84,7 @@ class Blob:
     name: str
     size: int
     md5: str
+    crc32: int  # zip entries need it; computing it on upload lets zips be sent with sendfile
 
 
 @dataclass
@@ -91,6 +93,7 @@ class FileEntry:
     size: int
     md5: str
     blob: str
+    crc32: int | None = None
     format: str = ""
     content: str = ""
     tags: str = ""
@@ -150,6 +153,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        if "crc32" not in {r[1] for r in self._db.execute("PRAGMA table_info(files)")}:
+            self._db.execute("ALTER TABLE files ADD COLUMN crc32 INTEGER")  # data dirs from before 0.1.0
         self._collect_garbage()
 
     def close(self) -> None:
@@ -191,12 +196,14 @@ class Store:
         final.parent.mkdir(exist_ok=True)
         temp = final.with_name(f".{name}{PART_SUFFIX}")
         md5 = hashlib.md5()
+        crc = 0
         size = 0
         chunks = iter(lambda: source.read(CHUNK), b"") if hasattr(source, "read") else source
         try:
             with open(temp, "wb") as out:
                 for chunk in chunks:
                     md5.update(chunk)
+                    crc = zlib.crc32(chunk, crc)
                     out.write(chunk)
                     size += len(chunk)
                 out.flush()
@@ -205,7 +212,7 @@ class Store:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return Blob(name, size, md5.hexdigest())
+        return Blob(name, size, md5.hexdigest(), crc)
 
     def discard_blobs(self, names: list[str]) -> None:
         for name in names:
@@ -484,19 +491,19 @@ class Store:
         db.execute("DELETE FROM resources WHERE id=?", (resource_id,))
         return blobs
 
+    @staticmethod
+    def _file(r: sqlite3.Row) -> FileEntry:
+        return FileEntry(
+            r["path"], r["size"], r["md5"], r["blob"], r["crc32"], r["format"], r["content"], r["tags"]
+        )
+
     def files(self, resource_id: int) -> list[FileEntry]:
         rows = self._query("SELECT * FROM files WHERE resource_id=? ORDER BY path", (resource_id,))
-        return [
-            FileEntry(r["path"], r["size"], r["md5"], r["blob"], r["format"], r["content"], r["tags"])
-            for r in rows
-        ]
+        return [self._file(r) for r in rows]
 
     def file(self, resource_id: int, path: str) -> FileEntry | None:
         rows = self._query("SELECT * FROM files WHERE resource_id=? AND path=?", (resource_id, path))
-        if not rows:
-            return None
-        r = rows[0]
-        return FileEntry(r["path"], r["size"], r["md5"], r["blob"], r["format"], r["content"], r["tags"])
+        return self._file(rows[0]) if rows else None
 
     def put_files(self, resource_id: int, entries: list[FileEntry], overwrite: bool) -> None:
         """Point file rows at new blobs in one transaction, then drop the blobs they replaced.
@@ -516,9 +523,9 @@ class Store:
                             raise Conflict(e.path)
                         replaced.append(old[0])
                     db.execute(
-                        "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob, format, "
-                        "content, tags) VALUES(?,?,?,?,?,?,?,?)",
-                        (resource_id, e.path, e.size, e.md5, e.blob, e.format, e.content, e.tags),
+                        "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob, crc32, format, "
+                        "content, tags) VALUES(?,?,?,?,?,?,?,?,?)",
+                        (resource_id, e.path, e.size, e.md5, e.blob, e.crc32, e.format, e.content, e.tags),
                     )
         except BaseException:
             self.discard_blobs([e.blob for e in entries])
@@ -601,8 +608,9 @@ class Store:
                     if old is not None:
                         discard.append(old[0])
                     db.execute(
-                        "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob) VALUES(?,?,?,?,?)",
-                        (res[0], f["path"], f["size"], f["md5"], f["blob"]),
+                        "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob, crc32) "
+                        "VALUES(?,?,?,?,?,?)",
+                        (res[0], f["path"], f["size"], f["md5"], f["blob"], f.get("crc32")),
                     )
         self.discard_blobs(discard)
         return experiment_id

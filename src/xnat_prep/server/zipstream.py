@@ -1,22 +1,30 @@
-"""Archives in and out: uploaded zip/tar(.gz) bodies read member by member, and zips written on
-the fly to a non-seekable stream (the HTTP response).
+"""Archives in and out.
 
-Outgoing entries are STORED (DICOM barely compresses, and deflate would make the server the bottleneck of
-a download), sizes are taken from the archive's metadata so no entry is buffered, and ZIP64 is used
-per entry when needed. Memory use does not grow with the archive size.
+In: uploaded zip/tar(.gz) bodies, read member by member (``iter_members``).
+
+Out: zip downloads laid out in advance (``zip_layout``): entries are STORED (DICOM barely
+compresses, and deflating would make the server the bottleneck) and every file's size and CRC-32
+are known from the database (computed while the upload was received), so the whole archive is a
+list of small header byte strings and file ranges with an exact total length. The server then
+answers with a Content-Length and copies file contents with sendfile: no buffering, no CRC pass,
+memory use independent of the archive size. ZIP64 records are added where sizes or offsets need them.
 """
 
 from __future__ import annotations
 
-import shutil
+import struct
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 CHUNK = 1 << 20
+U32 = 0xFFFFFFFF
+UTF8_NAMES = 0x0800
 
 
 class NotAnArchive(Exception):
@@ -47,68 +55,109 @@ def iter_members(fh: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
                     yield info.name, stream
 
 
-class Writable(Protocol):
-    def write(self, data: bytes, /) -> int | None: ...
-
-    def flush(self) -> None: ...
-
-
-def write_zip(out: Writable, entries: Iterable[tuple[str, Path, int]]) -> None:
-    """Write (archive name, file on disk, size) entries as a zip to ``out``.
-
-    Entry times are the files' modification times, so the same files give the same bytes.
-    """
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
-        for name, path, size in entries:
-            mtime = max(path.stat().st_mtime, 315532800)  # zip cannot store dates before 1980
-            info = zipfile.ZipInfo(name, date_time=time.localtime(mtime)[:6])
-            info.compress_type = zipfile.ZIP_STORED
-            info.file_size = size
-            with open(path, "rb") as src, zf.open(info, "w") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
+@dataclass
+class ZipEntry:
+    name: str
+    path: Path
+    size: int
+    crc32: int | None  # None: computed here by reading the file (rows stored before CRCs were kept)
 
 
-class ChunkedWriter:
-    """File-like adapter that sends HTTP/1.1 chunked transfer encoding in large chunks.
-
-    ``limit`` (fault injection) stops the body after that many bytes: the caller then closes the
-    connection without the final chunk, as a server dying mid-response would.
-    """
-
-    def __init__(self, raw: IO[bytes], buffer_size: int = CHUNK, limit: int | None = None) -> None:
-        self.raw = raw
-        self.buffer = bytearray()
-        self.buffer_size = buffer_size
-        self.sent = 0
-        self.limit = limit
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        if len(self.buffer) >= self.buffer_size:
-            self._emit()
-        return len(data)
-
-    def flush_buffer(self) -> None:
-        """Send what is buffered; the caller then sends the terminating ``0\\r\\n\\r\\n`` chunk."""
-        self._emit()
-
-    def _emit(self) -> None:
-        if not self.buffer:
-            return
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        if self.limit is not None:
-            data = data[: max(0, self.limit - self.sent)]
-            if not data:
-                raise TruncatedResponse
-        self.raw.write(b"%x\r\n" % len(data) + data + b"\r\n")
-        self.sent += len(data)
-        if self.limit is not None and self.sent >= self.limit:
-            raise TruncatedResponse
-
-    def flush(self) -> None:
-        pass
+# A part of a response body: bytes, or (file, offset, count) to send from disk.
+Part = bytes | tuple[Path, int, int]
 
 
-class TruncatedResponse(Exception):
-    """Raised inside a streamed response when an injected truncation fault is reached."""
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _dos_time(path: Path) -> tuple[int, int]:
+    # entry times are the files' modification times, so the same files give the same bytes;
+    # zip cannot store dates before 1980
+    t = time.localtime(max(path.stat().st_mtime, 315532800))
+    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), ((t.tm_year - 1980) << 9) | (
+        t.tm_mon << 5
+    ) | t.tm_mday
+
+
+def zip_layout(entries: list[ZipEntry]) -> tuple[list[Part], int]:
+    """The parts of a STORED zip of ``entries`` and its total length."""
+    parts: list[Part] = []
+    central: list[bytes] = []
+    offset = 0
+    for entry in entries:
+        name = entry.name.encode()
+        crc = entry.crc32 if entry.crc32 is not None else file_crc32(entry.path)
+        dos_time, dos_date = _dos_time(entry.path)
+        big = entry.size >= U32
+        size32 = U32 if big else entry.size
+        extra = struct.pack("<HHQQ", 1, 16, entry.size, entry.size) if big else b""
+        version = 45 if big else 20
+        local = struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            version,
+            UTF8_NAMES,
+            0,
+            dos_time,
+            dos_date,
+            crc,
+            size32,
+            size32,
+            len(name),
+            len(extra),
+        )
+        parts += [local + name + extra, (entry.path, 0, entry.size)]
+        zip64 = [entry.size, entry.size] if big else []
+        if offset >= U32:
+            zip64.append(offset)
+        cextra = struct.pack(f"<HH{len(zip64)}Q", 1, 8 * len(zip64), *zip64) if zip64 else b""
+        cversion = 45 if zip64 else 20
+        central.append(
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                (3 << 8) | cversion,
+                cversion,
+                UTF8_NAMES,
+                0,
+                dos_time,
+                dos_date,
+                crc,
+                size32,
+                size32,
+                len(name),
+                len(cextra),
+                0,
+                0,
+                0,
+                0o100644 << 16,
+                min(offset, U32),
+            )
+            + name
+            + cextra
+        )
+        offset += len(local) + len(name) + len(extra) + entry.size
+    directory = b"".join(central)
+    count, cd_size, cd_offset = len(entries), len(directory), offset
+    tail = b""
+    if count >= 0xFFFF or cd_size >= U32 or cd_offset >= U32:
+        tail = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+        tail += struct.pack("<IIQI", 0x07064B50, 0, cd_offset + cd_size, 1)
+    tail += struct.pack(
+        "<IHHHHIIH",
+        0x06054B50,
+        0,
+        0,
+        min(count, 0xFFFF),
+        min(count, 0xFFFF),
+        min(cd_size, U32),
+        min(cd_offset, U32),
+        0,
+    )
+    parts.append(directory + tail)
+    return parts, offset + len(directory) + len(tail)
