@@ -10,6 +10,7 @@ complete. The receipt (the rule's declared output) is written last.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import os
@@ -17,16 +18,19 @@ import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from xnat_prep import __version__, paths, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
 from xnat_prep.transfer import CHUNK, Corrupt, RetryPolicy, Transfer, TransferError, public_url, stream_to
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -177,17 +181,13 @@ def _few(missing: list[_Target], targets: list[_Target]) -> bool:
     return len(missing) <= FEW_FILES_MAX and sum(t.size for t in missing) <= FEW_BYTES_FRACTION * total
 
 
-def _write_verified(target: _Target, source: IO[bytes] | None, response: Any = None) -> bool:
-    """Write to ``.name.part`` while hashing, rename only if size and md5 match the manifest."""
+def _write_verified(target: _Target, copy: Callable[[IO[bytes]], tuple[int, str]]) -> bool:
+    """Write to ``.name.part`` with ``copy`` (returns size, md5); rename only if both match."""
     target.dest.parent.mkdir(parents=True, exist_ok=True)
     part = target.dest.with_name(f".{target.dest.name}.part")
     try:
         with open(part, "wb") as out:
-            if response is not None:
-                size, md5 = stream_to(response, out)
-            else:
-                assert source is not None
-                size, md5 = _copy_hashing(source, out)
+            size, md5 = copy(out)
         if size != target.size or md5 != target.spec.md5:
             log.warning(
                 "%s: got %d bytes md5 %s, manifest says %d bytes md5 %s",
@@ -218,17 +218,14 @@ def _copy_hashing(source: IO[bytes], out: IO[bytes]) -> tuple[int, str]:
 
 def _fetch_files(transfer: Transfer, missing: list[_Target]) -> list[_Target]:
     """GET each missing file by its URI; a wrong body is retried by the transfer client."""
-
-    def save(target: _Target):  # type: ignore[no-untyped-def]
-        def handle(response) -> None:  # type: ignore[no-untyped-def]
-            if not _write_verified(target, None, response):
-                raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
-
-        return handle
-
     for target in missing:
-        transfer.get(target.spec.uri, save(target))
+        transfer.get(target.spec.uri, functools.partial(_save_response, target))
     return []
+
+
+def _save_response(target: _Target, response: requests.Response) -> None:
+    if not _write_verified(target, functools.partial(stream_to, response)):
+        raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
 def _fetch_zip(
@@ -243,16 +240,7 @@ def _fetch_zip(
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".zip.part")
     os.close(fd)
     try:
-
-        def handle(response) -> zipfile.ZipFile:  # type: ignore[no-untyped-def]
-            with open(tmp, "wb") as out:
-                stream_to(response, out)
-            try:
-                return zipfile.ZipFile(tmp)
-            except zipfile.BadZipFile as exc:
-                raise Corrupt(f"not a complete zip: {exc}") from None
-
-        with transfer.get(uri, handle, params={"format": "zip"}) as archive:
+        with transfer.get(uri, functools.partial(_save_zip, tmp), params={"format": "zip"}) as archive:
             for info in archive.infolist():
                 if info.is_dir():
                     continue
@@ -261,7 +249,7 @@ def _fetch_zip(
                     target = wanted[key]
                     try:
                         with archive.open(info) as source:
-                            if _write_verified(target, source):
+                            if _write_verified(target, functools.partial(_copy_hashing, source)):
                                 del wanted[key]
                     except zipfile.BadZipFile as exc:  # CRC mismatch inside the archive
                         log.warning("%s: %s", key, exc)
@@ -272,6 +260,16 @@ def _fetch_zip(
     for path in wanted:
         log.warning("%s: missing or bad in the zip; will retry", path)
     return list(wanted.values())
+
+
+def _save_zip(tmp: str, response: requests.Response) -> zipfile.ZipFile:
+    """Stream the zip to ``tmp`` and open it; an unreadable archive is retried."""
+    with open(tmp, "wb") as out:
+        stream_to(response, out)
+    try:
+        return zipfile.ZipFile(tmp)
+    except zipfile.BadZipFile as exc:
+        raise Corrupt(f"not a complete zip: {exc}") from None
 
 
 def _manifest_key(name: str, uri: str) -> str:

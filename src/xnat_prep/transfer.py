@@ -78,7 +78,7 @@ _TRANSIENT = (
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """Keep requests' jar empty: the session cookie is handled explicitly (see ``_send``)."""
 
-    def set_ok(self, cookie, request):  # type: ignore[no-untyped-def]
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
         return False
 
 
