@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -45,6 +46,35 @@ def test_issue_to_private_file_then_invalidate(tmp_path, env):
         answer = requests.get(f"{server.url}/data/projects", auth=(token.user, token.password), timeout=30)
         assert answer.status_code == 401
         assert all(token.password not in line for line in (server.data_dir / "requests.jsonl").open())
+
+
+def test_issue_to_a_file_descriptor(tmp_path, env):
+    read, write = os.pipe()
+    with running_server(tmp_path / "xnat") as server:
+        issued = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xnat_prep.cli",
+                "token",
+                "issue",
+                "--host",
+                server.url,
+                "--fd",
+                str(write),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            pass_fds=(write,),
+            check=False,
+        )
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            text = pipe.read()
+    assert issued.returncode == 0, issued.stderr
+    assert text.startswith("export XNAT_USER=") and "export XNAT_PASS=" in text
+    assert "XNAT_PASS" not in issued.stdout
 
 
 def test_issue_needs_an_explicit_destination(tmp_path, env):
