@@ -286,3 +286,52 @@ def test_connect_surface(populated: ServerHandle) -> None:
     auth = api(populated, "GET", "/data/auth")
     assert auth.text == "User 'admin' is logged in" and "JSESSIONID" in auth.cookies
     assert json.loads(api(populated, "GET", "/xapi/siteConfig/uptime").text)["days"] == 0
+
+
+def test_import_dest_paths_and_prearchive_rest(populated: ServerHandle, dicom_zip: Path) -> None:
+    dest = f"/archive/projects/{PROJECT}/subjects/SUBJ_DEST/experiments/SUBJ_DEST_MR1"
+    response = api(
+        populated, "POST", "/data/services/import", params={"dest": dest}, data=dicom_zip.read_bytes()
+    )
+    assert response.status_code == 200 and "/subjects/XNAT_S" in response.text
+    doc = api(populated, "GET", response.text.strip(), params={"format": "json"}).json()["items"][0]
+    assert doc["data_fields"]["label"] == "SUBJ_DEST_MR1"
+    pre = api(
+        populated,
+        "POST",
+        "/data/services/import",
+        params={"dest": f"/prearchive/projects/{PROJECT}"},
+        data=dicom_zip.read_bytes(),
+    ).text.strip()
+    assert pre.startswith(f"/data/prearchive/projects/{PROJECT}/")
+    assert rows(populated, pre)[0]["status"] == "READY"
+    scan_zip = api(populated, "GET", f"{pre}/scans/2").content
+    assert zip_names(scan_zip) == [
+        f"SESS01/scans/2-rest_fMRI/resources/DICOM/files/IM000{i}.dcm" for i in (1, 2)
+    ]
+    assert api(populated, "DELETE", pre).status_code == 200
+    assert pre.removeprefix("/data") not in [r["url"] for r in rows(populated, "/data/prearchive/projects")]
+    assert api(populated, "GET", pre, params={"format": "json"}).status_code == 404
+    bad = api(populated, "POST", "/data/services/import", params={"project": PROJECT}, data=b"not an archive")
+    assert bad.status_code == 400 and "neither a zip nor a tar" in bad.text
+
+
+def test_relabel_and_scan_delete(populated: ServerHandle) -> None:
+    base = f"/data/projects/{PROJECT}/subjects/RELABEL"
+    subject_id = api(populated, "PUT", base).text
+    assert (
+        api(populated, "PUT", f"/data/subjects/{subject_id}", params={"label": "RELABELLED"}).status_code
+        == 200
+    )
+    relabelled = api(
+        populated, "GET", f"/data/projects/{PROJECT}/subjects/RELABELLED", params={"format": "json"}
+    )
+    assert relabelled.json()["items"][0]["data_fields"]["ID"] == subject_id  # found by the new label
+    session = f"/data/projects/{PROJECT}/subjects/RELABELLED/experiments/RELABEL_MR"
+    assert api(populated, "PUT", session, params={"xsiType": "xnat:mrSessionData"}).status_code == 201
+    assert (
+        api(populated, "PUT", f"{session}/scans/3", params={"xsiType": "xnat:mrScanData"}).status_code == 201
+    )
+    assert api(populated, "PUT", f"{session}/scans/3/resources/R/files/x", data=b"x").status_code == 200
+    assert api(populated, "DELETE", f"{session}/scans/3", params={"removeFiles": "true"}).status_code == 200
+    assert rows(populated, f"{session}/scans") == []
