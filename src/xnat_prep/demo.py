@@ -9,6 +9,7 @@ results, so it finishes at once (the workflow has nothing left to do).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,7 +25,9 @@ PROJECT = "DEMO"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo lives (default: ./demo)")
+    parser.add_argument(
+        "--dir", type=Path, default=Path("demo"), help="where the demo lives (default: ./demo)"
+    )
     parser.add_argument("--size", choices=["tiny", "small", "realistic"], default="small")
     parser.add_argument("--subjects", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=1, help="sessions per subject")
@@ -76,12 +79,11 @@ def run(args: argparse.Namespace) -> int:
         if rc != 0:
             raise UserError(f"the workflow failed (exit {rc}); see the log above and {results}/report")
         print(f"\nresults: {results}")
-        print(f"  DICOM:   {results}/dicom\n  NIfTI:   {results}/nifti\n  report:  {results}/report/summary.tsv")
+        for what, sub in (("DICOM", "dicom"), ("NIfTI", "nifti"), ("report", "report/summary.tsv")):
+            print(f"  {what + ':':8} {results}/{sub}")
         print(f"  HTML report: snakemake --report {demo_dir}/report.html (same arguments as above)")
         if args.keep_server:
             print(f"server still running at {server.url}; Ctrl-C to stop", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 server.process.wait()
-            except KeyboardInterrupt:
-                pass
     return 0
