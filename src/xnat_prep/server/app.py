@@ -16,8 +16,10 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -58,7 +60,9 @@ class Body:
     def __init__(self, rfile: Any, headers: Any) -> None:
         self.rfile = rfile
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        self.left = 0 if self.chunked else int(headers.get("Content-Length") or 0)
+        length = headers.get("Content-Length") or "0"
+        self.invalid = not self.chunked and not length.isdigit()  # answered with 400, then closed
+        self.left = 0 if self.chunked or self.invalid else int(length)
         self.chunk_left = 0
         self.done = not self.chunked and self.left == 0
         self.count = 0
@@ -100,13 +104,16 @@ class Body:
 
     def drain(self) -> bool:
         """Discard a small unread remainder; False if the connection should be closed instead."""
+        if self.invalid:
+            return False
         if self.done:
             return True
         if not self.chunked and self.left > DRAIN_LIMIT:
             return False
+        start = self.count
         try:
             while self.read(1 << 16):
-                if self.count > DRAIN_LIMIT * 4:
+                if self.count - start > DRAIN_LIMIT:
                     return False
         except (OSError, ValueError, HTTPError):
             return False
@@ -123,8 +130,9 @@ class RequestLog:
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
-            self._fh.write(line)
-            self._fh.flush()
+            if not self._fh.closed:  # a request still running while the server shuts down
+                self._fh.write(line)
+                self._fh.flush()
 
     def close(self) -> None:
         with self._lock:
@@ -178,8 +186,10 @@ class XNATServer(ThreadingHTTPServer):
         self.log.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Client disconnects (resets, TLS errors) are normal for a file server; stay quiet.
-        pass
+        """Print server bugs to stderr; client disconnects and TLS failures are routine."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError):
+            traceback.print_exc()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -187,6 +197,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = f"xnat-prep/{__version__}"
     sys_version = ""
+    timeout = 300  # seconds a socket may stay silent (idle keep-alive connections end)
     server: XNATServer
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -195,7 +206,6 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(self.request, ssl.SSLSocket):
             self.request.settimeout(30)
             self.request.do_handshake()
-            self.request.settimeout(None)
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -220,6 +230,8 @@ class Handler(BaseHTTPRequestHandler):
         self.body = Body(self.rfile, self.headers)
         self.fault = Decision()
         try:
+            if self.body.invalid:
+                raise HTTPError(400, "bad Content-Length")
             if self.route != FAULTS_PATH:
                 self.fault = self.server.faults.decide(self.command, self.route)
             if self.fault.delay_s:
