@@ -4,7 +4,7 @@
 
 Uploads one SIZE file and a scan of FILES files totalling SIZE (streamed PUTs), then downloads
 each with ``requests`` (iter_content, 1 MiB chunks, discarded) and times xnatpy's connect. Uses a
-temporary data directory; prints a Markdown table.
+temporary data directory; prints a Markdown table, the connect times and the server's peak memory.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def main() -> None:
             xnat_session = xnat.connect(srv.url, user="admin", password="admin", loglevel="ERROR")
             connects.append(time.perf_counter() - start)
             xnat_session.disconnect()
+        status = Path(f"/proc/{srv.process.pid}/status")
+        peak = next(
+            (line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM")), "?"
+        )
     print("| measurement | bytes | seconds | MB/s |\n|---|---|---|---|")
     for label, size, seconds in rows:
         print(f"| {label} | {size} | {seconds:.2f} | {size / seconds / 1e6:.0f} |")
@@ -103,6 +107,7 @@ def main() -> None:
         f"\nxnat.connect: median {statistics.median(connects) * 1000:.0f} ms "
         f"(min {min(connects) * 1000:.0f}, max {max(connects) * 1000:.0f}, n=10)"
     )
+    print(f"server peak RSS (VmHWM): {int(peak) // 1024 if peak.isdigit() else peak} MiB")
 
 
 if __name__ == "__main__":
