@@ -208,3 +208,37 @@ def test_default_admin_warning_and_clean_shutdown(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "admin/admin" in stderr and "local demo only" in stderr
+
+
+def test_users_cli_passwd_remove_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "u.yaml"
+    assert users_cmd(path, "add", "dave", password="first\n").returncode == 0
+    before = path.read_text()
+    assert users_cmd(path, "passwd", "dave", password="second\n").returncode == 0
+    assert path.read_text() != before
+    assert users_cmd(path, "role", "dave", "P", "member").returncode == 0
+    assert users_cmd(path, "role", "dave", "P", "none").returncode == 0
+    assert "roles" not in path.read_text()
+    assert users_cmd(path, "add", "empty", password="\n").returncode == 2
+    missing = users_cmd(path, "remove", "nobody")
+    assert missing.returncode == 2 and "no user 'nobody'" in missing.stderr
+    assert users_cmd(path, "remove", "dave").returncode == 0
+    assert users_cmd(path, "list").stdout == ""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("users:\n  eve: {admin: true}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xnat_prep.cli",
+            "server",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--users",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "user 'eve': needs a 'password' hash" in result.stderr

@@ -49,28 +49,14 @@ SESSION_TYPES = (
     "xnat:otherDicomSessionData",
 )
 SCAN_TYPES = ("xnat:mrScanData", "xnat:ctScanData", "xnat:petScanData", "xnat:otherDicomScanData")
-# query parameters that steer a request rather than set data
-CONTROL_PARAMS = {
-    "xsiType",
-    "req_format",
-    "format",
-    "removeFiles",
-    "event_reason",
-    "event_type",
-    "event_action",
-    "event_comment",
-    "allowDataDeletion",
-    "inbody",
-    "overwrite",
-    "extract",
-    "content",
-    "tags",
-    "triggerPipelines",
-    "activate",
-    "quarantine",
-    "columns",
-    "label",
+MODALITIES = {
+    "xnat:mrSessionData": "MR",
+    "xnat:ctSessionData": "CT",
+    "xnat:petSessionData": "PT",
+    "xnat:otherDicomSessionData": "OT",
 }
+# plain (non-xpath) query keys a project PUT may set
+PROJECT_KEYS = ("name", "description", "keywords", "secondary_ID")
 
 
 @dataclass
@@ -121,7 +107,7 @@ def data_fields(store: Store, obj: Obj) -> dict[str, Any]:
             "project": obj.project,
             "subject_ID": obj.subject_id,
             "date": "",
-            "modality": obj.xsi_type[5:7].upper().replace("PE", "PT"),
+            "modality": MODALITIES.get(obj.xsi_type, ""),
             **obj.extra,
         }
     experiment = store.experiment(obj.experiment_id)
@@ -526,15 +512,7 @@ def parse_updates(h: Handler, obj_kind: str) -> tuple[dict[str, Any], dict[str, 
             continue
         match = ATTR_KEY.match(key)
         attr = (
-            match.group("attr")
-            if match
-            else (
-                key
-                if key not in CONTROL_PARAMS
-                and obj_kind == "project"
-                and key in ("name", "description", "keywords")
-                else None
-            )
+            match.group("attr") if match else key if obj_kind == "project" and key in PROJECT_KEYS else None
         )
         if attr is None or attr in ("ID", "project", "subject_ID", "image_session_ID"):
             continue
