@@ -252,10 +252,16 @@ def test_cli_writes_a_folder(tmp_path, capsys):
     assert "wrote 2 session(s)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [[], ["--out", "x", "--server", "http://127.0.0.1:9"]])
-def test_cli_needs_exactly_one_destination(argv, capsys):
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "exactly one of --out DIR or --server URL"),
+    (["--out", "x", "--server", "http://127.0.0.1:9"], "exactly one of --out DIR or --server URL"),
+    (["--out", "x", "--csv", "y.csv"], "--csv is for --server"),
+])
+def test_cli_argument_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["demo-data", *argv]) == 2
-    assert "exactly one of --out DIR or --server URL" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_refuses_a_password_argument(capsys):

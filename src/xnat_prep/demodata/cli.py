@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     start = time.monotonic()
     if args.out is not None:
+        if args.csv is not None:
+            raise UserError("--csv is for --server; with --out the subject CSV is DIR/subjects.csv")
         from xnat_prep.demodata.generate import generate
 
         plans = generate(

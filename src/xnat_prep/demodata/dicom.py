@@ -48,24 +48,32 @@ ORIENTATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, fl
 PHILIPS_PLANES = {"ax": "TRANSVERSAL", "sag": "SAGITTAL", "cor": "CORONAL"}
 PHILIPS_CREATOR = "Philips Imaging DD 001"
 PHILIPS_BLOCK, PHILIPS_PLANE = 0x20010010, 0x2001100B
+# Philips-style classic DICOM: dcm2niix reads b-values/vectors from the public tags
+# (0018,9087)/(0018,9089) for this vendor without the private CSA header Siemens needs
+# (with no or an unknown Manufacturer it warns that it assumes Philips).
 EQUIPMENT = {
-    # Philips-style classic DICOM: dcm2niix reads b-values/vectors from the public tags
-    # (0018,9087)/(0018,9089) for this vendor without the private CSA header Siemens needs.
     "Manufacturer": "Philips Medical Systems",
     "ManufacturerModelName": "Ingenia",
     "SoftwareVersions": "xnat-prep demo-data",
     "InstitutionName": "xnat-prep demo site",
     "StationName": "PHANTOM3T",
-    "MagneticFieldStrength": 3.0,
-    "ImagingFrequency": 127.7,
-    "ImagedNucleus": "1H",
 }
+MR_EQUIPMENT = {"MagneticFieldStrength": 3.0, "ImagingFrequency": 127.7, "ImagedNucleus": "1H"}
 
 
 def stable_int(*parts: object) -> int:
     """A 64-bit integer from ``parts`` that is the same in every process (unlike hash())."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little")
+
+
+@dataclass(frozen=True)
+class Demographics:
+    sex: str
+    birth: dt.date
+    weight: float  # kg
+    head_scale: float  # phantom size relative to the nominal head
+    first_visit: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -88,20 +96,21 @@ class SessionInfo:
         return np.random.default_rng(stable_int(self.seed, self.project, self.subject, self.session, *parts))
 
     @cached_property
-    def demographics(self) -> dict[str, object]:
+    def demographics(self) -> Demographics:
+        """The subject's: the same in every session of the subject."""
         r = np.random.default_rng(stable_int(self.seed, self.project, self.subject))
-        return {
-            "sex": "FM"[int(r.integers(2))],
-            "birth": dt.date(1950, 1, 1) + dt.timedelta(days=int(r.integers(0, 365 * 50))),
-            "weight": round(float(r.uniform(50, 100)), 1),
-            "head_scale": float(r.uniform(0.93, 1.07)),
-            "first_visit": dt.datetime(2024, 1, 8, 8)
+        return Demographics(
+            sex="FM"[int(r.integers(2))],
+            birth=dt.date(1950, 1, 1) + dt.timedelta(days=int(r.integers(0, 365 * 50))),
+            weight=round(float(r.uniform(50, 100)), 1),
+            head_scale=float(r.uniform(0.93, 1.07)),
+            first_visit=dt.datetime(2024, 1, 8, 8)
             + dt.timedelta(days=int(r.integers(0, 300)), minutes=15 * int(r.integers(0, 32))),
-        }
+        )
 
     @cached_property
     def start(self) -> dt.datetime:
-        return self.demographics["first_visit"] + dt.timedelta(days=120 * self.session_index)
+        return self.demographics.first_visit + dt.timedelta(days=120 * self.session_index)
 
     @cached_property
     def head_shift(self) -> tuple[float, float, float]:
@@ -133,21 +142,17 @@ def _common(info: SessionInfo, spec: SeriesSpec, sop_class: str, modality: str) 
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = info.project
     ds.SeriesDescription = spec.description
-    ds.update(
-        {
-            k: v
-            for k, v in EQUIPMENT.items()
-            if modality == "MR" or k not in ("MagneticFieldStrength", "ImagingFrequency", "ImagedNucleus")
-        }
-    )
+    ds.update(EQUIPMENT)
+    if modality == "MR":
+        ds.update(MR_EQUIPMENT)
     # XNAT's default DICOM identification: PatientName -> subject, PatientID -> session,
     # and the "Project: Subject: Session:" comment takes precedence over both.
     ds.PatientName = info.subject
     ds.PatientID = info.session
-    ds.PatientBirthDate = demo["birth"].strftime("%Y%m%d")
-    ds.PatientSex = demo["sex"]
-    ds.PatientAge = _age(demo["birth"], info.start.date())
-    ds.PatientWeight = demo["weight"]
+    ds.PatientBirthDate = demo.birth.strftime("%Y%m%d")
+    ds.PatientSex = demo.sex
+    ds.PatientAge = _age(demo.birth, info.start.date())
+    ds.PatientWeight = demo.weight
     ds.PatientComments = f"Project: {info.project} Subject: {info.subject} Session: {info.session}"
     ds.StudyInstanceUID = info.uid("study")
     ds.SeriesInstanceUID = info.uid("series", spec.number)
@@ -322,7 +327,6 @@ def _mr_template(info: SessionInfo, spec: SeriesSpec) -> Dataset:
     ds.InPlanePhaseEncodingDirection = "COL"
     ds.FlipAngle = spec.flip
     ds.SAR = 0.1
-    ds.PatientPosition = "HFS"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = spec.rows, spec.cols
@@ -339,7 +343,7 @@ def _images(
     info: SessionInfo, spec: SeriesSpec, geometry: list[SliceGeometry]
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(volume, slice, uint16 image) in acquisition order, noise included."""
-    scale, shift = info.demographics["head_scale"], info.head_shift
+    scale, shift = info.demographics.head_scale, info.head_shift
     labels = [phantom.tissue_map(g.points(spec), scale, shift) for g in geometry]
     base = [phantom.signal(lab, spec.contrast) for lab in labels]
     rng = info.rng("noise", spec.number)

@@ -82,7 +82,7 @@ def write_subjects_csv(path: Path, project: str, plans: Sequence[PlannedSession]
         writer.writerow(CSV_COLUMNS)
         for subject, p in first.items():
             demo = SessionInfo(project, subject, p.session, seed).demographics
-            writer.writerow([project, subject, demo["sex"], demo["birth"].year, counts[subject]])
+            writer.writerow([project, subject, demo.sex, demo.birth.year, counts[subject]])
 
 
 def generate(
