@@ -59,6 +59,10 @@ def test_pyxnat_lists_downloads_and_writes_a_field(populated: ServerHandle, tmp_
         ).json()
         digest = next(r["digest"] for r in listing["ResultSet"]["Result"] if r["Name"] == "IM0001.dcm")
         assert hashlib.md5(target.read_bytes()).hexdigest() == digest
+        source = tmp_path / "upload.txt"
+        source.write_text("from pyxnat")
+        experiment.resource("PYX").file("sub/upload.txt").put(str(source))  # POST ...?inbody=true
+        assert experiment.resource("PYX").file("sub/upload.txt").exists()
         experiment.attrs.set("xnat:mrSessionData/fields/field[name=PyxnatField]/field", "from pyxnat")
         assert (
             experiment.attrs.get("xnat:mrSessionData/fields/field[name=pyxnatfield]/field") == "from pyxnat"

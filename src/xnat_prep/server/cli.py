@@ -21,7 +21,7 @@ from xnat_prep.server import faults as faults_module
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "fault SPEC:\n" + faults_module.__doc__.split("::", 1)[1].split("Determinism")[0]
+    parser.epilog = "fault SPEC (comma-separated key=value):\n" + faults_module.__doc__.split("::", 1)[1]
     parser.add_argument("--data-dir", required=True, type=Path, help="where the database and files live")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)")

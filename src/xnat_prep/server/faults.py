@@ -16,7 +16,8 @@ a JSON object; ``GET`` shows the active plan, ``DELETE`` switches faults off; ad
     latency_ms  delay in milliseconds
     expire      fraction of requests whose login session is expired first (the client gets a 401
                 unless it also sent Basic credentials)
-    path        regular expression; only request paths matching it (re.search) get faults
+    path        regular expression (without commas); only request paths matching it (re.search)
+                get faults
 
 Determinism independent of thread interleaving: each decision is a hash of (seed, fault kind,
 method, path, n), where n counts earlier requests with the same method and path. The faults
