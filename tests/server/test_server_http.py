@@ -335,3 +335,19 @@ def test_relabel_and_scan_delete(populated: ServerHandle) -> None:
     assert api(populated, "PUT", f"{session}/scans/3/resources/R/files/x", data=b"x").status_code == 200
     assert api(populated, "DELETE", f"{session}/scans/3", params={"removeFiles": "true"}).status_code == 200
     assert rows(populated, f"{session}/scans") == []
+
+
+def test_concurrent_creation_of_one_label_makes_one_object(populated: ServerHandle) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = f"/data/projects/{PROJECT}/subjects/RACE/experiments/RACE_MR"
+
+    def create(_: int) -> int:
+        return api(populated, "PUT", path, params={"xsiType": "xnat:mrSessionData"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(create, range(16)))
+    assert statuses.count(201) == 1 and set(statuses) <= {200, 201, 409}
+    assert [
+        r["label"] for r in rows(populated, f"/data/projects/{PROJECT}/subjects") if r["label"] == "RACE"
+    ] == ["RACE"]

@@ -399,6 +399,13 @@ def check_write(h: Handler, loc: Loc) -> None:
 
 
 def handle(h: Handler, parts: list[str]) -> None:
+    try:
+        dispatch(h, parts)
+    except Conflict as exc:  # a concurrent request created the same object first
+        raise HTTPError(409, f"conflict with an existing object: {exc}") from exc
+
+
+def dispatch(h: Handler, parts: list[str]) -> None:
     loc = resolve(h, parts)
     method = "GET" if h.command == "HEAD" else h.command
     if loc.collection == "users":

@@ -165,10 +165,14 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a uniqueness clash (two requests creating one label) is a Conflict."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+            except sqlite3.IntegrityError as exc:
+                self._db.execute("ROLLBACK")
+                raise Conflict(str(exc)) from exc
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
