@@ -21,7 +21,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -124,9 +123,10 @@ class Body:
 class RequestLog:
     """``requests.jsonl``: one flushed JSON line per request, never credentials.
 
-    Fields: time (UTC, ISO 8601), user, method, path, query, status, bytes_in, bytes_out,
-    duration_ms, and ``faults`` (the injected fault kinds) when there were any. Paths and query
-    values that carry secrets (token secrets, password-like parameters) are replaced by ``***``.
+    Fields: time (when the response completed, ``%Y-%m-%dT%H:%M:%S%z``), user, method, path,
+    query, status, bytes_in, bytes_out, duration_ms, and ``faults`` (the injected fault kinds)
+    when there were any. Paths and query values that carry secrets (token secrets, password-like
+    parameters) are replaced by ``***``.
     """
 
     def __init__(self, path: Path) -> None:
@@ -279,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
         self.logged = True
         self.server.log.write(
             {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "user": self.user,
                 "method": self.command,
                 "path": redacted_path(self.route),
