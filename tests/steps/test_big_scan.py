@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import requests
-from conftest import import_session
+from step_helpers import import_session
 
 from xnat_prep.server.testing import running_server
 

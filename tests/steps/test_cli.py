@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import import_session
+from step_helpers import import_session
 
 from xnat_prep import manifest, receipts
 from xnat_prep.server.testing import running_server

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import requests
-from conftest import ADMIN, FAST_RETRY, import_session
+from step_helpers import ADMIN, FAST_RETRY, import_session
 
 from xnat_prep import download, receipts
 from xnat_prep.manifest import FileRow

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 import requests
-from conftest import ADMIN, import_session
+from step_helpers import ADMIN, import_session
 
 from xnat_prep import convert, receipts, upload, variables
 from xnat_prep.errors import UserError
