@@ -21,6 +21,7 @@ from xnat_prep.errors import UserError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 HOST_ENV = "XNAT_HOST"
+_USERINFO = re.compile(r"(://)[^/@\s]*@")
 # What the schema's patterns mean, for error messages.
 PATTERN_HINTS = {
     "^https?://[^\\s/?#@]+(/[^\\s?#]*)?$": "expected an http(s) URL like https://xnat.example.org "
@@ -61,6 +62,11 @@ def _location(path: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
+def _shown(value: Any) -> str:
+    """A config value for a message, with any ``user:password@`` of a URL masked."""
+    return _USERINFO.sub(r"\1***@", repr(value))
+
+
 def _message(error: Any) -> str:
     """One readable line for a jsonschema error."""
     where = _location(error.absolute_path)
@@ -72,11 +78,11 @@ def _message(error: Any) -> str:
         return f"{where}: {error.message.replace('is a required property', 'is missing')}"
     if error.validator == "pattern":
         hint = PATTERN_HINTS.get(error.validator_value, f"must match {error.validator_value}")
-        return f"{where}: {error.instance!r} is not valid: {hint}"
+        return f"{where}: {_shown(error.instance)} is not valid: {hint}"
     if error.validator == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        return f"{where}: expected {wanted}, got {error.instance!r}"
+        return f"{where}: expected {wanted}, got {_shown(error.instance)}"
     return f"{where}: {error.message}"
 
 
@@ -155,7 +161,7 @@ def xnat_host(config: Mapping) -> str:
         raise UserError(f"no XNAT server given: set xnat.host in the config or the {HOST_ENV} variable")
     url_pattern = schema()["properties"]["xnat"]["properties"]["host"]["pattern"]
     if not re.match(url_pattern, host):
-        raise UserError(f"{HOST_ENV}: {host!r} is not a URL like https://xnat.example.org")
+        raise UserError(f"{HOST_ENV}: {_shown(host)} is not valid: {PATTERN_HINTS[url_pattern]}")
     return host.rstrip("/")
 
 

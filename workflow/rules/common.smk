@@ -53,11 +53,13 @@ wildcard_constraints:
 if "xnat_api" not in workflow.global_resources:
     workflow.global_resources["xnat_api"] = config["xnat"]["max_connections"]
 
-# A subject that discovery could not list (missing, no access, server trouble) is retried on the
-# next run: the run keeps reporting it (and exits non-zero) until it is fixed or removed.
-if workflow.is_main_process and os.path.exists(f"{ROOT}/{paths.ERRORS_TSV}"):
-    if manifest.read_errors(f"{ROOT}/{paths.ERRORS_TSV}"):
-        workflow.dag_settings.forcerun = {*workflow.dag_settings.forcerun, "discover"}
+def canonical(value):
+    """``value`` with every mapping's keys sorted: params compare by text, key order must not count."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 @functools.cache
@@ -146,4 +148,6 @@ def finish_run(succeeded):
             print(f"xnat-prep: problem: {line}", file=sys.stderr)
         if problems:
             print(f"xnat-prep: {len(problems)} problem(s); details in {ROOT}/{paths.SUMMARY_TSV}", file=sys.stderr)
+            if manifest.read_errors(f"{ROOT}/{paths.ERRORS_TSV}"):
+                print("xnat-prep: to list the subjects on XNAT again once fixed, add: -R discover", file=sys.stderr)
             sys.exit(1)

@@ -8,7 +8,7 @@ checkpoint discover:
         errors="<results>/manifest/errors.tsv",
     params:
         project=config["subjects"]["project"],
-        selection=config["scans"],
+        selection=canonical(config["scans"]),
     log:
         "logs/discover/discover.log",
     benchmark:

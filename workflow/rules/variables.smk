@@ -8,7 +8,7 @@ rule set_variables:
     params:
         session_id=get_session_id,
         prefix=config["custom_variables"]["prefix"],
-        derived=config["custom_variables"]["derived"],
+        derived=canonical(config["custom_variables"]["derived"]),
     log:
         "logs/set_variables/{project}/{subject}/{session}.log",
     resources:

@@ -1,0 +1,70 @@
+"""Scan selection, and subjects that discovery cannot list: recorded, reported, retried."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+from workflow_helpers import Study, read_json
+
+from xnat_prep import manifest, paths
+from xnat_prep.demodata.protocols import session_protocol
+
+pytestmark = pytest.mark.workflow
+
+SPECS = {str(s.number): s for s in session_protocol("tiny", edge_cases=True)}
+LOCAL_ONLY = {"upload": {"enabled": False}, "custom_variables": {"enabled": False}}
+
+
+def test_selection_by_type_globs_and_description_regex(study: Study, tmp_path: Path) -> None:
+    scans = {
+        "include_types": ["t1w*", "", "fmri*", "LOCALIZER"],  # case-insensitive; "" = no type
+        "exclude_types": ["FMRI*"],
+        "series_description": "MPRAGE|^$",  # drops the localizer
+    }
+    config = study.config(tmp_path, scans=scans, **LOCAL_ONLY)
+    result = study.snakemake(tmp_path, config, "results/manifest/scans.tsv")
+    assert result.rc == 0, result.output[-3000:]
+    expected = {n for n, s in SPECS.items() if s.description in ("T1w_MPRAGE", "")}
+    assert len(expected) == 3  # both T1w (duplicate type) and the untyped one
+    rows = manifest.read_scans(tmp_path / "results" / paths.SCANS_TSV)
+    by_subject = {(r.subject, r.scan_id) for r in rows}
+    assert by_subject == {(s, n) for s in ("001", "SUB002") for n in expected}
+    dry = study.snakemake(tmp_path, config, "-n")
+    assert dry.rc == 0 and dry.requests == []
+    counts = dict(re.findall(r"^(download_scan|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
+    assert counts == {"download_scan": str(2 * len(expected)), "convert_scan": str(2 * len(expected))}
+
+
+def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: Path) -> None:
+    subjects = tmp_path / "subjects.csv"
+    rows = [["DEMO", "SUB002", ""], ["DEMO", "NOPE", ""], ["SECRET", "S01", ""], ["DEMO", "001", "001_MR9"]]
+    with subjects.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["Project", "Subject", "Session"], *rows])
+    config = study.config(tmp_path, subjects={"csv": str(subjects)}, scans={"include_types": ["localizer"]})
+    result = study.snakemake(tmp_path, config)
+    assert result.rc == 1, result.output[-3000:]
+    problems = result.lines("xnat-prep: problem: ")
+    assert len(problems) == 3, problems
+    assert any(p.startswith("DEMO/NOPE: error: subject not found") for p in problems)
+    assert any(p.startswith("SECRET/S01: error: ") and "no access" in p for p in problems)
+    assert any(p.startswith("DEMO/001/001_MR9: error: session 001_MR9 not found") for p in problems)
+    # the subject that is fine went all the way
+    [scan] = manifest.read_scans(tmp_path / "results" / paths.SCANS_TSV)
+    assert (scan.subject, scan.scan_type) == ("SUB002", "localizer")
+    where = (tmp_path / "results", scan.project, scan.subject, scan.session, scan.scan)
+    assert read_json(paths.convert_receipt(*where))["status"] == "converted"
+    assert paths.variables_receipt(*where[:4]).exists() and paths.upload_receipt(*where[:4]).exists()
+    # the server never gave runner anything of SECRET
+    secret = [r for r in result.requests if "SECRET" in r["path"]]
+    assert secret and {r["status"] for r in secret} == {403}
+
+    assert result.lines("xnat-prep: to list the subjects on XNAT again once fixed, add: ") == ["-R discover"]
+
+    # Retrying discovery lists the subjects again (permissions may have been fixed): still failing.
+    again = study.snakemake(tmp_path, config, "-R", "discover")
+    assert again.rc == 1 and len(again.lines("xnat-prep: problem: ")) == 3
+    assert any(r["path"] == "/data/projects/SECRET/subjects" for r in again.requests)
+    assert not [r for r in again.requests if r["path"].endswith("/files") and "zip" in r["query"]]
