@@ -27,12 +27,12 @@ LATENCY_MS = 3000
 def zip_downloads(requests: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """(start, end) of every scan zip download, from the server's request log.
 
-    The log's time is the end, to the second; the start is that minus the duration.
+    The log's time is the end (to the second, or finer); the start is that minus the duration.
     """
     out = []
     for r in requests:
         if r["path"].endswith(ZIP_PATH) and "format=zip" in r["query"]:
-            end = datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            end = datetime.fromisoformat(r["time"]).timestamp()
             out.append((end - r["duration_ms"] / 1000, end))
     return out
 

@@ -1,0 +1,106 @@
+"""report: states from the manifest and receipts, per-project amounts, problem lines, plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xnat_prep import manifest, paths, receipts, report
+from xnat_prep.manifest import ErrorRow, ScanRow
+
+
+def scan(project: str, scan_id: str, n_bytes: int = 100) -> ScanRow:
+    return ScanRow(
+        project,
+        "S1",
+        "XS1",
+        "E1",
+        "XE1",
+        "xnat:mrSessionData",
+        scan_id,
+        f"T{scan_id}",
+        "",
+        f"{scan_id}-T",
+        "DICOM",
+        2,
+        n_bytes,
+    )
+
+
+def build(root: Path) -> None:
+    """Two projects: P has a converted, a skipped, a failed and an unconverted scan; Q one converted."""
+    scans = [scan("P", "1"), scan("P", "2"), scan("P", "3"), scan("P", "4"), scan("Q", "1", 50)]
+    manifest.write_tsv(root / paths.SCANS_TSV, scans)
+    manifest.write_tsv(root / paths.ERRORS_TSV, [ErrorRow("P", "S9", "", "subject not found in project P")])
+    outcomes = {("P", "1"): "converted", ("P", "2"): "skipped", ("P", "3"): "failed", ("Q", "1"): "converted"}
+    for s in scans:
+        where = (root, s.project, s.subject, s.session, s.scan)
+        receipts.write(paths.download_receipt(*where), {"n_files": 2, "bytes": s.bytes})
+        if (s.project, s.scan_id) in outcomes:
+            status = outcomes[(s.project, s.scan_id)]
+            outputs = (
+                [{"name": "a.nii.gz", "size": 30}, {"name": "a.json", "size": 5}]
+                if status == "converted"
+                else []
+            )
+            receipts.write(
+                paths.convert_receipt(*where),
+                {
+                    "status": status,
+                    "reason": "" if status == "converted" else f"why {status}",
+                    "outputs": outputs,
+                },
+            )
+    for project in ("P", "Q"):
+        receipts.write(
+            paths.upload_receipt(root, project, "S1", "E1"),
+            {"scans": {"1": {"status": "converted"}, "2": {"status": "skipped"}}},
+        )
+    receipts.write(paths.variables_receipt(root, "P", "S1", "E1"), {"written": []})
+
+
+def test_summary_states_and_amounts(tmp_path: Path) -> None:
+    build(tmp_path)
+    rows = report.summarize(tmp_path)
+    state = {(r.project, r.scan_id): (r.state, r.message) for r in rows}
+    assert state[("P", "")] == ("error", "subject not found in project P")
+    assert state[("P", "1")] == ("ok", "")
+    assert state[("P", "2")] == ("skipped", "why skipped")
+    assert state[("P", "3")] == ("failed", "why failed")
+    assert state[("P", "4")] == ("missing", "not converted")
+    assert state[("Q", "1")] == ("missing", "session variables not set")  # Q has no variables receipt
+    totals = {t["project"]: t for t in report.amounts(rows)}
+    assert totals["P"]["scans"] == 4 and totals["P"]["problems"] == 3 and totals["P"]["dicom_bytes"] == 400
+    assert (
+        totals["P"]["nifti_files"] == 2 and totals["P"]["nifti_bytes"] == 35 and totals["P"]["subjects"] == 2
+    )
+    assert totals["Q"]["ok"] == 0 and totals["Q"]["sessions"] == 1
+
+
+def test_variables_and_upload_off(tmp_path: Path) -> None:
+    build(tmp_path)
+    rows = report.summarize(tmp_path, upload=False, variables=False)
+    assert {r.state for r in rows if r.project == "Q"} == {"ok"}
+    assert {r.upload for r in rows} == {""}
+
+
+def test_written_report_and_problem_lines(tmp_path: Path) -> None:
+    build(tmp_path)
+    out = tmp_path / "report"
+    report.write_report(
+        tmp_path,
+        upload=True,
+        variables=True,
+        summary=out / "s.tsv",
+        amounts_tsv=out / "a.tsv",
+        plot_png=out / "p.png",
+    )
+    assert (out / "p.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "a.tsv").read_text().splitlines()[0].split("\t") == list(report.AMOUNT_COLUMNS)
+    lines = report.problems(out / "s.tsv")
+    assert lines == [
+        "P/S9: error: subject not found in project P",
+        "P/S1/E1 scan 3 (T3): failed: why failed",
+        "P/S1/E1 scan 4 (T4): missing: not converted",
+        "Q/S1/E1 scan 1 (T1): missing: session variables not set",
+    ]
+    assert report.problems(tmp_path / "none.tsv") == []
