@@ -14,7 +14,6 @@ import yaml
 from slurm_helpers import PROFILES, Result, dry_run_env, profile_args, run, snakemake_cmd, write_config
 
 
-
 def load_profile(name: str) -> dict[str, Any]:
     """A profile's YAML: ``name`` is a directory under profiles/ (its config.yaml) or a file there."""
     path = PROFILES / name
@@ -113,11 +112,13 @@ def test_every_profile_key_says_why(profile: str) -> None:
     assert keys
     for i in keys:
         above = lines[i - 1] if i else ""
-        assert "#" in lines[i] or above.startswith("#") or i - 1 in keys, f"{profile}: {lines[i]!r} says not why"
+        commented = "#" in lines[i] or above.startswith("#") or i - 1 in keys
+        assert commented, f"{profile}: {lines[i]!r} says not why"
 
 
 def test_workstation_profile_sets_no_resources() -> None:
     """profiles/default is loaded whenever no --workflow-profile is given, and a workflow profile's
     key replaces a --profile's: resource keys there would silently undo a cluster profile's."""
     default = yaml.safe_load((PROFILES / "default" / "config.yaml").read_text()) or {}
-    assert not set(default) & {"default-resources", "set-resources", "resources", "cores", "groups", "executor"}
+    cluster_keys = {"default-resources", "set-resources", "resources", "cores", "groups", "executor"}
+    assert not set(default) & cluster_keys
