@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from workflow_helpers import Study, read_json
+import yaml
+from workflow_helpers import REPO, Study, read_json
 
 from xnat_prep import manifest, paths
 from xnat_prep.demodata.protocols import session_protocol
@@ -68,3 +69,40 @@ def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: P
     assert again.rc == 1 and len(again.lines("xnat-prep: problem: ")) == 3
     assert any(r["path"] == "/data/projects/SECRET/subjects" for r in again.requests)
     assert not [r for r in again.requests if r["path"].endswith("/files") and "zip" in r["query"]]
+
+
+def test_alias_token_replaces_the_password_for_the_jobs(study: Study, tmp_path: Path) -> None:
+    config = study.config(tmp_path, xnat={"alias_token": True}, scans={"include_types": ["localizer"]})
+    result = study.snakemake(tmp_path, config)
+    assert result.rc == 0, result.output[-3000:]
+    paths_seen = [r["path"] for r in result.requests]
+    assert paths_seen[0] == "/data/services/tokens/issue"  # minted before the first job
+    assert paths_seen[-1].startswith("/data/services/tokens/invalidate/")  # revoked after the last
+    # xnatpy logs in with PUT /data/services/auth for a password; for an alias token it does not
+    assert "/data/services/auth" not in paths_seen
+    assert {r["status"] for r in result.requests if r["path"] != "/data/services/auth"} <= {200, 201, 404}
+
+
+def test_network_rules_local_if_asked(study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With cluster.network_on_submit_host the rules that talk to XNAT are local rules.
+
+    Only a cluster run shows it ("localrule" is printed for real, non-local executions), so the
+    parsed workflow is asked through Snakemake's API (``_localrules`` is its internal set).
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    network = {"discover", "download_scan", "upload_session", "set_variables"}
+    monkeypatch.chdir(tmp_path)
+    with SnakemakeApi(OutputSettings()) as api:
+        for flag in (True, False):
+            config = study.config(tmp_path, cluster={"network_on_submit_host": flag})
+            (tmp_path / f"{flag}.yaml").write_text(yaml.safe_dump(config))
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(),
+                config_settings=ConfigSettings(configfiles=[tmp_path / f"{flag}.yaml"]),
+                snakefile=REPO / "Snakefile",
+                workdir=tmp_path,
+            )
+            local = workflow._workflow._localrules
+            assert {"all", "report"} <= local and (network <= local) is flag
