@@ -20,20 +20,21 @@ LOCAL_ONLY = {"upload": {"enabled": False}, "custom_variables": {"enabled": Fals
 
 
 def test_selection_by_type_globs_and_description_regex(study: Study, tmp_path: Path) -> None:
+    """Also: the server comes from XNAT_HOST (xnat.host: null)."""
     scans = {
         "include_types": ["t1w*", "", "fmri*", "LOCALIZER"],  # case-insensitive; "" = no type
         "exclude_types": ["FMRI*"],
         "series_description": "MPRAGE|^$",  # drops the localizer
     }
-    config = study.config(tmp_path, scans=scans, **LOCAL_ONLY)
-    result = study.snakemake(tmp_path, config, "results/manifest/scans.tsv")
+    config = study.config(tmp_path, xnat={"host": None}, scans=scans, **LOCAL_ONLY)
+    result = study.snakemake(tmp_path, config, "results/manifest/scans.tsv", env={"XNAT_HOST": study.url})
     assert result.rc == 0, result.output[-3000:]
     expected = {n for n, s in SPECS.items() if s.description in ("T1w_MPRAGE", "")}
     assert len(expected) == 3  # both T1w (duplicate type) and the untyped one
     rows = manifest.read_scans(tmp_path / "results" / paths.SCANS_TSV)
     by_subject = {(r.subject, r.scan_id) for r in rows}
     assert by_subject == {(s, n) for s in ("001", "SUB002") for n in expected}
-    dry = study.snakemake(tmp_path, config, "-n")
+    dry = study.snakemake(tmp_path, config, "-n", env={"XNAT_HOST": study.url})
     assert dry.rc == 0 and dry.requests == []
     counts = dict(re.findall(r"^(download_scan|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
     assert counts == {"download_scan": str(2 * len(expected)), "convert_scan": str(2 * len(expected))}
