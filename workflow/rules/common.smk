@@ -4,6 +4,7 @@
 import functools
 import os
 import sys
+import time
 
 from snakemake.utils import validate
 
@@ -52,6 +53,7 @@ wildcard_constraints:
 # resources are global: the cap holds across all jobs, also cluster jobs.
 if "xnat_api" not in workflow.global_resources:
     workflow.global_resources["xnat_api"] = config["xnat"]["max_connections"]
+
 
 def canonical(value):
     """``value`` with every mapping's keys sorted: params compare by text, key order must not count."""
@@ -113,41 +115,43 @@ def get_report_inputs(wildcards):
     }
 
 
-RUN_TOKEN = {}
+RUN = {}  # this run's start time and alias token
 
 
 def start_run():
     """Before the first job: check that credentials are there; mint the run's alias token if asked."""
     from xnat_prep import credentials
 
+    RUN["started"] = time.time()
     try:
         host = xnat_config.xnat_host(config)
         creds = credentials.resolve(host)
         if config["xnat"]["alias_token"]:
             verify = config["xnat"]["ca_bundle"] or config["xnat"]["verify_tls"]
-            token = credentials.mint_token(host, creds, verify)
-            RUN_TOKEN.update(host=host, token=token, verify=verify)
+            RUN.update(host=host, token=credentials.mint_token(host, creds, verify), verify=verify)
             # The jobs find the token where they look for credentials first; never printed.
-            os.environ.update(XNAT_USER=token.user, XNAT_PASS=token.password)
+            os.environ.update(XNAT_USER=RUN["token"].user, XNAT_PASS=RUN["token"].password)
     except UserError as error:
         stop(error)
 
 
 def finish_run(succeeded):
-    """After the last job: revoke the alias token; list the run's problems and exit 1 if any."""
+    """After the last job: revoke the alias token; list the problems of this run's report, exit 1 if any."""
     from xnat_prep import credentials, report
 
-    if RUN_TOKEN:
+    if "token" in RUN:
         try:
-            credentials.invalidate_token(RUN_TOKEN["host"], RUN_TOKEN["token"], RUN_TOKEN["verify"])
+            credentials.invalidate_token(RUN["host"], RUN["token"], RUN["verify"])
         except UserError as error:
             print(f"xnat-prep: warning: {error}", file=sys.stderr)
-    if succeeded:
-        problems = report.problems(f"{ROOT}/{paths.SUMMARY_TSV}")
-        for line in problems:
-            print(f"xnat-prep: problem: {line}", file=sys.stderr)
-        if problems:
-            print(f"xnat-prep: {len(problems)} problem(s); details in {ROOT}/{paths.SUMMARY_TSV}", file=sys.stderr)
-            if manifest.read_errors(f"{ROOT}/{paths.ERRORS_TSV}"):
-                print("xnat-prep: to list the subjects on XNAT again once fixed, add: -R discover", file=sys.stderr)
-            sys.exit(1)
+    summary = f"{ROOT}/{paths.SUMMARY_TSV}"
+    if not succeeded or not os.path.exists(summary) or os.path.getmtime(summary) < RUN.get("started", 0):
+        return  # no report made by this run (e.g. a run for another target)
+    problems = report.problems(summary)
+    for line in problems:
+        print(f"xnat-prep: problem: {line}", file=sys.stderr)
+    if problems:
+        print(f"xnat-prep: {len(problems)} problem(s); details in {summary}", file=sys.stderr)
+        if manifest.read_errors(f"{ROOT}/{paths.ERRORS_TSV}"):
+            print("xnat-prep: to list the subjects on XNAT again once fixed, add: -R discover", file=sys.stderr)
+        sys.exit(1)

@@ -14,6 +14,8 @@ checkpoint discover:
     benchmark:
         "benchmarks/discover/discover.tsv"
     resources:
+        # It lists sessions over up to xnat.max_connections connections, but nothing else can
+        # run meanwhile: every other job is known only once this checkpoint has finished.
         xnat_api=1,
     conda:
         "../envs/xnat-prep.yaml"
