@@ -21,13 +21,17 @@ from xnat_prep.server.testing import running_server
 SIZE_MB = int(os.environ.get("XNAT_PREP_BIG_SCAN_MB", "256"))
 RSS_LIMIT_MB = 120
 
+# Peak RSS from VmHWM: getrusage's ru_maxrss survives fork+execve on Linux, so a child started
+# from a big pytest process would report the parent's size, not its own.
 JOB = """
-import json, resource, sys
+import json, re, sys
+from pathlib import Path
 from xnat_prep import download
 from xnat_prep.manifest import FileRow
 args = json.loads(sys.argv[1])
 result = download.download_scan(files=[FileRow(**f) for f in args.pop("files")], **args)
-print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"rss_mb": hwm_kb / 1024,
                   "requests": result["http_requests"], "method": result["method"],
                   "seconds": result["duration_s"]}))
 """
