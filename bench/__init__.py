@@ -1,0 +1,1 @@
+"""xnat-prep benchmarks: ``python -m bench [--quick]`` (see bench/README.md)."""

@@ -1,0 +1,580 @@
+"""``python -m bench``: the workflow against the usual tools and the machine's limit, in one run.
+
+Seeds the bundled server with a study (cached between runs), measures every row of the table
+on the same server, data and machine, prints the table of medians with ratios and PASS/FAIL
+per target, and writes it with the machine description to ``bench/results/<date>.md``.
+``--quick`` is the CI smoke version: a tiny study, one repetition, a 1,000-scan manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from bench import bigscan, clients, machine, measure, scale, study, table, workflow
+from bench.table import Row
+from xnat_prep import manifest, paths
+from xnat_prep.server.testing import ServerHandle
+
+GiB = 1 << 30
+MiB = 1 << 20
+LATENCY_MS = 50  # a real XNAT answers in tens of ms (auth, DB, catalog); the bundled server in ~1
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    study: study.StudySpec
+    reps: int
+    pipeline_reps: int  # the whole pipeline writes to the server: each repetition gets a fresh copy
+    scale_scans: int
+    big_bytes: int
+    big_files: int
+
+
+FULL = Mode("full", study.StudySpec("realistic", 10, 2), 3, 2, 10_000, 2 * GiB, 8)
+QUICK = Mode("quick", study.StudySpec("tiny", 2, 1), 1, 1, 250, 200 * MiB, 4)
+
+
+@dataclass
+class Ctx:
+    mode: Mode
+    work: Path
+    cores: int
+    max_connections: int
+    shim: Path
+    study: study.Study
+    rows: dict[str, Row]
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return workflow.env(self.shim)
+
+    def workflow(self, name: str, host: str, subjects_csv: Path | None = None) -> workflow.Workflow:
+        wf = workflow.Workflow(
+            self.work / name,
+            host,
+            subjects_csv or self.study.subjects_csv,
+            self.cores,
+            self.max_connections,
+            self.shim,
+        )
+        shutil.rmtree(wf.workdir, ignore_errors=True)
+        wf.write_config()
+        return wf
+
+    def add(self, key: str, value: float) -> None:
+        self.rows[key].samples.append(value)
+
+
+def define_rows(mode: Mode) -> dict[str, Row]:
+    n = f"{mode.scale_scans:,} scans"
+    big = f"{mode.big_bytes / GiB:.1f} GB" if mode.big_bytes >= GiB else f"{mode.big_bytes // MiB} MB"
+    rows = [
+        Row("download.baseline", "download: tutorial xnatpy script (sequential download_dir)", "s"),
+        Row("download.xnat_get", "download: xnatutils xnat-get (sequential, per scan)", "s"),
+        Row("download.limit_zip", "download: raw limit, parallel GET of each scan's zip", "s"),
+        Row("download.limit_files", "download: raw limit, parallel GET of each file", "s"),
+        Row("download.workflow", "download: workflow download_scan stage (after discovery)", "s"),
+        Row(
+            "download.vs_baseline",
+            "download speed-up: tutorial time / workflow time",
+            "x",
+            target=">= 4",
+            ok=lambda r: r >= 4,
+        ),
+        Row(
+            "download.vs_limit",
+            "download vs limit: best raw-GET time / workflow time",
+            "x",
+            target=">= 0.8",
+            ok=lambda r: r >= 0.8,
+        ),
+        Row(
+            "pipeline.workflow", "whole workflow: discover, download, convert, upload, variables, report", "s"
+        ),
+        Row("convert.dcm2niix", "convert: plain dcm2niix, same folders, same parallelism", "s"),
+        Row("convert.workflow", "convert: workflow convert_scan stage", "s"),
+        Row(
+            "convert.vs_dcm2niix",
+            "convert: workflow time / plain dcm2niix time",
+            "x",
+            target="<= 1.15",
+            ok=lambda r: r <= 1.15,
+        ),
+        Row(
+            "requests.transfer_per_scan",
+            "HTTP requests per scan, download stage (server log)",
+            "req",
+            target="<= 3",
+            ok=lambda r: r <= 3,
+        ),
+        Row(
+            "requests.noop_rerun",
+            "HTTP requests of a no-op rerun of the whole workflow",
+            "req",
+            target="0",
+            ok=lambda r: r == 0,
+        ),
+        Row(
+            "scale.dag_build",
+            f"{n}: DAG build, snakemake -n after discovery",
+            "s",
+            target="<= 60 s",
+            ok=lambda r: r <= 60,
+        ),
+        Row(
+            "scale.dag_rss",
+            f"{n}: peak RSS of snakemake -n",
+            "MB",
+            target="<= 2048 MB",
+            ok=lambda r: r <= 2048,
+        ),
+        Row("scale.dryrun_done", f"{n}: snakemake -n with every output present", "s"),
+        Row("scale.noop_rerun", f"{n}: no-op rerun (snakemake, every output present)", "s"),
+        Row(
+            "scale.noop_vs_dryrun",
+            f"{n}: no-op rerun / dry-run on the same DAG",
+            "x",
+            target="<= 2",
+            ok=lambda r: r <= 2,
+        ),
+        Row(
+            "scale.slurm_jobs_per_25",
+            f"{n}: cluster jobs per 25 scans, profiles/slurm, network rules on the submit host",
+            "jobs",
+            target="<= 1",
+            ok=lambda r: r <= 1,
+        ),
+        Row(
+            "scale.slurm_nodes_jobs_per_25",
+            f"{n}: cluster jobs per 25 scans, profiles/slurm + network-on-nodes.yaml",
+            "jobs",
+            target="<= 1",
+            ok=lambda r: r <= 1,
+        ),
+        Row(
+            "transfer.job_rss",
+            f"peak RSS of one download_scan job, {big} scan",
+            "MB",
+            target="<= 200 MB",
+            ok=lambda r: r <= 200,
+        ),
+        Row("latency.baseline", f"[{LATENCY_MS} ms/request server] tutorial script download", "s"),
+        Row("latency.workflow", f"[{LATENCY_MS} ms/request server] workflow download stage", "s"),
+        Row("latency.vs_baseline", f"[{LATENCY_MS} ms/request server] speed-up over the tutorial", "x"),
+    ]
+    assert tuple(r.key for r in rows) == table.ROW_KEYS
+    return {r.key: r for r in rows}
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    """(files, bytes) under ``root``: checks that a client fetched the same data."""
+    n = size = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            n += 1
+            size += os.path.getsize(os.path.join(dirpath, name))
+    return n, size
+
+
+def discovered(wf: workflow.Workflow) -> list[manifest.ScanRow]:
+    return manifest.read_scans(wf.results / paths.SCANS_TSV)
+
+
+def download_stage(wf: workflow.Workflow, srv: ServerHandle, label: str) -> tuple[float, int, list]:
+    """Discovery (not timed), then every download job: (seconds, requests, scans)."""
+    wf.run(["--until", "discover"], f"{label}-discover")
+    before = study.request_count(srv)
+    run = wf.stage("download_stage", f"{label}-download")
+    return run.wall_s, study.request_count(srv) - before, discovered(wf)
+
+
+def transfer_and_convert(ctx: Ctx) -> None:
+    """Download rows, conversion rows, requests per scan, and the latency rows: one server."""
+    data = study.clone(ctx.study.data_dir, ctx.work / "server-transfer")
+    with study.server(data) as srv:
+        ref = ctx.workflow("reference", srv.url)
+        ref.run(["--until", "discover"], "discover")
+        scans = discovered(ref)
+        files = [
+            f
+            for r in scans
+            for f in manifest.read_session_files(
+                paths.session_files(ref.results, r.project, r.subject, r.session)
+            ).get(r.scan_id, [])
+            if f.resource == r.resource
+        ]
+        zips = [
+            f"/data/experiments/{r.session_id}/scans/{r.scan_id}/resources/{r.resource}/files?format=zip"
+            for r in scans
+        ]
+        ctx.facts.update(
+            {
+                "sessions": str(len({r.session_id for r in scans})),
+                "scans": str(len(scans)),
+                "DICOM files": f"{len(files):,}",
+                "DICOM bytes": f"{sum(f.size for f in files) / 1e9:.2f} GB",
+            }
+        )
+        xnat_get, why = clients.install_xnatutils(Path(tempfile.gettempdir()) / "xnat-prep-bench-xnatutils")
+        if xnat_get is None:
+            ctx.rows["download.xnat_get"].note = why
+        sessions = sorted({r.session for r in scans})
+        out = ctx.work / "out"
+        log = ctx.work / "logs"
+        log.mkdir(exist_ok=True)
+        for rep in range(ctx.mode.reps):
+            clients.remove(out)
+            ctx.add(
+                "download.baseline",
+                clients.tutorial(
+                    srv.url,
+                    ctx.study.subject_labels(),
+                    out / "tutorial",
+                    ctx.env,
+                    log / f"tutorial-{rep}.log",
+                ).wall_s,
+            )
+            note_size(ctx, "download.baseline", out / "tutorial")
+            if xnat_get is not None:
+                ctx.add(
+                    "download.xnat_get",
+                    clients.xnat_get(
+                        xnat_get, srv.url, sessions, out / "xnat-get", ctx.env, log / f"xnat-get-{rep}.log"
+                    ).wall_s,
+                )
+                note_size(ctx, "download.xnat_get", out / "xnat-get")
+            ctx.add(
+                "download.limit_zip",
+                clients.raw_get(
+                    srv.url, zips, ctx.max_connections, out / "zip", ctx.env, log / f"limit-zip-{rep}.log"
+                ).wall_s,
+            )
+            note_size(ctx, "download.limit_zip", out / "zip")
+            ctx.add(
+                "download.limit_files",
+                clients.raw_get(
+                    srv.url,
+                    [f.uri for f in files],
+                    ctx.max_connections,
+                    out / "files",
+                    ctx.env,
+                    log / f"limit-files-{rep}.log",
+                ).wall_s,
+            )
+            note_size(ctx, "download.limit_files", out / "files")
+            clients.remove(out)
+
+            wf = ctx.workflow(f"workflow-{rep}", srv.url)
+            seconds, n_requests, wf_scans = download_stage(wf, srv, "workflow")
+            ctx.add("download.workflow", seconds)
+            ctx.add("requests.transfer_per_scan", n_requests / len(wf_scans))
+            note_size(ctx, "download.workflow", wf.results / "dicom")
+            ctx.add("convert.workflow", wf.stage("convert_stage", "convert").wall_s)
+            folders = [
+                (
+                    paths.dicom_dir(wf.results, r.project, r.subject, r.session, r.scan),
+                    f"{paths.safe_component(r.session)}_{r.scan}",
+                )
+                for r in wf_scans
+            ]
+            ctx.add("convert.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores))
+            clients.remove(out, wf.workdir)
+
+        study.set_faults(srv, f"latency_ms={LATENCY_MS}")
+        ctx.add(
+            "latency.baseline",
+            clients.tutorial(
+                srv.url, ctx.study.subject_labels(), out / "tutorial", ctx.env, log / "latency-tutorial.log"
+            ).wall_s,
+        )
+        wf = ctx.workflow("workflow-latency", srv.url)
+        ctx.add("latency.workflow", download_stage(wf, srv, "latency")[0])
+        study.set_faults(srv, None)
+        clients.remove(out, wf.workdir)
+    clients.remove(data)
+
+
+def note_size(ctx: Ctx, key: str, root: Path) -> None:
+    n, size = tree_size(root)
+    ctx.rows[key].note = f"{n:,} files, {size / 1e9:.2f} GB on disk"
+
+
+def pipeline(ctx: Ctx) -> None:
+    """The whole workflow from nothing, then a no-op rerun (requests counted), each on a fresh
+    copy of the server (the pipeline uploads results and sets variables)."""
+    for rep in range(ctx.mode.pipeline_reps):
+        data = study.clone(ctx.study.data_dir, ctx.work / f"server-pipeline-{rep}")
+        with study.server(data) as srv:
+            wf = ctx.workflow(f"pipeline-{rep}", srv.url)
+            ctx.add("pipeline.workflow", wf.run([], "pipeline").wall_s)
+            if rep == ctx.mode.pipeline_reps - 1:
+                before = study.request_count(srv)
+                noop = wf.run([], "noop")
+                ctx.add("requests.noop_rerun", study.request_count(srv) - before)
+                if not scale.nothing_to_do(noop.log.read_text()):
+                    ctx.rows["requests.noop_rerun"].note = f"the rerun ran jobs: see {noop.log}"
+        clients.remove(data, wf.workdir)
+
+
+def scale_rows(ctx: Ctx) -> None:
+    """DAG build, no-op rerun and Slurm grouping on a synthetic manifest (no server needed)."""
+    shape = scale.shape_for(ctx.mode.scale_scans)
+    csv = ctx.work / "scale-subjects.csv"
+    scale.write_subjects(csv, shape)
+    wf = ctx.workflow("scale", "http://127.0.0.1:9", csv)  # port 9 (discard): nothing may connect
+    rows = scale.write_manifest(wf.results, shape)
+    for rep in range(ctx.mode.reps):
+        run = wf.run(["-n"], f"dag-{rep}")
+        counts = scale.job_counts(run.log.read_text())
+        if counts.get("download_scan") != shape.scans:
+            raise RuntimeError(f"expected {shape.scans} download jobs in the dry-run, got {counts}")
+        ctx.add("scale.dag_build", run.wall_s)
+        ctx.add("scale.dag_rss", run.max_rss_mb)
+    ctx.rows["scale.dag_build"].note = f"{counts.get('total', 0):,} jobs"
+    slurm_dry_runs(ctx, wf, shape.scans)
+    scale.write_outputs(wf.results, rows)
+    for rep in range(ctx.mode.reps):
+        done = wf.run(["-n"], f"dryrun-done-{rep}")
+        noop = wf.run([], f"noop-{rep}")
+        for run in (done, noop):
+            if not scale.nothing_to_do(run.log.read_text()):
+                raise RuntimeError(f"synthesised outputs are not complete for Snakemake: see {run.log}")
+        ctx.add("scale.dryrun_done", done.wall_s)
+        ctx.add("scale.noop_rerun", noop.wall_s)
+
+
+def slurm_dry_runs(ctx: Ctx, wf: workflow.Workflow, n_scans: int) -> None:
+    """Cluster jobs the Slurm profile would submit, counted in dry-runs (no cluster needed), for
+    both documented layouts: network rules on the submit host (profiles/slurm with
+    cluster.network_on_submit_host), and everything on the nodes (the network-on-nodes overlay).
+
+    A group job bigger than the profile's group-components allow is reported as a failure even
+    when the count is low: it means Snakemake merged the groups, and one cluster job would then
+    convert hundreds of scans one after another.
+    """
+    profile = workflow.REPO / "profiles" / "slurm"
+    on_host = wf.workdir / "network-on-submit-host.yaml"
+    on_host.write_text("cluster:\n  network_on_submit_host: true\n")
+    nodes = profile / "network-on-nodes.yaml"
+    per_session = 2 * scale.SCANS_PER_SESSION + 2  # downloads, converts, upload, variables
+    layouts = {
+        "scale.slurm_jobs_per_25": (
+            ["--workflow-profile", str(profile)],
+            [on_host],
+            1,
+            profile / "config.yaml",
+        ),
+        "scale.slurm_nodes_jobs_per_25": (
+            ["--profile", str(profile), "--workflow-profile", str(nodes)],
+            [],
+            per_session,
+            nodes,
+        ),
+    }
+    for key, (args, overlays, members_per_component, group_yaml) in layouts.items():
+        components = max(yaml.safe_load(group_yaml.read_text()).get("group-components", {1: 1}).values())
+        local = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.localrules",
+                    str(workflow.SNAKEFILE),
+                    str(wf.workdir),
+                    str(wf.configfile),
+                    *map(str, overlays),
+                ],
+                env=dict(ctx.env, PYTHONPATH=str(workflow.REPO)),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()[-1]
+        )
+        # No --cores: the profile sets cores: 1 per cluster job (it says so), and --cores replaces it.
+        # A looping dry-run (see cluster_jobs) is stopped after a generous time.
+        run = wf.run(
+            ["-n", *args], key, check=False, cores=False, overlays=overlays, timeout=60 + 0.03 * n_scans
+        )
+        jobs = scale.cluster_jobs(run.log.read_text(), set(local))
+        row = ctx.rows[key]
+        if jobs.submissions:
+            ctx.add(key, jobs.submissions / n_scans * 25)
+        row.note = (
+            f"{jobs.submissions:,} submissions for {n_scans:,} scans ({jobs.groups} group jobs, "
+            f"largest {jobs.largest_group} jobs)"
+        )
+        if jobs.largest_group > components * members_per_component:
+            row.problem = (
+                f"a group job holds {jobs.largest_group} jobs, group-components allows "
+                f"{components * members_per_component}"
+            )
+        if jobs.relisted or run.returncode != 0:
+            row.note += (
+                f"; the dry-run did not end (exit {run.returncode}, stopped after {run.wall_s:.0f} s), "
+                f"it listed the same group job {jobs.relisted:,} more times"
+            )
+
+
+def big_scan(ctx: Ctx) -> None:
+    """Peak RSS of one transfer job on a big scan (a server of its own, emptied afterwards)."""
+    data = ctx.work / "server-big"
+    with study.server(data) as srv:
+        session_id, files = bigscan.upload(srv, ctx.mode.big_bytes, ctx.mode.big_files)
+        for _ in range(ctx.mode.reps):
+            job = ctx.work / "big-job"
+            clients.remove(job)
+            job.mkdir()
+            run = bigscan.download_job(srv, session_id, files, job, ctx.env)
+            ctx.add("transfer.job_rss", run.max_rss_mb)
+            ctx.rows[
+                "transfer.job_rss"
+            ].note = f"{len(files)} files of {files[0].size / MiB:.0f} MiB; job took {run.wall_s:.1f} s"
+            clients.remove(job)
+    clients.remove(data)
+
+
+def ratios(ctx: Ctx) -> None:
+    r = ctx.rows
+
+    def val(key: str) -> float:
+        return r[key].value
+
+    r["download.vs_baseline"].ratio = val("download.baseline") / val("download.workflow")
+    r["download.vs_limit"].ratio = min(val("download.limit_zip"), val("download.limit_files")) / val(
+        "download.workflow"
+    )
+    r["convert.vs_dcm2niix"].ratio = val("convert.workflow") / val("convert.dcm2niix")
+    r["scale.noop_vs_dryrun"].ratio = val("scale.noop_rerun") / val("scale.dryrun_done")
+    r["latency.vs_baseline"].ratio = val("latency.baseline") / val("latency.workflow")
+    for key in (
+        "requests.transfer_per_scan",
+        "requests.noop_rerun",
+        "scale.dag_build",
+        "scale.dag_rss",
+        "scale.slurm_jobs_per_25",
+        "scale.slurm_nodes_jobs_per_25",
+        "transfer.job_rss",
+    ):
+        r[key].ratio = val(key)
+
+
+def render_results(ctx: Ctx, started: dt.datetime, seconds: float, command: str) -> str:
+    info = machine.describe()
+    study_line = ", ".join(f"{k}: {v}" for k, v in ctx.facts.items())
+    verdicts = [row.verdict for row in ctx.rows.values() if row.verdict]
+    passed = sum(v == "PASS" for v in verdicts)
+    return "\n".join(
+        [
+            f"# xnat-prep benchmark ({ctx.mode.name}), {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"`{command}`: {ctx.mode.reps} repetition(s) per row (whole workflow: {ctx.mode.pipeline_reps}), "
+            f"medians; {seconds / 60:.0f} min in all. **{passed} of {len(verdicts)} targets met.**",
+            "",
+            "## Machine",
+            "",
+            "| | |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in info.items()),
+            "",
+            "## Setup",
+            "",
+            f"- Study: demo-data `{ctx.mode.study.size}`, {ctx.mode.study.subjects} subjects x "
+            f"{ctx.mode.study.sessions} sessions; {study_line}.",
+            "- One bundled server (`xnat-prep server`, plain: no faults) for every download and conversion "
+            "row; the whole-workflow rows get a fresh copy of the same data each (the workflow writes back). "
+            f"Client, server and dcm2niix share the {info['cores']} cores.",
+            f"- Workflow: `snakemake --cores {ctx.cores}` with the repository's Snakefile and default "
+            f"workflow profile, `xnat.max_connections: {ctx.max_connections}`; "
+            f"the raw-GET limit uses the same {ctx.max_connections} connections, plain dcm2niix the same "
+            f"{ctx.cores} processes at a time, with the workflow's dcm2niix options.",
+            "- Every snakemake process runs with a `scontrol` that fails at once first on PATH: the Slurm "
+            "executor plugin calls `scontrol show config` on import (10 s timeout) and this machine has the "
+            "Slurm client without a running controller (each snakemake start would be ~9 s longer).",
+            f"- Rows in [brackets] use the same server with `latency_ms={LATENCY_MS}` on every request "
+            "(a real XNAT's per-request cost), one repetition, no target.",
+            "",
+            "## Results",
+            "",
+            table.render(list(ctx.rows.values())),
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny study, 1 repetition")
+    parser.add_argument("--reps", type=int, help="repetitions per row (default: 3 full, 1 quick)")
+    parser.add_argument("--results-dir", type=Path, default=workflow.REPO / "bench" / "results")
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "xnat-prep-bench-cache",
+        help="where seeded studies are kept between runs",
+    )
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--scale-scans", type=int, help="scans in the synthetic manifest (multiple of 50)")
+    parser.add_argument("--max-connections", type=int, default=4, help="the workflow's xnat.max_connections")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=["transfer", "pipeline", "scale", "big"],
+        help="run only these parts (the others' rows stay empty)",
+    )
+    args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    if args.reps:
+        mode = replace(mode, reps=args.reps, pipeline_reps=min(args.reps, mode.pipeline_reps))
+    if args.scale_scans:
+        mode = replace(mode, scale_scans=args.scale_scans)
+    started = dt.datetime.now(dt.UTC)
+    start = time.perf_counter()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="xnat-prep-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench: {mode.name} mode, scratch {work}", flush=True)
+    ctx = Ctx(
+        mode,
+        work,
+        args.cores,
+        args.max_connections,
+        measure.shim_dir(work),
+        study.prepare(mode.study, args.cache),
+        define_rows(mode),
+    )
+    parts = {"transfer": transfer_and_convert, "pipeline": pipeline, "scale": scale_rows, "big": big_scan}
+    for name, part in parts.items():
+        if args.only is None or name in args.only:
+            t0 = time.perf_counter()
+            part(ctx)
+            print(f"bench: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    ratios(ctx)
+    command = "python -m bench" + (" --quick" if args.quick else "")
+    text = render_results(ctx, started, time.perf_counter() - start, command)
+    print(text)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"{started:%Y-%m-%d}{'-quick' if args.quick else ''}.md"
+    out.write_text(text)
+    print(f"bench: written {out}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(not math.isnan(r.value) for r in ctx.rows.values() if r.key != "download.xnat_get") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The comparison points: the tutorial script, xnatutils' ``xnat-get``, the raw-GET limit and
+plain dcm2niix. Each runs as its own process, as a user would run it, so interpreter start-up
+and imports count for them exactly as they count for the workflow's jobs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import measure
+from bench.study import PROJECT
+from xnat_prep import convert
+
+BENCH_DIR = Path(__file__).resolve().parent
+XNATUTILS_SPEC = "xnatutils"
+
+
+def tutorial(host: str, subjects: Sequence[str], dest: Path, env: dict[str, str], log: Path) -> measure.Run:
+    """The tutorials' sequential xnatpy loop (bench/tutorial_download.py)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subject_list = dest.parent / f"{dest.name}.subjects.txt"
+    subject_list.write_text("".join(f"{s}\n" for s in subjects))
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "tutorial_download.py"),
+        host,
+        PROJECT,
+        str(subject_list),
+        str(dest),
+    ]
+    return measure.run(cmd, env=env, log=log)
+
+
+def install_xnatutils(venv: Path) -> tuple[Path | None, str]:
+    """``xnat-get`` from PyPI in a throwaway venv (kept between runs); (path, "") or (None, why)."""
+    exe = venv / "bin" / "xnat-get"
+    if exe.exists():
+        return exe, ""
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        pip = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", XNATUTILS_SPEC],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"could not create a venv: {exc}"
+    if pip.returncode != 0 or not exe.exists():
+        lines = [
+            ln for ln in (pip.stderr or pip.stdout).splitlines() if ln.strip() and "is ignored" not in ln
+        ]
+        return None, f"pip install {XNATUTILS_SPEC} failed: {lines[-1] if lines else pip.returncode}"
+    return exe, ""
+
+
+def xnat_get(
+    exe: Path, host: str, sessions: Sequence[str], dest: Path, env: dict[str, str], log: Path
+) -> measure.Run:
+    """xnatutils' downloader: sequential, one xnatpy resource zip per scan (DICOM only)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(exe),
+        *sessions,
+        "--project",
+        PROJECT,
+        "--resource_name",
+        "DICOM",
+        "--target",
+        str(dest),
+        "--server",
+        host,
+        "--no_netrc",
+    ]
+    return measure.run(cmd, env=env, log=log)
+
+
+def raw_get(
+    host: str, paths: Sequence[str], workers: int, dest: Path, env: dict[str, str], log: Path
+) -> measure.Run:
+    """Plain parallel GETs of ``paths`` over ``workers`` connections (bench/raw_get.py)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    url_list = dest.parent / f"{dest.name}.urls.txt"
+    url_list.write_text("".join(f"{p}\n" for p in paths))
+    cmd = [sys.executable, "-m", "bench.raw_get", host, str(url_list), str(dest), str(workers)]
+    return measure.run(cmd, env=dict(env, PYTHONPATH=str(BENCH_DIR.parent)), log=log)
+
+
+def dcm2niix_args(compress: bool = True) -> list[str]:
+    """The options the workflow's convert step gives dcm2niix (BIDS sidecar, anonymised, gzip)."""
+    return ["-b", "y", "-ba", "y", "-z", "y" if compress else "n"]
+
+
+def plain_dcm2niix(scans: Sequence[tuple[Path, str]], out_root: Path, workers: int) -> float:
+    """dcm2niix on each (DICOM folder, name), ``workers`` at a time; the wall time in seconds.
+
+    Threads only wait for the dcm2niix processes, so nothing but dcm2niix itself is measured.
+    """
+    exe = convert.dcm2niix_binary()
+    jobs = []
+    for i, (folder, name) in enumerate(scans):
+        out = out_root / str(i)
+        out.mkdir(parents=True)
+        jobs.append([exe, *dcm2niix_args(), "-f", name, "-o", str(out), str(folder)])
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        codes = list(
+            pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, check=False).returncode, jobs)
+        )
+    wall = time.perf_counter() - start
+    if any(codes):
+        raise measure.CommandFailed(f"dcm2niix failed on {sum(1 for c in codes if c)} of {len(jobs)} scans")
+    return wall
+
+
+def remove(*paths: Path) -> None:
+    """Delete outputs between repetitions (gigabytes each)."""
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)

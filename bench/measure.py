@@ -1,0 +1,93 @@
+"""Running a command and measuring it: wall time, peak RSS of its process tree, exit status.
+
+Peak RSS comes from ``wait4``'s rusage: Linux reports the largest RSS of the child *and* of
+every descendant it waited for, so a snakemake run's figure covers its job processes too, and a
+single job's figure is that job's own. No polling, so no sampling gaps and no overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured command."""
+
+    wall_s: float
+    max_rss_mb: float
+    returncode: int
+    log: Path | None
+
+
+class CommandFailed(RuntimeError):
+    """A measured command exited non-zero; the message ends with the tail of its log."""
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> Run:
+    """Run ``cmd`` to completion, its stdout+stderr into ``log`` (or discarded).
+
+    After ``timeout`` seconds the command's process group is SIGKILLed (returncode -9): SIGTERM
+    can deadlock a busy snakemake (docs/snakemake-scaling.md, G1).
+    """
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=dict(env) if env else None, stdout=out, stderr=out, start_new_session=True
+        )
+        while True:
+            pid, status, usage = os.wait4(proc.pid, 0 if timeout is None else os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:  # type: ignore[operator]
+                os.killpg(proc.pid, signal.SIGKILL)
+                timeout = None
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            out.close()
+    result = Run(wall, usage.ru_maxrss / 1024, proc.returncode, log)
+    if check and result.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:] if log else ""
+        raise CommandFailed(f"{' '.join(map(str, cmd))} exited {result.returncode}\n{tail}")
+    return result
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (the table's statistic: robust to one disturbed repetition)."""
+    return statistics.median(values)
+
+
+def shim_dir(root: Path) -> Path:
+    """A directory with a ``scontrol`` that fails at once, to put first on PATH.
+
+    The Slurm executor plugin runs ``scontrol show config`` (10 s timeout) whenever it is
+    imported, and every snakemake process imports every installed executor plugin. On a
+    machine with the Slurm client but no reachable controller that adds ~9 s to each
+    snakemake start, which would be measured as workflow time. A real cluster answers at once,
+    and a workstation without Slurm has no ``scontrol``: both behave like the shim.
+    """
+    shim = root / "shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    exe = shim / "scontrol"
+    exe.write_text("#!/bin/sh\nexit 1\n")
+    exe.chmod(0o755)
+    return shim

@@ -1,0 +1,52 @@
+"""The raw transfer limit: plain parallel HTTP GETs, nothing else.
+
+A thread pool of N workers (N = the workflow's connection cap), one ``requests.Session`` per
+worker (keep-alive, one login), each GET streamed to a file in 1 MiB chunks. No retries, no
+checksums, no unpacking, no Snakemake: the least work that moves the same bytes over the same
+number of connections. Reads one URL path per line; credentials from XNAT_USER/XNAT_PASS.
+
+    python -m bench.raw_get HOST URLS.txt DEST N
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+        _local.session.auth = (os.environ["XNAT_USER"], os.environ["XNAT_PASS"])
+    return _local.session
+
+
+def fetch(host: str, path: str, target: Path) -> int:
+    """GET ``host + path`` into ``target``; the number of bytes."""
+    size = 0
+    with _session().get(host + path, stream=True, timeout=600) as resp, open(target, "wb") as out:
+        resp.raise_for_status()
+        for chunk in resp.iter_content(1 << 20):
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def main(host: str, url_list: str, dest: str, workers: int) -> int:
+    paths = [line.strip() for line in Path(url_list).read_text().splitlines() if line.strip()]
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(workers) as pool:
+        sizes = pool.map(fetch, [host] * len(paths), paths, [Path(dest) / str(i) for i in range(len(paths))])
+        return sum(sizes)
+
+
+if __name__ == "__main__":
+    total = main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    print(f"{total} bytes")

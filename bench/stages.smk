@@ -1,0 +1,27 @@
+# The project's workflow plus two target rules, so one stage can be run and timed on its own:
+#   snakemake --snakefile bench/stages.smk download_stage   (discovery + every download job)
+#   snakemake --snakefile bench/stages.smk convert_stage    (+ every convert job)
+# The obvious ways do not work with the discover checkpoint in Snakemake 9.27: `--until
+# download_scan` and `--omit-from convert_scan` select jobs before the checkpoint has run and
+# answer "Nothing to be done", and naming the receipts as targets fails ("Rule parameter depends
+# on checkpoint but checkpoint output is not defined as input file for the rule"). An input
+# function that asks the checkpoint (the workflow's own get_sessions()) lets Snakemake order it.
+
+
+include: "../workflow/Snakefile"
+
+
+def bench_receipts(stage):
+    return lambda wildcards: [
+        f"{ROOT}/{stage}/{'/'.join(key)}/{scan}.json" for key, scans in get_sessions().items() for scan in scans
+    ]
+
+
+rule download_stage:
+    input:
+        bench_receipts("dicom"),
+
+
+rule convert_stage:
+    input:
+        bench_receipts("nifti"),

@@ -1,0 +1,108 @@
+"""The results table: one row per measurement, medians, ratios and PASS/FAIL per target."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bench.measure import median
+
+# Every row key the full and the quick benchmark print, in table order (the smoke test checks it).
+ROW_KEYS = (
+    "download.baseline",
+    "download.xnat_get",
+    "download.limit_zip",
+    "download.limit_files",
+    "download.workflow",
+    "download.vs_baseline",
+    "download.vs_limit",
+    "pipeline.workflow",
+    "convert.dcm2niix",
+    "convert.workflow",
+    "convert.vs_dcm2niix",
+    "requests.transfer_per_scan",
+    "requests.noop_rerun",
+    "scale.dag_build",
+    "scale.dag_rss",
+    "scale.dryrun_done",
+    "scale.noop_rerun",
+    "scale.noop_vs_dryrun",
+    "scale.slurm_jobs_per_25",
+    "scale.slurm_nodes_jobs_per_25",
+    "transfer.job_rss",
+    "latency.baseline",
+    "latency.workflow",
+    "latency.vs_baseline",
+)
+
+
+@dataclass
+class Row:
+    """One table row. ``samples`` are the repetitions; the shown value is their median.
+
+    ``ratio`` and ``target`` are set on rows that carry a target; ``ok(ratio)`` decides PASS.
+    """
+
+    key: str
+    what: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+    ratio: float | None = None
+    target: str = ""
+    ok: Callable[[float], bool] | None = None
+    note: str = ""
+    problem: str = ""  # a reason to fail that the number alone does not show
+
+    @property
+    def value(self) -> float:
+        return median(self.samples) if self.samples else math.nan
+
+    @property
+    def verdict(self) -> str:
+        if self.ok is None:
+            return ""
+        if self.ratio is None or math.isnan(self.ratio):
+            return "FAIL (not measured)"
+        if self.problem:
+            return f"FAIL ({self.problem})"
+        return "PASS" if self.ok(self.ratio) else "FAIL"
+
+
+def _num(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return ""
+    if math.isnan(x):
+        return "n/a"
+    text = f"{x:.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 1 or x == 0 else f"{x:.3f}"
+    return f"{text} {unit}".strip()
+
+
+def render(rows: Sequence[Row]) -> str:
+    """The markdown table (also what ``python -m bench`` prints)."""
+    lines = [
+        "| key | measurement | median | reps | ratio | target | result | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        value = _num(r.value, r.unit) if r.samples or r.ratio is None else ""
+        lines.append(
+            f"| {r.key} | {r.what} | {value} | {len(r.samples) or ''} | {_num(r.ratio)} | {r.target} "
+            f"| {r.verdict} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def parse(markdown: str) -> dict[str, dict[str, str]]:
+    """Row key → column → cell, read back from ``render()``'s output (for the smoke test)."""
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in markdown.splitlines():
+        if not line.startswith("| "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "key":
+            header = cells
+        elif header and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = dict(zip(header, cells, strict=False))
+    return rows
