@@ -4,7 +4,6 @@
 import functools
 import os
 import sys
-import time
 
 from snakemake.utils import validate
 
@@ -115,14 +114,22 @@ def get_report_inputs(wildcards):
     }
 
 
-RUN = {}  # this run's start time and alias token
+RUN = {}  # this run's alias token
+
+
+def report_requested(summary):
+    """Whether this run was asked for the run report (the default), not only for some of the work."""
+    settings = workflow.dag_settings
+    if settings.until or settings.omit_from:
+        return False
+    targets = set(settings.targets)
+    return not targets or bool(targets & {"default", "all", "report", summary})
 
 
 def start_run():
     """Before the first job: check that credentials are there; mint the run's alias token if asked."""
     from xnat_prep import credentials
 
-    RUN["started"] = time.time()
     try:
         host = xnat_config.xnat_host(config)
         creds = credentials.resolve(host)
@@ -136,7 +143,7 @@ def start_run():
 
 
 def finish_run(succeeded):
-    """After the last job: revoke the alias token; list the problems of this run's report, exit 1 if any."""
+    """After the last job: revoke the alias token; list the problems in the run report, exit 1 if any."""
     from xnat_prep import credentials, report
 
     if "token" in RUN:
@@ -145,8 +152,8 @@ def finish_run(succeeded):
         except UserError as error:
             print(f"xnat-prep: warning: {error}", file=sys.stderr)
     summary = f"{ROOT}/{paths.SUMMARY_TSV}"
-    if not succeeded or not os.path.exists(summary) or os.path.getmtime(summary) < RUN.get("started", 0):
-        return  # no report made by this run (e.g. a run for another target)
+    if not succeeded or not report_requested(summary):
+        return
     problems = report.problems(summary)
     for line in problems:
         print(f"xnat-prep: problem: {line}", file=sys.stderr)
