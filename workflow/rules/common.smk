@@ -30,7 +30,7 @@ except UserError as error:
     stop(error)
 validate(config, "../schemas/config.schema.yaml")  # the standard check too (same schema; it passes here)
 
-ROOT = config["output_root"]
+ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
 UPLOAD = config["upload"]["enabled"]
 VARIABLES = config["custom_variables"]["enabled"]
 NETWORK_LOCAL = config["cluster"]["network_on_submit_host"]
@@ -93,7 +93,7 @@ def get_session_id(wildcards):
 def get_session_converts(wildcards):
     """The convert receipts of the session's scans (the upload and variables inputs)."""
     key = (wildcards.project, wildcards.subject, wildcards.session)
-    return [f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for scan in get_sessions()[key]]
+    return [str(paths.convert_receipt(ROOT, *key, scan)) for scan in get_sessions()[key]]
 
 
 def get_values_csv(wildcards):
@@ -108,9 +108,9 @@ def get_report_inputs(wildcards):
     return {
         "scans": f"{ROOT}/{paths.SCANS_TSV}",
         "errors": f"{ROOT}/{paths.ERRORS_TSV}",
-        "converts": [f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for key, scans in sessions.items() for scan in scans],
-        "uploads": [f"{ROOT}/receipts/upload/{'/'.join(key)}.json" for key in sessions] if UPLOAD else [],
-        "variables": [f"{ROOT}/receipts/variables/{'/'.join(key)}.json" for key in sessions] if VARIABLES else [],
+        "converts": [str(paths.convert_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans],
+        "uploads": [str(paths.upload_receipt(ROOT, *key)) for key in sessions] if UPLOAD else [],
+        "variables": [str(paths.variables_receipt(ROOT, *key)) for key in sessions] if VARIABLES else [],
     }
 
 
