@@ -102,3 +102,22 @@ def test_problems_are_rows_not_failures(seeded, tmp_path: Path) -> None:
     assert messages[("NOPE", "")] == "subject not found in project DEMO"
     assert messages[("X", "")].startswith("project NOPROJ: not found (HTTP 404")
     assert manifest.read_errors(tmp_path / paths.ERRORS_TSV) == result.errors
+
+
+def test_transient_errors_are_retried(seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    monkeypatch.setattr(discover.time, "sleep", lambda seconds: None)
+    faults = seeded.url + "/xapi/xnatprep/faults"
+    requests.put(
+        faults,
+        json={"spec": "seed=3,error=0.3,statuses=503,path=/scans"},
+        auth=("admin", "admin"),
+        timeout=10,
+    ).raise_for_status()
+    try:
+        result, requests_seen = run(seeded, tmp_path, [Subject("DEMO", "001", (), 2)])
+    finally:
+        requests.delete(faults, auth=("admin", "admin"), timeout=10).raise_for_status()
+    assert any(r["status"] == 503 for r in requests_seen)  # faults were injected ...
+    assert result.errors == [] and len(result.sessions) == 2  # ... and retried away
