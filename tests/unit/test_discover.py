@@ -111,7 +111,7 @@ def test_transient_errors_are_retried(seeded, tmp_path: Path, monkeypatch: pytes
     faults = seeded.url + "/xapi/xnatprep/faults"
     requests.put(
         faults,
-        json={"spec": "seed=3,error=0.3,statuses=503,path=/scans"},
+        json={"spec": "seed=2,error=0.3,statuses=503,path=/scans"},
         auth=("admin", "admin"),
         timeout=10,
     ).raise_for_status()
