@@ -4,13 +4,15 @@ from xnat_prep import adapter, config, variables
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 with adapter.step(sm):
-    values = variables.derive(sm.input.converts, sm.params.prefix, sm.params.derived)
-    if sm.input.values:
-        table = variables.read_values_csv(sm.input.values[0], reserved=values)
-        values |= table.get(sm.wildcards.session, {}) | table.get(sm.params.session_id, {})
     variables.set_variables(
         **config.connection(sm.config),
         session_id=sm.params.session_id,
-        values=values,
+        values=variables.session_values(
+            sm.input.converts,
+            sm.params.prefix,
+            sm.params.derived,
+            sm.input.values[0] if sm.input.values else None,
+            (sm.wildcards.session, sm.params.session_id),
+        ),
         receipt=sm.output.receipt,
     )

@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from xnat_prep import manifest, paths
 from xnat_prep.errors import UserError
-from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionRow
+from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionIdentity, SessionRow
 from xnat_prep.subjects import Subject
 
 log = logging.getLogger(__name__)
@@ -111,17 +111,7 @@ def _get_rows(xs: Any, path: str, query: Mapping[str, str] | None = None) -> lis
     raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True)
-class _Session:
-    project: str
-    subject: str
-    subject_id: str
-    session: str
-    session_id: str
-    xsi_type: str
-
-
-def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[_Session] | ErrorRow:
+def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[SessionIdentity] | ErrorRow:
     """The image sessions of one subject, as selected by the CSV row."""
     path = f"/data/projects/{subject.project}/subjects/{subject_id}/experiments"
     try:
@@ -130,7 +120,9 @@ def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[_Sessi
         return ErrorRow(subject.project, subject.subject, "", f"cannot list sessions: {exc}")
     # Only image sessions (mr/ct/petSessionData, ...) have scans; other experiments are skipped.
     found = {
-        r["label"]: _Session(subject.project, subject.subject, subject_id, r["label"], r["ID"], r["xsiType"])
+        r["label"]: SessionIdentity(
+            subject.project, subject.subject, subject_id, r["label"], r["ID"], r["xsiType"]
+        )
         for r in rows
         if str(r.get("xsiType", "")).endswith("SessionData")
     }
@@ -146,7 +138,7 @@ def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[_Sessi
     return [found[s] for s in subject.sessions]
 
 
-def _session_scans(xs: Any, session: _Session, selection: Selection) -> Discovery:
+def _session_scans(xs: Any, session: SessionIdentity, selection: Selection) -> Discovery:
     """The selected scans of one session with their DICOM files."""
     out = Discovery()
     base = f"/data/experiments/{session.session_id}/scans"
@@ -188,12 +180,7 @@ def _session_scans(xs: Any, session: _Session, selection: Selection) -> Discover
         seen[wildcard] = scan_id
         out.scans.append(
             ScanRow(
-                session.project,
-                session.subject,
-                session.subject_id,
-                session.session,
-                session.session_id,
-                session.xsi_type,
+                *astuple(session),
                 scan_id,
                 scan_type,
                 scan.get("series_description") or "",
@@ -207,12 +194,7 @@ def _session_scans(xs: Any, session: _Session, selection: Selection) -> Discover
     if out.scans:
         out.sessions.append(
             SessionRow(
-                session.project,
-                session.subject,
-                session.subject_id,
-                session.session,
-                session.session_id,
-                session.xsi_type,
+                *astuple(session),
                 len(out.scans),
                 sum(s.bytes for s in out.scans),
             )
@@ -270,7 +252,7 @@ def discover(
             with ThreadPoolExecutor(workers, thread_name_prefix="discover") as pool:
                 return list(pool.map(lambda item: fn(*item), items))
 
-        sessions: list[_Session] = []
+        sessions: list[SessionIdentity] = []
         for found in run(lambda s, sid: _subject_sessions(connection(), s, sid), todo):
             if isinstance(found, ErrorRow):
                 result.errors.append(found)

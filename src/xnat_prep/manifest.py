@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
-class ScanRow:
-    """One selected scan (a row of ``scans.tsv``); ``scan`` is the ``{scan}`` wildcard value."""
+class SessionIdentity:
+    """Where a session sits on XNAT: the columns that start every scan and session row."""
 
     project: str
     subject: str
@@ -29,6 +29,12 @@ class ScanRow:
     session: str
     session_id: str
     xsi_type: str
+
+
+@dataclass(frozen=True)
+class ScanRow(SessionIdentity):
+    """One selected scan (a row of ``scans.tsv``); ``scan`` is the ``{scan}`` wildcard value."""
+
     scan_id: str
     scan_type: str
     series_description: str
@@ -39,15 +45,9 @@ class ScanRow:
 
 
 @dataclass(frozen=True)
-class SessionRow:
+class SessionRow(SessionIdentity):
     """One session with at least one selected scan (a row of ``sessions.tsv``)."""
 
-    project: str
-    subject: str
-    subject_id: str
-    session: str
-    session_id: str
-    xsi_type: str
     n_scans: int
     bytes: int
 

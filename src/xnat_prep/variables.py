@@ -131,6 +131,26 @@ def read_values_csv(path: str | Path, reserved: Iterable[str] = ()) -> dict[str,
     return values
 
 
+def session_values(
+    convert_receipts: Sequence[str | Path],
+    prefix: str,
+    derived: Sequence[Mapping[str, Any]],
+    values_csv: str | Path | None,
+    session_keys: Iterable[str],
+) -> dict[str, str]:
+    """Everything to write on one session: derived values, then the user's CSV rows for it.
+
+    ``session_keys`` are the session's label and accession ID (the CSV may use either); a CSV
+    value may not reuse a name the workflow derives itself.
+    """
+    values = derive(convert_receipts, prefix, derived) if convert_receipts else {}
+    if values_csv:
+        table = read_values_csv(values_csv, reserved=values)
+        for key in session_keys:
+            values |= table.get(key, {})
+    return values
+
+
 def set_variables(
     *,
     host: str,
@@ -217,10 +237,9 @@ def _derived_spec(text: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    values = derive(args.convert_receipts, args.prefix, args.derived) if args.convert_receipts else {}
-    if args.values_csv:
-        table = read_values_csv(args.values_csv, reserved=values)
-        values |= table.get(args.session, {}) | table.get(args.session_id, {})
+    values = session_values(
+        args.convert_receipts, args.prefix, args.derived, args.values_csv, (args.session, args.session_id)
+    )
     if not values:
         raise UserError("nothing to set: give --convert-receipts and/or --values-csv")
     set_variables(

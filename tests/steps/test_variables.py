@@ -116,3 +116,17 @@ def test_values_csv_errors_name_row_and_column(tmp_path, text, message):
     with pytest.raises(UserError, match=r"values\.csv") as info:
         variables.read_values_csv(path, reserved={"xp_status"})
     assert message in str(info.value)
+
+
+def test_session_values_merge_derived_with_the_csv_rows_for_label_or_id(tmp_path):
+    receipt = scan(tmp_path, "1", "rest_bold", shape=(8, 8, 4, 12))
+    path = write_csv(
+        tmp_path, "session,field,value\nS1,brain_volume,1234\nXNAT_E9,site,A\nS2,brain_volume,999\n"
+    )
+    values = variables.session_values([receipt], "xp_", BOLD, path, ("S1", "XNAT_E9"))
+    assert values["brain_volume"] == "1234" and values["site"] == "A" and values["bold_volumes"] == "12"
+    assert values["xp_status"] == "complete"
+    # a CSV value may not take a name the workflow derives for this session
+    clash = write_csv(tmp_path, "session,field,value\nS1,bold_volumes,7\n")
+    with pytest.raises(UserError, match="set by the workflow"):
+        variables.session_values([receipt], "xp_", BOLD, clash, ("S1",))
