@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from xnat_prep.server.testing import ServerHandle
+
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
 
@@ -29,6 +31,25 @@ class Result:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+@dataclass
+class Demo:
+    server: ServerHandle
+    csv: Path
+
+    def config(self, **sections: Any) -> dict[str, Any]:
+        """The run config for the demo study, ``sections`` on top."""
+        return {
+            "xnat": {"host": self.server.url, "max_connections": 2, "alias_token": True},
+            "subjects": {"csv": str(self.csv)},
+            **sections,
+        }
+
+    def credentials(self) -> dict[str, str]:
+        """The account the runs use, for the environment (never the command line)."""
+        user, password = self.server.admin
+        return {"XNAT_USER": user, "XNAT_PASS": password}
 
 
 def write_config(workdir: Path, config: dict[str, Any]) -> Path:
@@ -136,17 +157,22 @@ def dry_run_env(tmp: Path) -> dict[str, str]:
 class ClusterJob:
     job_id: str
     state: str
+    submitted: str
     workdir: str
 
 
 def cluster_jobs(workdir: Path, since: str) -> list[ClusterJob]:
-    """The cluster jobs (not steps) that ran in ``workdir`` since ``since``, as accounting recorded them."""
+    """The cluster jobs (not steps) submitted in ``workdir`` since ``since``, as accounting has them.
+
+    ``since`` is a local time as sacct writes it (``2026-01-31T12:00:00``).
+    """
     proc = subprocess.run(
-        ["sacct", "-n", "-X", "--parsable2", "-S", since, "--format=JobID,State,WorkDir"],
+        ["sacct", "-n", "-X", "--parsable2", "-S", since, "--format=JobID,State,Submit,WorkDir"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    jobs = [ClusterJob(*line.split("|", 2)) for line in proc.stdout.splitlines() if line.count("|") == 2]
-    return [job for job in jobs if Path(job.workdir) == workdir]
+    jobs = [ClusterJob(*line.split("|", 3)) for line in proc.stdout.splitlines() if line.count("|") >= 3]
+    # -S also selects jobs submitted before ``since`` that were still running after it
+    return [job for job in jobs if Path(job.workdir) == workdir and job.submitted >= since]
 
 
 def queued_jobs(workdir: Path) -> dict[str, str]:
