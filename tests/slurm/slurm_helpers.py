@@ -33,6 +33,12 @@ class Result:
         return self.stdout + self.stderr
 
 
+def explain(result: Result, workdir: Path) -> str:
+    """The end of a run's output and of the Slurm logs it kept (those of failed jobs), for asserts."""
+    logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    return "\n".join([result.output[-3000:], *(f"--- {log}\n{log.read_text()[-2000:]}" for log in logs[-3:])])
+
+
 @dataclass
 class Demo:
     server: ServerHandle

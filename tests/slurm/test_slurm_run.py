@@ -30,6 +30,7 @@ from slurm_helpers import (
     base_env,
     cancel_jobs,
     cluster_jobs,
+    explain,
     profile_args,
     queued_jobs,
     run,
@@ -129,7 +130,7 @@ def assert_same_results(run: Run, reference: Run) -> None:
 
 
 def test_conversion_ran_as_grouped_cluster_jobs(slurm_run: Run) -> None:
-    assert slurm_run.result.rc == 0, slurm_run.result.output[-3000:]
+    assert slurm_run.result.rc == 0, explain(slurm_run.result, slurm_run.workdir)
     n_scans = len(slurm_run.scans())
     assert n_scans > GROUP
     jobs = cluster_jobs(slurm_run.workdir, slurm_run.since)
@@ -151,7 +152,7 @@ def test_results_equal_a_local_run(slurm_run: Run, local_run: Run) -> None:
 
 def test_noop_rerun_submits_no_job(demo: Demo, slurm_run: Run) -> None:
     rerun = run_slurm(demo, slurm_run.workdir)
-    assert rerun.result.rc == 0, rerun.result.output[-3000:]
+    assert rerun.result.rc == 0, explain(rerun.result, rerun.workdir)
     assert "Nothing to be done" in rerun.result.output
     assert cluster_jobs(rerun.workdir, rerun.since) == []
 
@@ -189,7 +190,7 @@ def test_scancel_mid_run_then_rerun_completes(demo: Demo, slurm_run: Run, local_
     assert queued_jobs(workdir) == {}  # nothing left behind on the cluster
 
     rerun = run_slurm(demo, workdir)
-    assert rerun.result.rc == 0, rerun.result.output[-3000:]
+    assert rerun.result.rc == 0, explain(rerun.result, rerun.workdir)
     redone = cluster_jobs(workdir, rerun.since)
     assert 1 <= len(redone) <= math.ceil(len(rerun.scans()) / GROUP), redone
     assert {job.state for job in redone} == {"COMPLETED"}, redone
