@@ -177,7 +177,7 @@ def test_scancel_mid_run_then_rerun_completes(demo: Demo, slurm_run: Run, local_
         try:
             victim = wait_for_running_job(workdir, head, log)
             assert_job_holds_no_password(victim, demo)
-            time.sleep(3)  # let it convert a scan or two
+            time.sleep(1)  # mid-group: its 2 conversions take several seconds each
             subprocess.run(["scancel", victim], check=True, timeout=60)
             wait_for(lambda: any(j.state.startswith("CANCELLED") for j in cluster_jobs(workdir, since)), 60)
             head.send_signal(signal.SIGINT)  # Ctrl-C: the executor cancels the other jobs
@@ -218,23 +218,28 @@ def wait_for_running_job(workdir: Path, head: subprocess.Popen, log: Path, timeo
     pytest.fail(f"no cluster job of {workdir} ran within {timeout} s")
 
 
-def assert_job_holds_no_password(job_id: str, demo: Demo) -> None:
-    """The processes of a running cluster job got the run's alias token, not the password.
-
-    (sbatch --export=ALL passes the submitting Snakemake's environment, where the workflow put
-    the token at the start of the run; this node is also the compute node, so /proc shows them.)
-    """
+def job_environments(job_id: str) -> list[dict[str, str]]:
+    """The environments of the processes of a running cluster job (this node is its compute node)."""
     marker = f"SLURM_JOB_ID={job_id}".encode()
     envs = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            data = environ.read_bytes()
+            data = environ.read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker in data.split(b"\0"):
-            envs.append(dict(v.split("=", 1) for v in data.decode(errors="replace").split("\0") if "=" in v))
-    assert envs, f"no process of cluster job {job_id} found"
+        if marker in data:
+            envs.append(dict(v.decode(errors="replace").split("=", 1) for v in data if b"=" in v))
+    return envs
+
+
+def assert_job_holds_no_password(job_id: str, demo: Demo) -> None:
+    """The processes of a running cluster job got the run's alias token, not the password.
+
+    (sbatch --export=ALL passes the submitting Snakemake's environment, where the workflow put
+    the token at the start of the run.)
+    """
+    wait_for(lambda: bool(job_environments(job_id)), 30)  # RUNNING comes a moment before the processes
     user, password = demo.server.admin
-    for env in envs:
+    for env in job_environments(job_id):
         assert env.get("XNAT_PASS") != password
         assert env.get("XNAT_USER") not in (None, user)  # the token's alias
