@@ -8,7 +8,7 @@ import sys
 from snakemake.utils import validate
 
 from xnat_prep import config as xnat_config
-from xnat_prep import manifest, paths
+from xnat_prep import manifest, paths, snakemake_fixes
 from xnat_prep.errors import UserError
 from xnat_prep.validate_cli import offline_check
 
@@ -29,6 +29,8 @@ try:
 except UserError as error:
     stop(error)
 validate(config, "../schemas/config.schema.yaml")  # the standard check too (same schema; it passes here)
+
+snakemake_fixes.idempotent_group_components()  # reruns with --group-components (see there)
 
 ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
 UPLOAD = config["upload"]["enabled"]
@@ -74,7 +76,12 @@ def read_manifest(path, mtime):
 
 def get_sessions():
     """The selected scans by session; raises until the discover checkpoint has run (Snakemake's cue)."""
-    path = checkpoints.discover.get().output.scans
+    if workflow.is_main_process:
+        path = checkpoints.discover.get().output.scans
+    else:
+        # A cluster job: the main process ran discover before it submitted this job, and the
+        # checkpoint is not in this job's DAG (checkpoints.discover.get() would fail here).
+        path = f"{ROOT}/{paths.SCANS_TSV}"
     return read_manifest(path, os.stat(path).st_mtime_ns)
 
 
