@@ -18,12 +18,15 @@ PatientName (0010,0010), session from PatientID (0010,0020). Members that are no
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
 import tempfile
-from pathlib import PurePosixPath
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from xnat_prep.server.store import Store
+from xnat_prep.server.store import CHUNK, Blob, Store
 from xnat_prep.server.zipstream import NotAnArchive, iter_members
 
 if TYPE_CHECKING:
@@ -32,6 +35,13 @@ if TYPE_CHECKING:
 SESSION_TYPES = {"PT": "xnat:petSessionData", "MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData"}
 SCAN_TYPES = {"PT": "xnat:petScanData", "MR": "xnat:mrScanData", "CT": "xnat:ctScanData"}
 OTHER_SESSION, OTHER_SCAN = "xnat:otherDicomSessionData", "xnat:otherDicomScanData"
+# Only these are parsed (the scan fields from every file, the session fields from each scan's first)
+HEADER_TAGS = [
+    "SeriesNumber", "SeriesInstanceUID", "SeriesDescription", "Modality", "NumberOfFrames",
+    "StudyDate", "StudyTime", "StudyInstanceUID", "StudyDescription", "StationName",
+    "InstitutionName", "PatientID", "PatientName", "MagneticFieldStrength",
+]  # fmt: skip
+IN_MEMORY = 4 << 20  # members up to this size are parsed from memory, bigger ones from their blob
 
 
 class ImportFailed(Exception):
@@ -80,48 +90,67 @@ def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[st
     import pydicom  # deferred: it costs a quarter second of server start-up
     from pydicom.errors import InvalidDicomError
 
+    tags = [pydicom.tag.Tag(keyword) for keyword in HEADER_TAGS]  # once, not in every dcmread
+
+    def header(source: IO[bytes] | Path) -> pydicom.Dataset | None:
+        try:
+            return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=tags)
+        except (InvalidDicomError, ValueError, EOFError, OSError):
+            return None  # not DICOM: skipped, as XNAT does
+
     scans: dict[str, dict[str, Any]] = {}
     for member, stream in iter_members(upload):
         base = PurePosixPath(member).name
         if base.startswith(".") or base.upper() == "DICOMDIR" or "__MACOSX" in member:
             continue
-        blob = store.receive(stream)
-        try:
-            ds = pydicom.dcmread(store.blob_path(blob.name), stop_before_pixels=True)
-        except (InvalidDicomError, ValueError, EOFError, OSError):
-            store.discard_blobs([blob.name])  # not DICOM: skipped, as XNAT does
+        head = stream.read(IN_MEMORY + 1)
+        if len(head) <= IN_MEMORY:  # parsed from memory, before writing: non-DICOM never hits the disk
+            if (ds := header(io.BytesIO(head))) is not None:
+                blob = store.receive(iter((head,)))
+                blobs.append(blob.name)
+                _add_file(scans, ds, base, blob)
             continue
+        blob = store.receive(itertools.chain((head,), iter(partial(stream.read, CHUNK), b"")))
         blobs.append(blob.name)
-        modality = _text(ds, "Modality") or "OT"
-        series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
-        series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
-        scan = scans.get(series)
-        if scan is None:
-            description = _text(ds, "SeriesDescription")
-            scan = scans[series] = {
-                "id": series,
-                "xsi_type": SCAN_TYPES.get(modality, OTHER_SCAN),
-                "fields": {
-                    "type": description,
-                    "series_description": description,
-                    "modality": modality,
-                    "UID": _text(ds, "SeriesInstanceUID"),
-                    "quality": "usable",
-                    "frames": 0,
-                },
-                "files": [],
-                "_first": ds,
-            }
-        scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
-        taken = {f["path"] for f in scan["files"]}
-        path, n = base, 1
-        while path in taken:
-            n += 1
-            path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
-        scan["files"].append(
-            {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
-        )
+        if (ds := header(store.blob_path(blob.name))) is None:  # too big to hold: parsed from its blob
+            store.discard_blobs([blobs.pop()])
+            continue
+        _add_file(scans, ds, base, blob)
     return scans
+
+
+def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, blob: Blob) -> None:
+    """Add a blob to its scan, which this header makes if it is the scan's first."""
+    modality = _text(ds, "Modality") or "OT"
+    series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
+    series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
+    scan = scans.get(series)
+    if scan is None:
+        description = _text(ds, "SeriesDescription")
+        scan = scans[series] = {
+            "id": series,
+            "xsi_type": SCAN_TYPES.get(modality, OTHER_SCAN),
+            "fields": {
+                "type": description,
+                "series_description": description,
+                "modality": modality,
+                "UID": _text(ds, "SeriesInstanceUID"),
+                "quality": "usable",
+                "frames": 0,
+            },
+            "files": [],
+            "_first": ds,
+            "_paths": set(),
+        }
+    scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
+    path, n = base, 1
+    while path in scan["_paths"]:
+        n += 1
+        path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+    scan["_paths"].add(path)
+    scan["files"].append(
+        {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
+    )
 
 
 def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +159,8 @@ def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
         key=lambda s: (not s["id"].isdigit(), int(s["id"]) if s["id"].isdigit() else 0, s["id"]),
     )
     headers = [scan.pop("_first") for scan in ordered]
+    for scan in ordered:
+        del scan["_paths"]
     first = headers[0]
     modalities = [scan["fields"]["modality"] for scan in ordered]
     primary = next((m for m in ("PT", "MR", "CT") if m in modalities), modalities[0])

@@ -7,10 +7,14 @@ Layout under the data directory::
     blobs/ab/<32 hex>      file contents, named by a random id; a file row points to its blob
 
 Why blobs and not XNAT's arc001/ tree: a write is a new blob (temp file in the blob's own
-directory, fsync, rename) and then one committed DB row that points to it, so a killed server
-never shows a half-written file, an overwrite is atomic, and moving a prearchive session into the
-archive moves pointers instead of bytes. Blobs no row refers to (a crash between rename and
-commit) and stray temp files are removed at start-up.
+directory, renamed when complete) and then one committed DB row that points to it, so a killed
+server never shows a half-written file, an overwrite is atomic, and moving a prearchive session into
+the archive moves pointers instead of bytes. Blobs no row refers to (a crash before the commit) and
+stray temp files are removed at start-up.
+
+Durability: every method that commits rows pointing at blobs first fsyncs those blobs and their
+directories (``_make_durable``), all of a request's blobs at once and concurrently, so the journal
+commits them together. An import of 14,317 files took ~80 s of fsync one file at a time, ~2 s so.
 
 One connection guarded by a lock: every statement is short, file I/O happens outside the lock,
 so the lock is never held while bytes move.
@@ -28,13 +32,15 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"
+SYNC_THREADS = 16  # concurrent fsyncs share journal commits; more threads gained nothing measurable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -77,9 +83,18 @@ def now_text() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
+def _fsync_all(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @dataclass
 class Blob:
-    """A file's contents, received and durable on disk, not yet referenced by a row."""
+    """A file's contents, received on disk, not yet referenced by a row (nor durable)."""
 
     name: str
     size: int
@@ -145,6 +160,7 @@ class Store:
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / "blobs"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self._blob_dirs = {path for path in self.blob_dir.iterdir() if path.is_dir()}
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.data_dir / "xnat.sqlite", check_same_thread=False, isolation_level=None
@@ -194,10 +210,15 @@ class Store:
         return self.blob_dir / name[:2] / name
 
     def receive(self, source: IO[bytes] | Iterator[bytes]) -> Blob:
-        """Copy a stream to a new durable blob (temp name, md5 while writing, fsync, rename)."""
+        """Copy a stream to a new blob (temp name, md5 and CRC-32 while writing, rename).
+
+        Not fsynced here: the method that commits the row pointing at it does that (module docstring).
+        """
         name = uuid.uuid4().hex
         final = self.blob_path(name)
-        final.parent.mkdir(exist_ok=True)
+        if final.parent not in self._blob_dirs:  # a set lookup is cheaper than mkdir for every file
+            final.parent.mkdir(exist_ok=True)
+            self._blob_dirs.add(final.parent)
         temp = final.with_name(f".{name}{PART_SUFFIX}")
         md5 = hashlib.md5()
         crc = 0
@@ -210,13 +231,23 @@ class Store:
                     crc = zlib.crc32(chunk, crc)
                     out.write(chunk)
                     size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
         return Blob(name, size, md5.hexdigest(), crc)
+
+    def _make_durable(self, names: Iterable[str]) -> None:
+        """fsync blobs and the directories holding their names; called before rows point to them.
+
+        ``blob_dir`` is always included: it holds the names of subdirectories ``receive`` creates.
+        """
+        files = {self.blob_path(name) for name in names}
+        paths = [*files, *{path.parent for path in files}, self.blob_dir]
+        workers = min(SYNC_THREADS, len(paths))
+        with ThreadPoolExecutor(workers, "fsync") as pool:
+            # one task per worker, not per file: 14k futures cost as much CPU as the fsyncs
+            list(pool.map(_fsync_all, (paths[i::workers] for i in range(workers))))  # re-raises errors
 
     def discard_blobs(self, names: list[str]) -> None:
         for name in names:
@@ -516,6 +547,7 @@ class Store:
         blobs are discarded).
         """
         try:
+            self._make_durable(e.blob for e in entries)
             with self.transaction() as db:
                 replaced = []
                 for e in entries:
@@ -558,6 +590,7 @@ class Store:
         scans and replaces same-named files, ``delete`` replaces the session's scans and data.
         """
         discard: list[str] = []
+        self._make_durable(f["blob"] for scan in doc["scans"] for f in scan["files"])
         with self.transaction() as db:
             subject = db.execute(
                 "SELECT id FROM subjects WHERE project=? AND (label=? OR id=?)",
@@ -605,21 +638,22 @@ class Store:
                         (parent,),
                     )
                     res = db.execute("SELECT last_insert_rowid()").fetchone()
-                for f in scan["files"]:
-                    old = db.execute(
-                        "SELECT blob FROM files WHERE resource_id=? AND path=?", (res[0], f["path"])
-                    ).fetchone()
-                    if old is not None:
-                        discard.append(old[0])
-                    db.execute(
-                        "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob, crc32) "
-                        "VALUES(?,?,?,?,?,?)",
-                        (res[0], f["path"], f["size"], f["md5"], f["blob"], f.get("crc32")),
-                    )
+                # one query and one executemany per scan: the lock is held while this runs
+                old = dict(db.execute("SELECT path, blob FROM files WHERE resource_id=?", (res[0],)))
+                discard += [old[f["path"]] for f in scan["files"] if f["path"] in old]
+                db.executemany(
+                    "INSERT OR REPLACE INTO files(resource_id, path, size, md5, blob, crc32) "
+                    "VALUES(?,?,?,?,?,?)",
+                    [
+                        (res[0], f["path"], f["size"], f["md5"], f["blob"], f.get("crc32"))
+                        for f in scan["files"]
+                    ],
+                )
         self.discard_blobs(discard)
         return experiment_id
 
     def add_prearchive(self, project: str, timestamp: str, name: str, doc: dict[str, Any]) -> None:
+        self._make_durable(f["blob"] for scan in doc["scans"] for f in scan["files"])
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO prearchive(project, timestamp, name, doc) VALUES(?,?,?,?)",
