@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -49,16 +50,19 @@ def write_config(demo_dir: Path, url: str, csv: Path) -> Path:
     return path
 
 
-def run_workflow(demo_dir: Path, configfile: Path, cores: int) -> int:
+def snakemake_command(demo_dir: Path, configfile: Path, cores: int) -> list[str]:
+    """The command a user would type for this demo (no credentials in it)."""
+    return [
+        "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(demo_dir.resolve()),
+        "--configfile", str(configfile.resolve()), "--cores", str(cores),
+    ]
+
+
+def run_workflow(cmd: list[str]) -> int:
     """Run snakemake as a user would, with the demo account in the environment only."""
     env = dict(os.environ, XNAT_USER=DEMO_USER[0], XNAT_PASS=DEMO_USER[1])
-    cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(demo_dir.resolve()), "--configfile", str(configfile.resolve()),
-        "--cores", str(cores),
-    ]
-    print("+ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env=env)
+    print("+ " + shlex.join(cmd), flush=True)
+    return subprocess.call([sys.executable, "-m", *cmd], env=env)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,14 +78,16 @@ def run(args: argparse.Namespace) -> int:
             server.url, *DEMO_USER, PROJECT, args.subjects, args.sessions, args.size, csv=csv,
         )
         print(f"demo study: project {PROJECT}, {len(sessions)} sessions, subject list {csv}")
-        rc = run_workflow(demo_dir, write_config(demo_dir, server.url, csv), args.cores)
+        cmd = snakemake_command(demo_dir, write_config(demo_dir, server.url, csv), args.cores)
+        rc = run_workflow(cmd)
         results = (demo_dir / "results").resolve()
         if rc != 0:
             raise UserError(f"the workflow failed (exit {rc}); see the log above and {results}/report")
         print(f"\nresults: {results}")
         for what, sub in (("DICOM", "dicom"), ("NIfTI", "nifti"), ("report", "report/summary.tsv")):
             print(f"  {what + ':':8} {results}/{sub}")
-        print(f"  HTML report: snakemake --report {demo_dir}/report.html (same arguments as above)")
+        report = (demo_dir / "report.html").resolve()
+        print(f"  HTML report: {shlex.join(cmd)} --report {report}")
         if args.keep_server:
             print(f"server still running at {server.url}; Ctrl-C to stop", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
