@@ -1,20 +1,27 @@
 """Running a command and measuring it: wall time, peak RSS of its process tree, exit status.
 
-Peak RSS comes from ``wait4``'s rusage: Linux reports the largest RSS of the child *and* of
-every descendant it waited for, so a snakemake run's figure covers its job processes too, and a
-single job's figure is that job's own. No polling, so no sampling gaps and no overhead.
+Peak RSS is the ``ru_maxrss`` of the command's process as reported by GNU ``time`` (``%M``): the
+largest RSS of the command *and* of every descendant it waited for, so a snakemake run's figure
+covers its job processes too. No polling, so no sampling gaps. Why not ``wait4`` here directly:
+Linux folds the forking process's peak RSS into the child's at ``exec`` (the child starts as a
+copy of its parent), so a child of this (large) Python process would report at least the
+harness's own RSS; ``/usr/bin/time`` is a tiny parent.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,13 @@ def run(
     can deadlock a busy snakemake (docs/snakemake-scaling.md, G1).
     """
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    rss_file = tempfile.NamedTemporaryFile(prefix="bench-rss-", delete=False)  # noqa: SIM115
+    rss_file.close()
+    timed = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *cmd] if GNU_TIME else list(cmd)
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=dict(env) if env else None, stdout=out, stderr=out, start_new_session=True
+            timed, cwd=cwd, env=dict(env) if env else None, stdout=out, stderr=out, start_new_session=True
         )
         while True:
             pid, status, usage = os.wait4(proc.pid, 0 if timeout is None else os.WNOHANG)
@@ -61,10 +71,16 @@ def run(
             time.sleep(0.05)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
+        max_rss_kb = usage.ru_maxrss
+        if GNU_TIME:
+            text = Path(rss_file.name).read_text().split()
+            # "Command exited with non-zero status N" comes first when it failed; %M is last
+            max_rss_kb = int(text[-1]) if text and text[-1].isdigit() else 0
     finally:
         if log:
             out.close()
-    result = Run(wall, usage.ru_maxrss / 1024, proc.returncode, log)
+        os.unlink(rss_file.name)
+    result = Run(wall, max_rss_kb / 1024, proc.returncode, log)
     if check and result.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:] if log else ""
         raise CommandFailed(f"{' '.join(map(str, cmd))} exited {result.returncode}\n{tail}")
