@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     # Exit 1 when a measurement is missing (xnat-get may legitimately fail to install).
-    measured = [r for r in ctx.rows.values() if ".vs_" not in r.key and r.key != "download.xnat_get"]
+    measured = [r for r in ctx.rows.values() if r.key not in table.DERIVED and r.key != "download.xnat_get"]
     return 1 if args.only is None and any(not r.samples for r in measured) else 0
 
 

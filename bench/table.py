@@ -36,6 +36,17 @@ ROW_KEYS = (
     "latency.vs_baseline",
 )
 
+# Rows computed from other rows (a ratio, no samples of their own).
+DERIVED = frozenset(
+    {
+        "download.vs_baseline",
+        "download.vs_limit",
+        "convert.vs_dcm2niix",
+        "scale.noop_vs_dryrun",
+        "latency.vs_baseline",
+    }
+)
+
 
 @dataclass
 class Row:
