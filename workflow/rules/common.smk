@@ -5,8 +5,6 @@ import functools
 import os
 import sys
 
-from snakemake.utils import validate
-
 from xnat_prep import config as xnat_config
 from xnat_prep import manifest, paths, snakemake_fixes
 from xnat_prep.errors import UserError
@@ -24,11 +22,13 @@ def config_source():
     return ", ".join(map(str, workflow.overwrite_configfiles)) or "--config"
 
 
+# The config is checked against workflow/schemas/config.schema.yaml (defaults filled in) by
+# offline_check, the same code as `xnat-prep validate`, whose errors name file, row and field;
+# snakemake.utils.validate would repeat that work in every job's parse.
 try:
     offline_check(config, config_source())
 except UserError as error:
     stop(error)
-validate(config, "../schemas/config.schema.yaml")  # the standard check too (same schema; it passes here)
 
 snakemake_fixes.idempotent_group_components()  # reruns with --group-components (see there)
 
