@@ -27,7 +27,16 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from xnat_prep import __version__, paths, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
-from xnat_prep.transfer import CHUNK, Corrupt, RetryPolicy, Transfer, TransferError, public_url, stream_to
+from xnat_prep.transfer import (
+    CHUNK,
+    Corrupt,
+    RetryPolicy,
+    Transfer,
+    TransferError,
+    copy_hashing,
+    public_url,
+    stream_to,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -210,16 +219,6 @@ def _write_verified(target: _Target, copy: Callable[[IO[bytes]], tuple[int, str]
         raise
 
 
-def _copy_hashing(source: IO[bytes], out: IO[bytes]) -> tuple[int, str]:
-    md5 = hashlib.md5()
-    size = 0
-    while chunk := source.read(CHUNK):
-        md5.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-    return size, md5.hexdigest()
-
-
 def _fetch_files(transfer: Transfer, missing: list[_Target]) -> list[_Target]:
     """GET each missing file by its URI; a wrong body is retried by the transfer client."""
     for target in missing:
@@ -253,7 +252,8 @@ def _fetch_zip(
                     target = wanted[key]
                     try:
                         with archive.open(info) as source:
-                            if _write_verified(target, functools.partial(_copy_hashing, source)):
+                            chunks = iter(functools.partial(source.read, CHUNK), b"")
+                            if _write_verified(target, functools.partial(copy_hashing, chunks)):
                                 del wanted[key]
                     except zipfile.BadZipFile as exc:  # CRC mismatch inside the archive
                         log.warning("%s: %s", key, exc)

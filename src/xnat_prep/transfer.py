@@ -18,7 +18,7 @@ import http.cookiejar
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -190,22 +190,28 @@ def public_url(host: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def copy_hashing(chunks: Iterable[bytes], out: IO[bytes]) -> tuple[int, str]:
+    """Write ``chunks`` to ``out``; returns (bytes, md5 hex) of what was written."""
+    md5 = hashlib.md5()
+    size = 0
+    for chunk in chunks:
+        md5.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return size, md5.hexdigest()
+
+
 def stream_to(response: requests.Response, out: IO[bytes]) -> tuple[int, str]:
     """Copy a streamed body to ``out`` in 1 MiB chunks; returns (bytes, md5 hex).
 
     A body shorter than its ``Content-Length`` raises ``Corrupt`` (urllib3 usually notices
     first; this also covers servers that close the connection cleanly mid-body).
     """
-    md5 = hashlib.md5()
-    size = 0
-    for chunk in response.iter_content(CHUNK):
-        md5.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
+    size, md5 = copy_hashing(response.iter_content(CHUNK), out)
     expected = response.headers.get("Content-Length")
     if expected is not None and "Content-Encoding" not in response.headers and int(expected) != size:
         raise Corrupt(f"body truncated: {size} of {expected} bytes")
-    return size, md5.hexdigest()
+    return size, md5
 
 
 def _retry_after(value: str | None) -> float | None:
