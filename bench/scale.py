@@ -10,12 +10,12 @@ newer than its inputs, which is how Snakemake decides that a job is done).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from xnat_prep import paths
 from xnat_prep.discover import Discovery, write
-from xnat_prep.manifest import FileRow, ScanRow, SessionRow
+from xnat_prep.manifest import FileRow, ScanRow, SessionIdentity, SessionRow
 
 PROJECT = "SCALE"
 SCANS_PER_SESSION = 10
@@ -65,16 +65,14 @@ def write_manifest(root: Path, shape: Shape) -> list[ScanRow]:
     result = Discovery()
     for subject, subject_id, session, session_id, _ in _labels(shape):
         files = []
+        identity = astuple(
+            SessionIdentity(PROJECT, subject, subject_id, session, session_id, "xnat:mrSessionData")
+        )
         for i, scan_type in enumerate(SCAN_TYPES, start=1):
             scan = paths.scan_dir(str(i), scan_type)
             result.scans.append(
                 ScanRow(
-                    PROJECT,
-                    subject,
-                    subject_id,
-                    session,
-                    session_id,
-                    "xnat:mrSessionData",
+                    *identity,
                     str(i),
                     scan_type,
                     scan_type,
@@ -97,12 +95,7 @@ def write_manifest(root: Path, shape: Shape) -> list[ScanRow]:
             ]
         result.sessions.append(
             SessionRow(
-                PROJECT,
-                subject,
-                subject_id,
-                session,
-                session_id,
-                "xnat:mrSessionData",
+                *identity,
                 SCANS_PER_SESSION,
                 SCANS_PER_SESSION * 2048,
             )
