@@ -1,6 +1,6 @@
 """Peak memory of one transfer job on a big scan: a scan of a few very large files, uploaded to
-a server of its own (streamed PUTs), downloaded by ``xnat-prep download-scan`` exactly as the
-``download_scan`` rule's adapter calls the library, with the job's peak RSS from ``wait4``.
+a server of its own (streamed PUTs), downloaded by ``xnat-prep download-session`` exactly as the
+``download_session`` rule runs it, with the job's peak RSS from GNU time.
 
 The contents are random (incompressible) bytes, not DICOM: the transfer path never parses
 DICOM, and random data is the worst case for any compression on the way.
@@ -57,27 +57,26 @@ def upload(srv: ServerHandle, total_bytes: int, n_files: int) -> tuple[str, list
 def download_job(
     srv: ServerHandle, session_id: str, files: list[manifest.FileRow], work: Path, env: dict[str, str]
 ) -> measure.Run:
-    """One ``download-scan`` job for the big scan; its wall time and peak RSS."""
+    """One ``download-session`` job (the ``download_session`` rule's command) for a session of just
+    the big scan; its wall time and peak RSS."""
     file_list = work / "files.tsv"
     manifest.write_tsv(file_list, files)
     cmd = [
         sys.executable,
         "-m",
         "xnat_prep.cli",
-        "download-scan",
+        "download-session",
         "--files",
         str(file_list),
         "--session-id",
         session_id,
-        "--scan-id",
-        "1",
-        "--resource",
-        "DICOM",
+        "--scans",
+        '[{"scan_id": "1", "resource": "DICOM", "scan": "1-BIG"}]',
         "--dest",
-        str(work / "1-BIG"),
+        str(work / "BIG"),
         "--receipt",
-        str(work / "1-BIG.json"),
+        str(work / "BIG.json"),
         "--host",
         srv.url,
     ]
-    return measure.run(cmd, env=env, log=work / "download-scan.log")
+    return measure.run(cmd, env=env, log=work / "download-session.log")

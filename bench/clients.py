@@ -4,6 +4,7 @@ and imports count for them exactly as they count for the workflow's jobs."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -81,14 +82,49 @@ def xnat_get(
 
 
 def raw_get(
-    host: str, paths: Sequence[str], workers: int, dest: Path, env: dict[str, str], log: Path
+    host: str,
+    paths: Sequence[str],
+    workers: int,
+    dest: Path,
+    env: dict[str, str],
+    log: Path,
+    unzip: bool = False,
 ) -> measure.Run:
     """Plain parallel GETs of ``paths`` over ``workers`` connections (bench/raw_get.py)."""
     dest.mkdir(parents=True, exist_ok=True)
     url_list = dest.parent / f"{dest.name}.urls.txt"
     url_list.write_text("".join(f"{p}\n" for p in paths))
     cmd = [sys.executable, "-m", "bench.raw_get", host, str(url_list), str(dest), str(workers)]
-    return measure.run(cmd, env=dict(env, PYTHONPATH=str(BENCH_DIR.parent)), log=log)
+    return measure.run(
+        cmd + (["--unzip"] if unzip else []), env=dict(env, PYTHONPATH=str(BENCH_DIR.parent)), log=log
+    )
+
+
+def floor_archives(blobs: Path, cache: Path, parts: int) -> list[Path]:
+    """The study's DICOM files as ``parts`` tar archives, made once (cached next to the study).
+
+    The bundled server keeps each file as one blob (same count, same sizes), so the archives
+    hold exactly what a download has to create on disk.
+    """
+    folders = sorted(p.name for p in blobs.iterdir() if p.is_dir())
+    archives = [cache / f"floor-{i}-of-{parts}.tar" for i in range(parts)]
+    for i, archive in enumerate(archives):
+        if not archive.exists():
+            part = archive.with_suffix(".tar.part")
+            subprocess.run(["tar", "cf", str(part), "-C", str(blobs), *folders[i::parts]], check=True)
+            part.rename(archive)
+    return archives
+
+
+def unpack_floor(archives: Sequence[Path], dest: Path, log: Path) -> measure.Run:
+    """The floor of any download here: ``tar -x`` of the archives, all at once (no network, no
+    Python): what creating the study's files costs on this machine's file system."""
+    starts, waits = [], []
+    for i, archive in enumerate(archives):
+        folder = shlex.quote(str(dest / str(i)))
+        starts.append(f"mkdir -p {folder} && tar xf {shlex.quote(str(archive))} -C {folder} & p{i}=$!")
+        waits.append(f"wait $p{i}")
+    return measure.run(["bash", "-c", "; ".join(starts) + "; " + " && ".join(waits)], log=log)
 
 
 def dcm2niix_args(compress: bool = True) -> list[str]:

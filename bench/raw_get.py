@@ -5,7 +5,10 @@ worker (keep-alive, one login), each GET streamed to a file in 1 MiB chunks. No 
 checksums, no unpacking, no Snakemake: the least work that moves the same bytes over the same
 number of connections. Reads one URL path per line; credentials from XNAT_USER/XNAT_PASS.
 
-    python -m bench.raw_get HOST URLS.txt DEST N
+With ``--unzip`` each downloaded zip is then unpacked by the same worker (``zipfile.extractall``)
+and deleted: the least work that leaves the same files on disk as the workflow.
+
+    python -m bench.raw_get HOST URLS.txt DEST N [--unzip]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,14 +43,29 @@ def fetch(host: str, path: str, target: Path) -> int:
     return size
 
 
-def main(host: str, url_list: str, dest: str, workers: int) -> int:
+def fetch_unzip(host: str, path: str, target: Path) -> int:
+    """GET a zip into ``target``.zip, unpack it into ``target``, delete the zip; the zip's bytes."""
+    archive = target.with_suffix(".zip")
+    size = fetch(host, path, archive)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(target)
+    archive.unlink()
+    return size
+
+
+def main(host: str, url_list: str, dest: str, workers: int, unzip: bool = False) -> int:
     paths = [line.strip() for line in Path(url_list).read_text().splitlines() if line.strip()]
     Path(dest).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
-        sizes = pool.map(fetch, [host] * len(paths), paths, [Path(dest) / str(i) for i in range(len(paths))])
+        sizes = pool.map(
+            fetch_unzip if unzip else fetch,
+            [host] * len(paths),
+            paths,
+            [Path(dest) / str(i) for i in range(len(paths))],
+        )
         return sum(sizes)
 
 
 if __name__ == "__main__":
-    total = main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    total = main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), "--unzip" in sys.argv[5:])
     print(f"{total} bytes")

@@ -108,11 +108,11 @@ def write_manifest(root: Path, shape: Shape) -> list[ScanRow]:
 def write_outputs(root: Path, scans: list[ScanRow]) -> None:
     """Every declared output of every job after discovery, each stage after the one before."""
     receipt = "{}\n"
-    for row in scans:
-        _touch(paths.download_receipt(root, row.project, row.subject, row.session, row.scan), receipt)
+    sessions = sorted({(r.project, r.subject, r.session) for r in scans})
+    for key in sessions:
+        _touch(paths.session_download_receipt(root, *key), receipt)
     for row in scans:
         _touch(paths.convert_receipt(root, row.project, row.subject, row.session, row.scan), receipt)
-    sessions = sorted({(r.project, r.subject, r.session) for r in scans})
     for key in sessions:
         _touch(paths.upload_receipt(root, *key), receipt)
         _touch(paths.variables_receipt(root, *key), receipt)

@@ -2,7 +2,7 @@
 #   snakemake --snakefile bench/stages.smk download_stage   (discovery + every download job)
 #   snakemake --snakefile bench/stages.smk convert_stage    (+ every convert job)
 # The obvious ways do not work with the discover checkpoint in Snakemake 9.27: `--until
-# download_scan` and `--omit-from convert_scan` select jobs before the checkpoint has run and
+# download_session` and `--omit-from convert_scan` select jobs before the checkpoint has run and
 # answer "Nothing to be done", and naming the receipts as targets fails ("Rule parameter depends
 # on checkpoint but checkpoint output is not defined as input file for the rule"). An input
 # function that asks the checkpoint (the workflow's own get_sessions()) lets Snakemake order it.
@@ -11,17 +11,13 @@
 include: "../workflow/Snakefile"
 
 
-def bench_receipts(stage):
-    return lambda wildcards: [
-        f"{ROOT}/{stage}/{'/'.join(key)}/{scan}.json" for key, scans in get_sessions().items() for scan in scans
-    ]
-
-
 rule download_stage:
     input:
-        bench_receipts("dicom"),
+        lambda wildcards: [f"{ROOT}/dicom/{'/'.join(key)}.json" for key in get_sessions()],
 
 
 rule convert_stage:
     input:
-        bench_receipts("nifti"),
+        lambda wildcards: [
+            f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for key, scans in get_sessions().items() for scan in scans
+        ],

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("xnat_prep.demodata.cli", "generate synthetic DICOM sessions, or seed a server with them"),
     "validate": ("xnat_prep.validate_cli", "check a workflow config and subject CSV offline"),
     "discover": ("xnat_prep.discover", "list subjects' sessions, scans and files into a manifest"),
-    "download-scan": ("xnat_prep.download", "download one scan's DICOM, verified and resumable"),
+    "download-session": ("xnat_prep.download", "download a session's scans' DICOM, verified and resumable"),
     "convert-scan": ("xnat_prep.convert", "convert one scan's DICOM to NIfTI with dcm2niix"),
     "upload-session": ("xnat_prep.upload", "upload a session's NIfTI results to XNAT"),
     "set-variables": ("xnat_prep.variables", "write custom variables on a session"),
@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xnat-prep", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"xnat-prep {__version__}")
+    parser.add_argument(
+        "--log", metavar="FILE", help="log into FILE (errors still also go to stderr, as one line)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -41,16 +44,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand's name: the first word that is not an option (or ``--log``'s value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = _command(argv)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return importlib.import_module(COMMANDS[args.command][0]).run(args) or 0
+        if args.log:  # a rule's `shell:` job: the log file is the rule's log
+            from xnat_prep.adapter import logged
+
+            with logged(args.log, args.command):
+                return module.run(args) or 0
+        return module.run(args) or 0
     except UserError as exc:
         print(f"xnat-prep {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

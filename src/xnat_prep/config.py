@@ -11,7 +11,8 @@ import copy
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,31 @@ def connection(config: Mapping) -> dict[str, Any]:
         "verify_tls": config["xnat"]["verify_tls"],
         "ca_bundle": config["xnat"]["ca_bundle"],
     }
+
+
+def export_for_jobs(
+    config: Mapping, environ: MutableMapping[str, str] = os.environ, python: str = sys.executable
+) -> None:
+    """Prepare the environment the workflow's ``shell:`` steps inherit from the Snakemake process.
+
+    ``xnat-prep`` of ``python`` comes first on PATH (under ``--sdm conda`` the environment's own
+    comes before it), and the config's server and TLS settings go where the CLI looks for them by
+    default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``, ``XNAT_INSECURE``). Not ``params:``, so no rerun
+    trigger, and no password: that comes from the environment, ~/.netrc or ~/.xnat as always.
+    """
+    from xnat_prep.credentials import CA_BUNDLE_ENV, INSECURE_ENV
+
+    bindir = os.path.dirname(python)
+    if environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        environ["PATH"] = os.pathsep.join([bindir, environ.get("PATH", "")])
+    settings = connection(config)
+    environ[HOST_ENV] = settings["host"]
+    environ.pop(CA_BUNDLE_ENV, None)
+    environ.pop(INSECURE_ENV, None)
+    if settings["ca_bundle"]:
+        environ[CA_BUNDLE_ENV] = settings["ca_bundle"]
+    elif not settings["verify_tls"]:
+        environ[INSECURE_ENV] = "1"
 
 
 def check_files(config: Mapping) -> None:

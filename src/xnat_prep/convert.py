@@ -295,7 +295,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--receipt", required=True, help="receipt JSON to write")
     parser.add_argument("--name", required=True, help="dcm2niix -f file name pattern")
     parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
-    parser.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
+    parser.add_argument(
+        "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
+    )
     parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
     parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
 
@@ -308,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         receipt=args.receipt,
         name=args.name,
         extra=args.extra,
-        compress=not args.no_compress,
+        compress=args.compress == "y",
         scan_id=args.scan_id,
         scan_type=args.scan_type,
     )

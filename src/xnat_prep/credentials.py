@@ -134,12 +134,28 @@ def invalidate_token(host: str, token: Credentials, verify: bool | str = True) -
         raise UserError(f"XNAT at {host} did not invalidate the token: HTTP {response.status_code}")
 
 
+CA_BUNDLE_ENV = "XNAT_CA_BUNDLE"
+INSECURE_ENV = "XNAT_INSECURE"
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--host``/TLS options every networked subcommand takes (never a password)."""
+    """The ``--host``/TLS options every networked subcommand takes (never a password).
+
+    Each has an environment default (XNAT_HOST, XNAT_CA_BUNDLE, XNAT_INSECURE=1): the workflow
+    hands its config's connection settings to its ``shell:`` steps that way (see
+    ``config.export_connection``).
+    """
     parser.add_argument("--host", help="XNAT server URL (default: $XNAT_HOST)")
-    parser.add_argument("--ca-bundle", help="PEM file of CAs to trust for the server's TLS certificate")
     parser.add_argument(
-        "--insecure", action="store_true", help="skip TLS certificate verification (test servers only)"
+        "--ca-bundle",
+        default=os.environ.get(CA_BUNDLE_ENV) or None,
+        help=f"PEM file of CAs to trust for the server's TLS certificate (default: ${CA_BUNDLE_ENV})",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get(INSECURE_ENV) == "1",
+        help=f"skip TLS certificate verification (test servers only; default: on if ${INSECURE_ENV} is 1)",
     )
 
 

@@ -18,6 +18,7 @@ SESSIONS_TSV = "manifest/sessions.tsv"
 ERRORS_TSV = "manifest/errors.tsv"
 FILES_DIR = "manifest/files"
 SESSION_FILES = "manifest/files/{project}/{subject}/{session}.tsv"
+SESSION_DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}.json"
 DICOM_DIR = "dicom/{project}/{subject}/{session}/{scan}"
 DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"
 NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
@@ -71,8 +72,13 @@ def session_files(root: str | Path, project: str, subject: str, session: str) ->
     return build(root, SESSION_FILES, project=project, subject=subject, session=session)
 
 
+def session_download_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The download receipt of one session (the ``download_session`` rule's output)."""
+    return build(root, SESSION_DOWNLOAD_RECEIPT, project=project, subject=subject, session=session)
+
+
 def download_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
-    """The download receipt of one scan (the ``download_scan`` rule's output)."""
+    """The download receipt of one scan (written by ``download_session``, not a declared output)."""
     return build(root, DOWNLOAD_RECEIPT, project=project, subject=subject, session=session, scan=scan)
 
 

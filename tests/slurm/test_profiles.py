@@ -22,7 +22,7 @@ def load_profile(name: str) -> dict[str, Any]:
 
 SLURM = load_profile("slurm")
 IRIDIS = load_profile("iridis")
-NETWORK_RULES = ("discover", "download_scan", "upload_session", "set_variables")
+NETWORK_RULES = ("discover", "download_session", "upload_session", "set_variables")
 
 
 def dry_run(workdir: Path, *args: str, network_on_submit_host: bool = False) -> Result:

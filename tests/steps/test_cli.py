@@ -27,8 +27,9 @@ def test_steps_by_hand(tmp_path):
         env = os.environ | {"XNAT_HOST": server.url, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
         out = tmp_path / "out"
         common = ["--session-id", session.session_id]
-        xnat_prep("download-scan", "--files", files_tsv, *common, "--scan-id", "1",
-                  "--dest", out / "dicom/1-T1w", "--receipt", out / "dicom/1-T1w.json", env=env)  # fmt: skip
+        xnat_prep("download-session", "--files", files_tsv, *common,
+                  "--scans", '[{"scan_id": "1", "resource": "DICOM", "scan": "1-T1w"}]',
+                  "--dest", out / "dicom", "--receipt", out / "dicom.json", env=env)  # fmt: skip
         xnat_prep("convert-scan", "--dicom", out / "dicom/1-T1w", "--out", out / "nifti/1-T1w",
                   "--receipt", out / "nifti/1-T1w.json", "--name", "E1_T1w", "--scan-id", "1",
                   "--scan-type", "T1w", env=env)  # fmt: skip
@@ -40,6 +41,7 @@ def test_steps_by_hand(tmp_path):
                   "--derived", "t1_voxels=voxel_size:t1*", "--values-csv", values,
                   "--receipt", out / "vars.json", env=env)  # fmt: skip
         assert receipts.read(out / "dicom/1-T1w.json")["http_requests"] == 1
+        assert receipts.read(out / "dicom.json")["scans"][0]["n_files"] == 5
         assert receipts.read(out / "nifti/1-T1w.json")["status"] == "converted"
         assert receipts.read(out / "up.json")["sent"] == 2
         after = receipts.read(out / "vars.json")["after"]

@@ -184,11 +184,61 @@ def test_stale_manifest_fails_naming_the_file(tmp_path, admin_env):
         session.files["1"] = [*rows, gone]
         with pytest.raises(TransferError, match=r"9999\.dcm: HTTP 404 \(is the manifest stale"):
             fetch(session, "1", tmp_path / "out")
-        assert all(md5(tmp_path / "out" / "1" / r.path) == r.md5 for r in rows)  # the good ones are kept
+        work = download.work_dir(tmp_path / "out" / "1")
+        assert sorted(p.name for p in work.iterdir()) == sorted(r.path for r in rows)  # kept for a rerun
+        assert all(md5(work / r.path) == r.md5 for r in rows)
+        assert not (tmp_path / "out" / "1").exists()  # nothing under the final name
         assert not (tmp_path / "out" / "1.json").exists()
 
         wrong = FileRow("1", "DICOM", rows[0].path, rows[0].size, "0" * 32, rows[0].uri)
         session.files["1"] = [wrong, *rows[1:]]
         with pytest.raises(TransferError, match=r"0001\.dcm.*size or md5 differs"):
             fetch(session, "1", tmp_path / "out")
-        assert not list(tmp_path.rglob("*.part"))
+        assert sorted(p.name for p in work.iterdir()) == sorted(r.path for r in rows[1:])  # the bad one is gone
+        assert not (tmp_path / "out" / "1").exists()
+        assert [p.name for p in (tmp_path / "out").iterdir()] == [work.name]  # no zip left behind
+
+
+def test_session_fetches_every_scan_on_one_connection_and_resumes_what_failed(tmp_path, admin_env):
+    """One scan failing does not stop the others; the rerun fetches only the failed scan."""
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": n} for n in (4, 3, 5)])
+        good = dict(session.files)
+        rows = session.files["2"]
+        gone = FileRow("2", "DICOM", "9999.dcm", 10, "0" * 32, rows[0].uri.replace(rows[0].path, "9999.dcm"))
+        stale = {**good, "2": [*rows, gone]}
+        tasks = [download.ScanTask(n, "DICOM", f"{n}-T") for n in ("1", "2", "3")]
+        out = tmp_path / "out" / "E1"
+
+        def session_download(files):
+            return download.download_session(
+                host=server.url,
+                session_id=session.session_id,
+                scans=tasks,
+                files=files,
+                dest_dir=out,
+                receipt=tmp_path / "out" / "E1.json",
+                retry=FAST_RETRY,
+            )
+
+        mark = len(server.requests())
+        with pytest.raises(TransferError, match=r"session .*: 1 of 3 scan\(s\) failed: .*9999\.dcm"):
+            session_download(stale)
+        assert sorted(p.name for p in out.iterdir()) == [".2-T.part", "1-T", "1-T.json", "3-T", "3-T.json"]
+        assert not (tmp_path / "out" / "E1.json").exists()
+        logins = [r for r in server.requests()[mark:] if r["path"] == "/data/JSESSION"]
+        assert logins == []  # Basic on the first request, then the session cookie: no extra login
+
+        (out / ".2-T.part" / rows[0].path).unlink()  # the verified files of scan 2 are kept, but one is lost
+        mark = len(server.requests())
+        result = session_download(good)
+        assert [(s["fetched"], s["reused"], s["method"]) for s in result["scans"]] == [
+            (0, 4, "none"),
+            (1, 2, "files"),
+            (0, 5, "none"),
+        ]
+        assert result["http_requests"] == len(transfer_requests(server, mark)) == 1
+        for scan_id, scan_rows in good.items():
+            assert all(md5(out / f"{scan_id}-T" / r.path) == r.md5 for r in scan_rows)
+        assert sorted(p.name for p in out.iterdir()) == ["1-T", "1-T.json", "2-T", "2-T.json", "3-T", "3-T.json"]
+        assert receipts.read(tmp_path / "out" / "E1.json")["n_files"] == 12

@@ -62,6 +62,7 @@ def test_scan_dir():
 def test_builders_match_templates(tmp_path):
     p = paths.download_receipt(tmp_path, "P", "001", "S 1", "1-T1w")
     assert p == tmp_path / "dicom/P/001/S_1/1-T1w.json"
+    assert paths.session_download_receipt("r", "P", "S", "E 1").as_posix() == "r/dicom/P/S/E_1.json"
     assert paths.convert_receipt("r", "P", "S", "E", "x").as_posix() == "r/nifti/P/S/E/x.json"
     assert paths.upload_receipt("r", "P", "S", "E").as_posix() == "r/receipts/upload/P/S/E.json"
     assert paths.variables_receipt("r", "P", "S", "E").as_posix() == "r/receipts/variables/P/S/E.json"

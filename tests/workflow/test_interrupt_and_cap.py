@@ -42,13 +42,11 @@ def largest_overlap(intervals: list[tuple[float, float]]) -> float:
 
 
 def test_max_connections_caps_downloads_unless_resources_given(study: Study, tmp_path: Path) -> None:
-    """Two scans, each zip takes 4 s, 2 cores. With a cap of 1 they do not overlap (with
-    whole-second end times serial requests can appear to overlap by up to 1 s); with
-    `--resources xnat_api=2` they run side by side (apparent overlap about 3-4 s)."""
-    csv = tmp_path / "one.csv"
-    csv.write_text("Project,Subject\nDEMO,SUB002\n")
-    scans = {"include_types": ["T1w*"]}  # the two T1w series of the session
-    config = study.config(tmp_path, xnat={"max_connections": 1}, subjects={"csv": str(csv)}, scans=scans)
+    """Two sessions (one download job each) of one scan, each zip takes 4 s, 2 cores. With a cap
+    of 1 they do not overlap (with whole-second end times serial requests can appear to overlap by
+    up to 1 s); with `--resources xnat_api=2` they run side by side (apparent overlap about 3-4 s)."""
+    scans = {"include_types": ["fMRI*"]}  # one series in each subject's session
+    config = study.config(tmp_path, xnat={"max_connections": 1}, scans=scans)
     config.update(LOCAL_ONLY)
     study.faults(f"latency_ms={LATENCY_MS},path={ZIP_PATH}$")
     try:
@@ -64,12 +62,12 @@ def test_max_connections_caps_downloads_unless_resources_given(study: Study, tmp
 
 
 def running_downloads(session: int) -> list[int]:
-    """PIDs of download_scan job processes of the snakemake run in process session ``session``."""
+    """PIDs of download_session job processes of the snakemake run in process session ``session``."""
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if (
-                b"download_scan.py" in (proc / "cmdline").read_bytes()
+                b"download-session" in (proc / "cmdline").read_bytes()
                 and os.getsid(int(proc.name)) == session
             ):
                 pids.append(int(proc.name))

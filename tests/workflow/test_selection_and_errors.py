@@ -36,8 +36,8 @@ def test_selection_by_type_globs_and_description_regex(study: Study, tmp_path: P
     assert by_subject == {(s, n) for s in ("001", "SUB002") for n in expected}
     dry = study.snakemake(tmp_path, config, "-n", env={"XNAT_HOST": study.url})
     assert dry.rc == 0 and dry.requests == []
-    counts = dict(re.findall(r"^(download_scan|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
-    assert counts == {"download_scan": str(2 * len(expected)), "convert_scan": str(2 * len(expected))}
+    counts = dict(re.findall(r"^(download_session|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
+    assert counts == {"download_session": "2", "convert_scan": str(2 * len(expected))}  # 1 session each
 
 
 def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_network_rules_local_if_asked(study: Study, tmp_path: Path, monkeypatch:
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
-    network = {"discover", "download_scan", "upload_session", "set_variables"}
+    network = {"discover", "download_session", "upload_session", "set_variables"}
     monkeypatch.chdir(tmp_path)
     with SnakemakeApi(OutputSettings()) as api:
         for flag in (True, False):

@@ -2,6 +2,7 @@
 # Every cluster job parses this again, so it stays cheap: the config, the subject CSV, and after
 # discovery the manifest's scans.tsv (stdlib csv, cached).
 import functools
+import json
 import os
 import sys
 
@@ -36,6 +37,15 @@ ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" nam
 UPLOAD = config["upload"]["enabled"]
 VARIABLES = config["custom_variables"]["enabled"]
 NETWORK_LOCAL = config["cluster"]["network_on_submit_host"]
+
+
+# The `shell:` steps (download_session, convert_scan) run `xnat-prep` of this Python with the
+# config's server and TLS settings from the environment they inherit (see export_for_jobs). A
+# `shell:` job starts in ~0.1 s; a `script:` job first imports snakemake (~0.3 s more per job).
+try:
+    xnat_config.export_for_jobs(config)
+except UserError as error:
+    stop(error)
 
 
 pathvars:
@@ -89,6 +99,23 @@ def get_scan_identity(wildcards):
     """What identifies the scan on XNAT (a param: a change means another scan)."""
     row = get_sessions()[(wildcards.project, wildcards.subject, wildcards.session)][wildcards.scan]
     return {"session_id": row.session_id, "scan_id": row.scan_id, "scan_type": row.scan_type, "resource": row.resource}
+
+
+def get_session_scan_tasks(wildcards):
+    """The session's selected scans as the download step's --scans JSON (a change reruns the session's download)."""
+    rows = get_sessions()[(wildcards.project, wildcards.subject, wildcards.session)]
+    tasks = [{"scan_id": r.scan_id, "resource": r.resource, "scan": scan} for scan, r in rows.items()]
+    return json.dumps(tasks, separators=(",", ":"))
+
+
+def folder_of(output_key):
+    """A param: the folder next to an output receipt (``x/y.json`` -> ``x/y``), where the step puts its files."""
+    return lambda wildcards, output: output[output_key][: -len(".json")]
+
+
+def get_scan_dicom_dir(wildcards, input):
+    """A param: the scan's DICOM folder, in the session's folder beside the session download receipt."""
+    return f"{input.download[: -len('.json')]}/{wildcards.scan}"
 
 
 def get_session_id(wildcards):

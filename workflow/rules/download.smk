@@ -1,19 +1,23 @@
-rule download_scan:
-    """Download one scan's DICOM files, md5-verified and resumable; the receipt is the output, not the files."""
+rule download_session:
+    """Download a session's selected scans' DICOM, md5-verified and resumable; the receipt is the output, not the files."""
     input:
         # ancient: rediscovery rewrites the list; only a missing receipt means "download again"
         files=ancient("<results>/manifest/files/{project}/{subject}/{session}.tsv"),
     output:
-        receipt="<results>/dicom/{project}/{subject}/{session}/{scan}.json",
+        receipt="<results>/dicom/{project}/{subject}/{session}.json",
     params:
-        scan=get_scan_identity,
+        session_id=get_session_id,
+        scans=get_session_scan_tasks,
+        dest=folder_of("receipt"),  # the scans' folders go next to the receipt
     log:
-        "logs/download_scan/{project}/{subject}/{session}/{scan}.log",
+        "logs/download_session/{project}/{subject}/{session}.log",
     benchmark:
-        "benchmarks/download_scan/{project}/{subject}/{session}/{scan}.tsv"
+        "benchmarks/download_session/{project}/{subject}/{session}.tsv"
     resources:
-        xnat_api=1,
+        xnat_api=1,  # one connection: the session's scans are fetched one after another
     conda:
         "../envs/xnat-prep.yaml"
-    script:
-        "../../scripts/download_scan.py"
+    shell:
+        "xnat-prep --log {log:q} download-session --files {input.files:q}"
+        " --session-id {params.session_id:q} --scans {params.scans:q}"
+        " --dest {params.dest:q} --receipt {output.receipt:q}"
