@@ -194,7 +194,9 @@ def test_stale_manifest_fails_naming_the_file(tmp_path, admin_env):
         session.files["1"] = [wrong, *rows[1:]]
         with pytest.raises(TransferError, match=r"0001\.dcm.*size or md5 differs"):
             fetch(session, "1", tmp_path / "out")
-        assert sorted(p.name for p in work.iterdir()) == sorted(r.path for r in rows[1:])  # the bad one is gone
+        assert sorted(p.name for p in work.iterdir()) == sorted(
+            r.path for r in rows[1:]
+        )  # the bad one is gone
         assert not (tmp_path / "out" / "1").exists()
         assert [p.name for p in (tmp_path / "out").iterdir()] == [work.name]  # no zip left behind
 
@@ -240,5 +242,12 @@ def test_session_fetches_every_scan_on_one_connection_and_resumes_what_failed(tm
         assert result["http_requests"] == len(transfer_requests(server, mark)) == 1
         for scan_id, scan_rows in good.items():
             assert all(md5(out / f"{scan_id}-T" / r.path) == r.md5 for r in scan_rows)
-        assert sorted(p.name for p in out.iterdir()) == ["1-T", "1-T.json", "2-T", "2-T.json", "3-T", "3-T.json"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "1-T",
+            "1-T.json",
+            "2-T",
+            "2-T.json",
+            "3-T",
+            "3-T.json",
+        ]
         assert receipts.read(tmp_path / "out" / "E1.json")["n_files"] == 12
