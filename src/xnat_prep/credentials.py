@@ -143,7 +143,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
     Each has an environment default (XNAT_HOST, XNAT_CA_BUNDLE, XNAT_INSECURE=1): the workflow
     hands its config's connection settings to its ``shell:`` steps that way (see
-    ``config.export_connection``).
+    ``config.export_for_jobs``).
     """
     parser.add_argument("--host", help="XNAT server URL (default: $XNAT_HOST)")
     parser.add_argument(

@@ -2,7 +2,8 @@
 
 One job per session (the ``download_session`` rule): its scans one after another over one
 connection, so the job's fixed cost (a Python start, imports, a login) is paid once per session,
-not once per scan, and the job holds one slot of the workflow's XNAT connection cap.
+not once per scan, and the job holds one slot of the workflow's XNAT connection cap. The next
+scan's zip is fetched while this one is unpacked.
 
 Per scan: a scan whose receipt lists exactly the manifest's files, all present with their sizes,
 is done and costs no request. Otherwise the scan is (re)built in a work folder next to its final
@@ -31,10 +32,11 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from xnat_prep import __version__, paths, receipts
 from xnat_prep import credentials as creds_mod
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     import requests
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One request per file beats a zip only when very little is missing (a resumed download).
 FEW_FILES = 2
@@ -110,12 +113,34 @@ def download_session(
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """Download every scan of ``scans`` into ``dest_dir/<scan>`` (``files``: the manifest's, by
-    scan ID), then write the session receipt; raises TransferError naming the scans that failed."""
+    scan ID), then write the session receipt; raises TransferError naming the scans that failed.
+
+    One connection: every request goes through one network thread, one after another. That
+    thread fetches the next scan's zip while the main thread unpacks this one, so the server
+    and the local disk work at the same time.
+    """
     started = time.monotonic()
     dest = Path(dest_dir)
     done: list[dict[str, Any]] = []
     failed: list[str] = []
-    with Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer:
+    with (
+        Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer,
+        ThreadPoolExecutor(1, thread_name_prefix="xnat-get") as network,
+    ):
+
+        def on_network(fn: Callable[..., T], *args: Any) -> Future[tuple[T, int]]:
+            return network.submit(_counted, transfer, fn, *args)
+
+        def finish(plan: _Plan, first_zip: Future | None) -> None:
+            try:
+                data = _finish(plan, transfer, lambda fn, *args: on_network(fn, *args).result(), first_zip)
+            except UserError as exc:  # TransferError too; a wrong password fails every scan alike
+                log.error("%s", exc)
+                failed.append(str(exc))
+                return
+            done.append({k: data[k] for k in _SESSION_RECEIPT_KEYS})
+
+        previous: tuple[_Plan, Future | None] | None = None
         for task in scans:
             scan_files = [f for f in files.get(task.scan_id, []) if f.resource == task.resource]
             try:
@@ -123,25 +148,25 @@ def download_session(
                     raise UserError(
                         f"scan {task.scan_id}: no {task.resource} files in the manifest; rerun discovery"
                     )
-                data = fetch_scan(
-                    transfer,
-                    session_id=session_id,
-                    scan_id=task.scan_id,
-                    resource=task.resource,
-                    files=scan_files,
-                    dest_dir=dest / task.scan,
-                    receipt=dest / f"{task.scan}.json",
+                plan = _plan(
+                    session_id,
+                    task.scan_id,
+                    task.resource,
+                    scan_files,
+                    dest / task.scan,
+                    dest / f"{task.scan}.json",
                 )
-            except UserError as exc:  # TransferError too; a wrong password fails every scan alike
+            except UserError as exc:
                 log.error("%s", exc)
                 failed.append(str(exc))
                 continue
-            done.append(
-                {
-                    k: data[k]
-                    for k in ("scan_id", "n_files", "bytes", "fetched", "reused", "method", "http_requests")
-                }
-            )
+            # this scan's zip downloads while the previous scan is unpacked
+            current = (plan, on_network(_get_zip, plan) if plan.wants_zip else None)
+            if previous is not None:
+                finish(*previous)
+            previous = current
+        if previous is not None:
+            finish(*previous)
         requests_made = transfer.requests
     if failed:
         more = f" (and {len(failed) - 1} more, see the log)" if len(failed) > 1 else ""
@@ -172,6 +197,9 @@ def download_session(
     return data
 
 
+_SESSION_RECEIPT_KEYS = ("scan_id", "n_files", "bytes", "fetched", "reused", "method", "http_requests")
+
+
 def download_scan(
     *,
     host: str,
@@ -186,105 +214,147 @@ def download_scan(
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """One scan on a connection of its own (``xnat-prep download-scan``); see ``fetch_scan``."""
-    with Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer:
-        return fetch_scan(
-            transfer,
-            session_id=session_id,
-            scan_id=scan_id,
-            resource=resource,
-            files=files,
-            dest_dir=dest_dir,
-            receipt=receipt,
-        )
-
-
-def fetch_scan(
-    transfer: Transfer,
-    *,
-    session_id: str,
-    scan_id: str,
-    resource: str,
-    files: Sequence[FileSpec],
-    dest_dir: str | Path,
-    receipt: str | Path,
-) -> dict[str, Any]:
-    """Make ``dest_dir`` hold exactly the scan's manifest files (verified), then write the receipt.
+    """One scan on a connection of its own, everything in this thread (see ``download_session``).
 
     Sends no request if the receipt already lists the manifest's files and they are all there.
     """
-    started = time.monotonic()
-    dest = Path(dest_dir)
+    plan = _plan(session_id, scan_id, resource, files, Path(dest_dir), Path(receipt))
+    with Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer:
+        return _finish(plan, transfer, lambda fn, *args: _counted(transfer, fn, *args), None)
+
+
+@dataclass
+class _Plan:
+    """One scan's download, decided from the local disk alone."""
+
+    session_id: str
+    scan_id: str
+    resource: str
+    dest: Path  # the scan's final folder
+    receipt: Path
+    targets: list[_Target]
+    listed: list[dict[str, Any]]  # the receipt's "files"
+    started: float
+    missing: list[_Target] = field(default_factory=list)
+    done: dict[str, Any] | None = None  # the receipt, when the scan is complete already
+
+    @property
+    def work(self) -> Path:
+        return work_dir(self.dest)
+
+    @property
+    def zip_part(self) -> Path:
+        return self.dest.with_name(f".{self.dest.name}.zip.part")
+
+    @property
+    def zip_uri(self) -> str:
+        return f"/data/experiments/{self.session_id}/scans/{self.scan_id}/resources/{self.resource}/files"
+
+    @property
+    def wants_zip(self) -> bool:
+        return bool(self.missing) and not _few(self.missing, self.targets)
+
+
+def _plan(
+    session_id: str, scan_id: str, resource: str, files: Sequence[FileSpec], dest: Path, receipt: Path
+) -> _Plan:
+    """What the scan still needs: nothing if its receipt is complete, else the files missing
+    from its work folder (an earlier complete folder is moved there first)."""
     targets = _targets(files)
     listed = [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
-    data: dict[str, Any] = {
-        "step": "download_scan",
-        "host": transfer.host,
-        "session_id": session_id,
-        "scan_id": scan_id,
-        "resource": resource,
-        "n_files": len(targets),
-        "bytes": sum(t.size for t in targets),
-    }
+    plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic())
     if _is_done(receipt, dest, targets, listed):
-        log.info("scan %s: done already (%s)", scan_id, receipt)
-        return {
-            **receipts.read(receipt),
-            "fetched": 0,
-            "reused": len(targets),
-            "method": "none",
-            "http_requests": 0,
-        }
-    work = work_dir(dest)
-    zip_part = dest.with_name(f".{dest.name}.zip.part")
-    zip_part.unlink(missing_ok=True)  # a crashed run's
+        plan.done = receipts.read(receipt)
+        return plan
+    work = plan.work
+    plan.zip_part.unlink(missing_ok=True)  # a crashed run's
     if dest.exists():  # earlier files, but not matching the manifest any more: rebuilt in the work folder
         if work.exists():
             shutil.rmtree(work)
         os.replace(dest, work)
     if work.exists():
         _remove_strays(work, {t.rel for t in targets})
-        missing = [t for t in targets if not _is_complete(work, t)]
+        plan.missing = [t for t in targets if not _is_complete(work, t)]
     else:
-        missing = list(targets)
-    reused = len(targets) - len(missing)
-    for folder in {(work / t.rel).parent for t in missing}:  # once per folder, not per file
+        plan.missing = list(targets)
+    for folder in {(work / t.rel).parent for t in plan.missing}:  # once per folder, not per file
         folder.mkdir(parents=True, exist_ok=True)
-    methods: list[str] = []
+    return plan
+
+
+def _counted(transfer: Transfer, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
+    """``fn(transfer, *args)`` and the number of requests it sent (one caller at a time)."""
     before = transfer.requests
-    for _ in range(ROUNDS if missing else 0):
-        if _few(missing, targets):
-            methods.append("files")
-            missing = _fetch_files(transfer, missing, work)
-        else:
-            methods.append("zip")
-            uri = f"/data/experiments/{session_id}/scans/{scan_id}/resources/{resource}/files"
-            missing = _fetch_zip(transfer, uri, missing, targets, work, zip_part)
-        if not missing:
-            break
+    return fn(transfer, *args), transfer.requests - before
+
+
+def _finish(
+    plan: _Plan,
+    transfer: Transfer,
+    call: Callable[..., tuple[Any, int]],
+    first_zip: Future | None,
+) -> dict[str, Any]:
+    """Fetch what the plan misses (``call(fn, *args)`` runs ``fn(transfer, *args)`` where the
+    connection lives; ``first_zip``: the zip already requested), verify, rename, write the receipt."""
+    data: dict[str, Any] = {
+        "step": "download_scan",
+        "host": transfer.host,
+        "session_id": plan.session_id,
+        "scan_id": plan.scan_id,
+        "resource": plan.resource,
+        "n_files": len(plan.targets),
+        "bytes": sum(t.size for t in plan.targets),
+    }
+    if plan.done is not None:
+        log.info("scan %s: done already (%s)", plan.scan_id, plan.receipt)
+        return {**plan.done, "fetched": 0, "reused": len(plan.targets), "method": "none", "http_requests": 0}
+    missing = plan.missing
+    reused = len(plan.targets) - len(missing)
+    methods: list[str] = []
+    requests_made = 0
+    try:
+        for attempt in range(ROUNDS if missing else 0):
+            if attempt == 0 and first_zip is not None:
+                methods.append("zip")
+                archive, sent = first_zip.result()
+                missing = _unpack(archive, plan, missing)
+            elif _few(missing, plan.targets):
+                methods.append("files")
+                missing, sent = call(_fetch_files, missing, plan.work)
+            else:
+                methods.append("zip")
+                archive, sent = call(_get_zip, plan)
+                missing = _unpack(archive, plan, missing)
+            requests_made += sent
+            if not missing:
+                break
+    finally:
+        plan.zip_part.unlink(missing_ok=True)
     if missing:
         names = ", ".join(t.spec.path for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise TransferError(f"scan {scan_id} of {session_id}: {len(missing)} file(s) still bad: {names}")
-    work.mkdir(parents=True, exist_ok=True)  # a scan whose files are all in sub-folders still gets one
-    os.replace(work, dest)
+        raise TransferError(
+            f"scan {plan.scan_id} of {plan.session_id}: {len(missing)} file(s) still bad: {names}"
+        )
+    plan.work.mkdir(parents=True, exist_ok=True)  # a scan whose files are all in sub-folders still gets one
+    os.replace(plan.work, plan.dest)
     data.update(
-        fetched=len(targets) - reused,
+        fetched=len(plan.targets) - reused,
         reused=reused,
         method="+".join(methods) or "none",
-        http_requests=transfer.requests - before,
-        duration_s=round(time.monotonic() - started, 3),
+        http_requests=requests_made,
+        duration_s=round(time.monotonic() - plan.started, 3),
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         xnat_prep_version=__version__,
-        files=listed,
+        files=plan.listed,
     )
-    receipts.write(receipt, data)
+    receipts.write(plan.receipt, data)
     log.info(
         "scan %s: %d files, %d fetched, %d reused, %d HTTP requests",
-        scan_id,
+        plan.scan_id,
         data["n_files"],
         data["fetched"],
         reused,
-        data["http_requests"],
+        requests_made,
     )
     return data
 
@@ -358,7 +428,7 @@ def _write_checked(path: Path, target: _Target, copy: Callable[[IO[bytes]], tupl
     """Write ``path`` with ``copy`` (returns size, md5); keep it only if both match the manifest.
 
     ``path`` is in the scan's work folder, which gets its final name only once every file is right;
-    its folder exists already (made once per scan by ``fetch_scan``).
+    its folder exists already (made once per folder by ``_plan``).
     """
     try:
         with open(path, "wb") as out:
@@ -392,36 +462,35 @@ def _save_response(path: Path, target: _Target, response: requests.Response) -> 
         raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
-def _fetch_zip(
-    transfer: Transfer, uri: str, missing: list[_Target], targets: list[_Target], work: Path, zip_part: Path
-) -> list[_Target]:
-    """GET the resource as one zip into ``zip_part``; unpack what is missing into ``work``.
+def _get_zip(transfer: Transfer, plan: _Plan) -> zipfile.ZipFile:
+    """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive."""
+    return transfer.get(plan.zip_uri, functools.partial(_save_zip, plan.zip_part), params={"format": "zip"})
 
-    Returns the targets still missing or bad afterwards (retried by the caller).
-    """
+
+def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> list[_Target]:
+    """Write the zip's entries that are missing into the work folder, each checked; returns the
+    targets still missing or bad afterwards (retried by the caller)."""
     wanted = {t.spec.path: t for t in missing}
-    known = {t.spec.path for t in targets}
-    try:
-        with transfer.get(uri, functools.partial(_save_zip, zip_part), params={"format": "zip"}) as archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                key = _manifest_key(info.filename, uri)
-                if key in wanted:
-                    target = wanted[key]
-                    try:
-                        with archive.open(info) as source:
-                            chunks = iter(functools.partial(source.read, CHUNK), b"")
-                            if _write_checked(
-                                work / target.rel, target, functools.partial(copy_hashing, chunks)
-                            ):
-                                del wanted[key]
-                    except zipfile.BadZipFile as exc:  # CRC mismatch inside the archive
-                        log.warning("%s: %s", key, exc)
-                elif key not in known:
-                    log.info("ignoring zip entry %s: not in the manifest", info.filename)
-    finally:
-        zip_part.unlink(missing_ok=True)
+    known = {t.spec.path for t in plan.targets}
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            key = _manifest_key(info.filename, plan.zip_uri)
+            if key in wanted:
+                target = wanted[key]
+                try:
+                    with archive.open(info) as source:
+                        chunks = iter(functools.partial(source.read, CHUNK), b"")
+                        if _write_checked(
+                            plan.work / target.rel, target, functools.partial(copy_hashing, chunks)
+                        ):
+                            del wanted[key]
+                except zipfile.BadZipFile as exc:  # CRC mismatch inside the archive
+                    log.warning("%s: %s", key, exc)
+            elif key not in known:
+                log.info("ignoring zip entry %s: not in the manifest", info.filename)
+    plan.zip_part.unlink(missing_ok=True)
     for path in wanted:
         log.warning("%s: missing or bad in the zip; will retry", path)
     return list(wanted.values())

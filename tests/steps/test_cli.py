@@ -47,3 +47,20 @@ def test_steps_by_hand(tmp_path):
         after = receipts.read(out / "vars.json")["after"]
         assert after["group"] == "control" and after["t1_voxels"] == "1x1x2"
         assert after["xnatprep_status"] == "complete"
+
+
+def test_log_option_gets_the_log_and_stderr_one_line(tmp_path):
+    """`xnat-prep --log F CMD` (how the shell: rules call a step): the error in F and as one line."""
+    log = tmp_path / "step.log"
+    command = [sys.executable, "-m", "xnat_prep.cli", "--log", str(log), "download-session",
+               "--files", str(tmp_path / "none.tsv"), "--session-id", "E", "--scans", "[{}]",
+               "--dest", str(tmp_path / "d"), "--receipt", str(tmp_path / "d.json"),
+               "--host", "http://127.0.0.1:9"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"xnat-prep download-session: error: {tmp_path / 'none.tsv'}: "
+        f"[Errno 2] No such file or directory: '{tmp_path / 'none.tsv'}'"
+    ]
+    assert "ERROR download-session: " in log.read_text() and "none.tsv" in log.read_text()
+    assert not (tmp_path / "d.json").exists()

@@ -148,3 +148,36 @@ def test_ca_bundle_must_exist(tmp_path) -> None:
         config.check_files(data)
     (tmp_path / "ca.pem").write_text("x")
     config.check_files(data)
+
+
+def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
+    """What the workflow's `shell:` steps inherit: this Python's xnat-prep first, host and TLS."""
+    import argparse
+
+    from xnat_prep import credentials
+
+    environ = {"PATH": "/usr/bin", "XNAT_INSECURE": "1", "XNAT_USER": "u"}
+    data = config.validate(cfg(**{"xnat": {"host": "https://h.example.org/", "ca_bundle": "/ca.pem"}}))
+    config.export_for_jobs(data, environ, python="/venv/bin/python")
+    assert environ == {
+        "PATH": "/venv/bin:/usr/bin",
+        "XNAT_HOST": "https://h.example.org",
+        "XNAT_CA_BUNDLE": "/ca.pem",
+        "XNAT_USER": "u",  # credentials are not the config's business
+    }
+    config.export_for_jobs(data, environ, python="/venv/bin/python")
+    assert environ["PATH"] == "/venv/bin:/usr/bin"  # not prepended twice
+    insecure = cfg(**{"xnat": {"host": "https://h.example.org", "verify_tls": False}})
+    config.export_for_jobs(config.validate(insecure), environ, python="/p/python")
+    assert environ["XNAT_INSECURE"] == "1" and "XNAT_CA_BUNDLE" not in environ
+    cases = (({"XNAT_INSECURE": "1"}, (None, True)), ({"XNAT_CA_BUNDLE": "/ca.pem"}, ("/ca.pem", False)))
+    for env, expected in cases:
+        parser = argparse.ArgumentParser()
+        with pytest.MonkeyPatch.context() as mp:
+            for key in ("XNAT_INSECURE", "XNAT_CA_BUNDLE"):
+                mp.delenv(key, raising=False)
+            for key, value in env.items():
+                mp.setenv(key, value)
+            credentials.add_connection_arguments(parser)
+            args = parser.parse_args([])
+        assert (args.ca_bundle, args.insecure) == expected

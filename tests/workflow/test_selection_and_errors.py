@@ -107,3 +107,24 @@ def test_network_rules_local_if_asked(study: Study, tmp_path: Path, monkeypatch:
             )
             local = workflow._workflow._localrules
             assert {"all", "report"} <= local and (network <= local) is flag
+
+
+def test_widening_the_selection_fetches_and_converts_only_the_new_scans(study: Study, tmp_path: Path) -> None:
+    """Adding a scan type reruns discovery and each session's download job, which sends requests
+    only for the new scans; the scans converted before are not converted again."""
+    first = study.config(tmp_path, scans={"include_types": ["localizer"]}, **LOCAL_ONLY)
+    result = study.snakemake(tmp_path, first)
+    assert result.rc == 0, result.output[-3000:]
+    root = tmp_path / "results"
+    before = {p: p.stat().st_mtime_ns for p in (root / "nifti").rglob("*.json")}
+    assert len(before) == 2  # one localizer per session
+
+    wider = study.config(tmp_path, scans={"include_types": ["localizer", "fMRI*"]}, **LOCAL_ONLY)
+    result = study.snakemake(tmp_path, wider)
+    assert result.rc == 0, result.output[-3000:]
+    zips = [r["path"] for r in result.requests if "format=zip" in r["query"]]
+    fmri = {r.scan_id for r in manifest.read_scans(root / paths.SCANS_TSV) if r.scan_type.startswith("fMRI")}
+    assert len(zips) == 2 and {p.split("/scans/")[1].split("/")[0] for p in zips} == fmri
+    after = {p: p.stat().st_mtime_ns for p in (root / "nifti").rglob("*.json")}
+    assert len(after) == 4 and {p: after[p] for p in before} == before
+    assert read_json(next(iter(before)))["status"] == "converted"
