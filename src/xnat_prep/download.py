@@ -1,4 +1,4 @@
-"""``download-session`` / ``download-scan``: a session's scans' DICOM, verified against the manifest.
+"""``download-session``: a session's scans' DICOM, verified against the manifest, resumable.
 
 One job per session (the ``download_session`` rule): its scans one after another over one
 connection, so the job's fixed cost (a Python start, imports, a login) is paid once per session,

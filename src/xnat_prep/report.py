@@ -204,6 +204,25 @@ def problems(summary: str | Path) -> list[str]:
     return lines
 
 
+def covers_manifest(summary: str | Path, root: str | Path) -> bool:
+    """Whether ``summary.tsv`` has a row for each scan and each discovery error of the manifest
+    under ``root``, and no other: a summary written before the last discovery may not."""
+    try:
+        with open(summary, encoding="utf-8", newline="") as fh:
+            rows = {
+                (r["project"], r["subject"], r["session"], r["scan_id"])
+                for r in csv.DictReader(fh, delimiter="\t")
+            }
+    except FileNotFoundError:
+        return False
+    root = Path(root)
+    listed = {(e.project, e.subject, e.session, "") for e in manifest.read_errors(root / paths.ERRORS_TSV)}
+    listed |= {
+        (s.project, s.subject, s.session, s.scan_id) for s in manifest.read_scans(root / paths.SCANS_TSV)
+    }
+    return rows == listed
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--configfile", action="append", required=True, help="workflow config (YAML); repeatable"

@@ -188,6 +188,14 @@ def finish_run(succeeded):
     summary = f"{ROOT}/{paths.SUMMARY_TSV}"
     if not succeeded or not report_requested(summary):
         return
+    if not report.covers_manifest(summary, ROOT):
+        # Snakemake 9.27 does not add to the run all the jobs that a checkpoint run again finds
+        print(
+            "xnat-prep: discovery ran again and found work this run did not include; "
+            "run the same command again to process it",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     problems = report.problems(summary)
     for line in problems:
         print(f"xnat-prep: problem: {line}", file=sys.stderr)
