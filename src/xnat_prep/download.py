@@ -200,29 +200,6 @@ def download_session(
 _SESSION_RECEIPT_KEYS = ("scan_id", "n_files", "bytes", "fetched", "reused", "method", "http_requests")
 
 
-def download_scan(
-    *,
-    host: str,
-    session_id: str,
-    scan_id: str,
-    resource: str,
-    files: Sequence[FileSpec],
-    dest_dir: str | Path,
-    receipt: str | Path,
-    verify_tls: bool = True,
-    ca_bundle: str | None = None,
-    credentials: creds_mod.Credentials | None = None,
-    retry: RetryPolicy | None = None,
-) -> dict[str, Any]:
-    """One scan on a connection of its own, everything in this thread (see ``download_session``).
-
-    Sends no request if the receipt already lists the manifest's files and they are all there.
-    """
-    plan = _plan(session_id, scan_id, resource, files, Path(dest_dir), Path(receipt))
-    with Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer:
-        return _finish(plan, transfer, lambda fn, *args: _counted(transfer, fn, *args), None)
-
-
 @dataclass
 class _Plan:
     """One scan's download, decided from the local disk alone."""
@@ -263,8 +240,8 @@ def _plan(
     targets = _targets(files)
     listed = [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
     plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic())
-    if _is_done(receipt, dest, targets, listed):
-        plan.done = receipts.read(receipt)
+    plan.done = _done_receipt(receipt, dest, targets, listed)
+    if plan.done is not None:
         return plan
     work = plan.work
     plan.zip_part.unlink(missing_ok=True)  # a crashed run's
@@ -297,7 +274,7 @@ def _finish(
     """Fetch what the plan misses (``call(fn, *args)`` runs ``fn(transfer, *args)`` where the
     connection lives; ``first_zip``: the zip already requested), verify, rename, write the receipt."""
     data: dict[str, Any] = {
-        "step": "download_scan",
+        "step": "download_session",  # the per-scan receipt of the session step
         "host": transfer.host,
         "session_id": plan.session_id,
         "scan_id": plan.scan_id,
@@ -375,19 +352,24 @@ def _targets(files: Sequence[FileSpec]) -> list[_Target]:
     return list(targets.values())
 
 
-def _is_done(receipt: str | Path, dest: Path, targets: list[_Target], listed: list[dict[str, Any]]) -> bool:
-    """The receipt lists exactly these files and each is in ``dest`` with its size (no hashing:
-    the files were verified when they were written, as Snakemake trusts an existing output)."""
+def _done_receipt(
+    receipt: Path, dest: Path, targets: list[_Target], listed: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The scan's receipt if it lists exactly these files and each is in ``dest`` with its size
+    (no hashing: the files were verified when they were written, as Snakemake trusts an existing
+    output); None if the scan needs work."""
     try:
         with open(receipt, encoding="utf-8") as fh:
-            if json.load(fh).get("files") != listed:
-                return False
-    except (OSError, ValueError, AttributeError):
-        return False
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("files") != listed:
+        return None
     try:
-        return all(os.stat(dest / t.rel).st_size == t.size for t in targets)
+        complete = all(os.stat(dest / t.rel).st_size == t.size for t in targets)
     except OSError:
-        return False
+        return None
+    return data if complete else None
 
 
 def _remove_strays(work: Path, keep: set[PurePosixPath]) -> None:

@@ -61,5 +61,3 @@ def import_session(url: str, tmp: Path, label: str, series: list[dict]) -> Sessi
                 for r in rows
             ]
     return Session(url, session_id, files)
-
-

@@ -29,10 +29,11 @@ from pathlib import Path
 from xnat_prep import download
 from xnat_prep.manifest import FileRow
 args = json.loads(sys.argv[1])
-result = download.download_scan(files=[FileRow(**f) for f in args.pop("files")], **args)
+files = {"1": [FileRow(**f) for f in args.pop("files")]}
+result = download.download_session(scans=[download.ScanTask("1", "BIG", "1")], files=files, **args)
 hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
 print(json.dumps({"rss_mb": hwm_kb / 1024,
-                  "requests": result["http_requests"], "method": result["method"],
+                  "requests": result["http_requests"], "method": result["scans"][0]["method"],
                   "seconds": result["duration_s"]}))
 """
 
@@ -68,11 +69,9 @@ def test_download_memory_is_flat(tmp_path):
         job = {
             "host": server.url,
             "session_id": session.session_id,
-            "scan_id": "1",
-            "resource": "BIG",
             "files": files,
-            "dest_dir": str(tmp_path / "out" / "1"),
-            "receipt": str(tmp_path / "out" / "1.json"),
+            "dest_dir": str(tmp_path / "out"),
+            "receipt": str(tmp_path / "session.json"),
         }
         env = os.environ | {"XNAT_USER": "admin", "XNAT_PASS": "admin"}
         runs = []

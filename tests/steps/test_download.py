@@ -1,4 +1,4 @@
-"""download_scan and the transfer client: offline checks, then against the real server process."""
+"""download_session and the transfer client: offline checks, then against the real server process."""
 
 from __future__ import annotations
 
@@ -22,17 +22,19 @@ def md5(path):
 
 
 def fetch(session, scan_id, dest, **kwargs):
-    return download.download_scan(
+    """A session job of just scan ``scan_id`` into ``dest/scan_id``; the scan's line of the session
+    receipt (which goes beside ``dest``)."""
+    result = download.download_session(
         host=session.url,
         session_id=session.session_id,
-        scan_id=scan_id,
-        resource="DICOM",
-        files=session.files[scan_id],
-        dest_dir=dest / scan_id,
-        receipt=dest / f"{scan_id}.json",
+        scans=[download.ScanTask(scan_id, "DICOM", scan_id)],
+        files=session.files,
+        dest_dir=dest,
+        receipt=dest.parent / f"session-{scan_id}.json",
         retry=FAST_RETRY,
         **kwargs,
     )
+    return result["scans"][0]
 
 
 def transfer_requests(server, since=0):
@@ -64,16 +66,16 @@ def test_nothing_missing_means_no_request_and_no_credentials(tmp_path, monkeypat
     (tmp_path / "d" / ".b.dcm.part").write_bytes(b"crash leftover")
     (tmp_path / "d" / "stale.dcm").write_bytes(b"no longer in the manifest")
     files = [FileRow("1", "DICOM", "a.dcm", 3, hashlib.md5(b"abc").hexdigest(), "/nowhere")]
-    result = download.download_scan(
+    result = download.download_session(
         host="http://127.0.0.1:9",
         session_id="E",
-        scan_id="1",
-        resource="DICOM",
-        files=files,
-        dest_dir=tmp_path / "d",
+        scans=[download.ScanTask("1", "DICOM", "d")],
+        files={"1": files},
+        dest_dir=tmp_path,
         receipt=tmp_path / "r.json",
     )
-    assert (result["http_requests"], result["reused"], result["fetched"]) == (0, 1, 0)
+    assert result["http_requests"] == 0
+    assert [(s["http_requests"], s["reused"], s["fetched"]) for s in result["scans"]] == [(0, 1, 0)]
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.dcm"]
 
 
