@@ -107,8 +107,9 @@ def test_killed_run_resumes_to_the_clean_result(study: Study, main_run: Run, tmp
         run = study.snakemake(tmp_path, config, background=True)
         assert isinstance(run, subprocess.Popen)
         deadline = time.monotonic() + 120
-        # wait for a zip being received, kill that download job, later everything
-        while not list(root.glob("dicom/*/*/*/.*.zip.part")) or not running_downloads(run.pid):
+        # wait for a scan being fetched (its work folder exists while its zip is awaited, 800 ms),
+        # kill that download job, later everything
+        while not list(root.glob("dicom/*/*/*/.*.part")) or not running_downloads(run.pid):
             assert run.poll() is None and time.monotonic() < deadline, "no download seen"
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.5))
