@@ -12,6 +12,8 @@ if [ "${XNAT_PREP_SLURM:-auto}" != 0 ] && [ "$(id -u)" = 0 ] && command -v apt-g
 fi
 
 ruff check .
+ruff format --check .
+snakefmt --check workflow Snakefile
 rc=0
 python -m pytest "$@" || rc=$?
 # pytest exits 5 when it collected no test: treat that as a failure of the suite, not a pass.

@@ -1,33 +1,43 @@
-"""`xnat-prep` console script: dispatches to one module per subcommand.
+"""`xnat-prep` console script: dispatches to one module per subcommand (``xnat_prep.commands``).
 
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the chosen
-module is imported, so a per-scan job does not pay for importing the server or xnatpy.
+module is imported, so a per-scan job does not pay for importing the server or xnatpy. Logging is
+configured here, once: into the rule's log file with ``--log`` (a workflow job), else to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
+from collections.abc import Iterator
 
 from xnat_prep import __version__
 from xnat_prep.errors import UserError
 
-# command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "server": ("xnat_prep.server.cli", "run the bundled XNAT-compatible server"),
-    "users": ("xnat_prep.server.users_cli", "manage a users file for the bundled server"),
-    "demo-data": ("xnat_prep.demodata.cli", "generate synthetic DICOM sessions, or seed a server with them"),
-    "validate": ("xnat_prep.validate_cli", "check a workflow config and subject CSV offline"),
-    "discover": ("xnat_prep.discover", "list subjects' sessions, scans and files into a manifest"),
-    "download-session": ("xnat_prep.download", "download a session's scans' DICOM, verified and resumable"),
-    "convert-scan": ("xnat_prep.convert", "convert one scan's DICOM to NIfTI with dcm2niix"),
-    "upload-session": ("xnat_prep.upload", "upload a session's NIfTI results to XNAT"),
-    "set-variables": ("xnat_prep.variables", "write custom variables on a session"),
-    "report": ("xnat_prep.report", "summarise a run"),
-    "token": ("xnat_prep.token_cli", "mint or invalidate an XNAT alias token"),
-    "demo": ("xnat_prep.demo", "run the whole workflow end to end on the bundled demo server"),
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# command name -> one-line help; the module is xnat_prep.commands.<name with _ for ->
+COMMANDS: dict[str, str] = {
+    "validate": "check a workflow config and subject CSV offline",
+    "discover": "list subjects' sessions, scans and files into a manifest",
+    "download-session": "download a session's scans' DICOM, verified and resumable",
+    "convert-scan": "convert one scan's DICOM to NIfTI with dcm2niix",
+    "upload-session": "upload a session's NIfTI results to XNAT",
+    "set-variables": "write custom variables on a session",
+    "report": "summarise a run",
+    "token": "mint or invalidate an XNAT alias token",
+    "demo": "run the whole workflow end to end on the bundled demo server",
+    "demo-data": "generate synthetic DICOM sessions, or seed a server with them",
+    "server": "run the bundled XNAT-compatible server",
+    "users": "manage a users file for the bundled server",
 }
+
+
+def module_name(command: str) -> str:
+    return "xnat_prep.commands." + command.replace("-", "_")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -37,10 +47,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--log", metavar="FILE", help="log into FILE (errors still also go to stderr, as one line)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == command:
-            importlib.import_module(module).add_arguments(p)
+            importlib.import_module(module_name(name)).add_arguments(p)
     return parser
 
 
@@ -55,6 +65,24 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def logging_to(path: str | None) -> Iterator[None]:
+    """Log at INFO into ``path`` (a rule's log file) or, without one, to stderr."""
+    handler: logging.Handler = (
+        logging.FileHandler(path, mode="w", encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = _command(argv)
@@ -63,19 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        if args.log:  # a rule's `shell:` job: the log file is the rule's log
-            from xnat_prep.adapter import logged
-
-            with logged(args.log, args.command):
-                return module.run(args) or 0
-        return module.run(args) or 0
-    except UserError as exc:
-        print(f"xnat-prep {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    module = importlib.import_module(module_name(args.command))
+    log = logging.getLogger(args.command)
+    with logging_to(args.log):
+        try:
+            return module.run(args) or 0
+        except UserError as exc:
+            # The user's to fix: one line in the log and on stderr (the terminal), no traceback.
+            if args.log:
+                log.error("%s", exc)
+            print(f"xnat-prep {args.command}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            return 130
+        except Exception:
+            if args.log:  # a bug: the traceback goes to the rule's log (and, raised, to stderr)
+                log.exception("failed")
+            raise
 
 
 if __name__ == "__main__":

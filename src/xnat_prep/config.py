@@ -1,8 +1,9 @@
-"""Load and validate the workflow config against ``workflow/schemas/config.schema.yaml``.
+"""Load and validate the workflow config against the schema shipped in the package
+(``xnat_prep/schemas/config.schema.yaml``).
 
-The Snakefile validates with ``snakemake.utils.validate`` too; this module gives the same check to
-``xnat-prep validate`` and turns the first problem into one line that names the file and the key
-(jsonschema's own message dumps the schema). Defaults from the schema are filled in.
+The workflow runs :func:`offline_check` on every parse and ``xnat-prep validate`` runs the same: the
+first problem becomes one line naming the file and the key (jsonschema's own message dumps the
+schema), defaults from the schema are filled in, and the files the config names are checked.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from xnat_prep.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+if TYPE_CHECKING:
+    from xnat_prep.subjects import Subject
+    from xnat_prep.xnat_api import Connection
+
+SCHEMA = "schemas/config.schema.yaml"  # package data of xnat_prep
+# Where the workflow's jobs find the connection settings (see export_for_jobs).
 HOST_ENV = "XNAT_HOST"
+CA_BUNDLE_ENV = "XNAT_CA_BUNDLE"
+INSECURE_ENV = "XNAT_INSECURE"
+MAX_CONNECTIONS_ENV = "XNAT_MAX_CONNECTIONS"
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
 # What the schema's patterns mean, for error messages.
 PATTERN_HINTS = {
@@ -35,8 +45,7 @@ PATTERN_HINTS = {
 @functools.cache
 def schema() -> dict:
     """The config schema (parsed once per process)."""
-    with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return yaml.safe_load(resources.files("xnat_prep").joinpath(SCHEMA).read_text(encoding="utf-8"))
 
 
 def _with_defaults(validator_class: Any) -> Any:
@@ -152,54 +161,57 @@ def load(paths: Iterable[str | Path]) -> dict:
     return validate(config, source=", ".join(map(str, paths)) or "config")
 
 
-def xnat_host(config: Mapping) -> str:
-    """The server URL: ``xnat.host``, else the XNAT_HOST environment variable (checked alike)."""
-    host = config["xnat"]["host"]
-    if host:
-        return host.rstrip("/")
-    host = os.environ.get(HOST_ENV, "").strip()
-    if not host:
-        raise UserError(f"no XNAT server given: set xnat.host in the config or the {HOST_ENV} variable")
+def check_host(host: str, source: str) -> str:
+    """A server URL checked like the schema's ``xnat.host`` (``source`` names where it came from)."""
     url_pattern = schema()["properties"]["xnat"]["properties"]["host"]["pattern"]
     if not re.match(url_pattern, host):
-        raise UserError(f"{HOST_ENV}: {_shown(host)} is not valid: {PATTERN_HINTS[url_pattern]}")
+        raise UserError(f"{source}: {_shown(host)} is not valid: {PATTERN_HINTS[url_pattern]}")
     return host.rstrip("/")
 
 
-def connection(config: Mapping) -> dict[str, Any]:
-    """Keyword arguments every XNAT-facing step takes: host, verify_tls, ca_bundle.
+def host_from_env() -> str:
+    """The server URL from the XNAT_HOST environment variable."""
+    host = os.environ.get(HOST_ENV, "").strip()
+    if not host:
+        raise UserError(f"no XNAT server given: set xnat.host in the config, pass --host or set {HOST_ENV}")
+    return check_host(host, HOST_ENV)
 
-    Read from the config by the rule adapters, never passed as ``params:`` (no rerun trigger).
-    """
-    return {
-        "host": xnat_host(config),
-        "verify_tls": config["xnat"]["verify_tls"],
-        "ca_bundle": config["xnat"]["ca_bundle"],
-    }
+
+def xnat_host(config: Mapping) -> str:
+    """The server URL: ``xnat.host``, else the XNAT_HOST environment variable (checked alike)."""
+    host = config["xnat"]["host"]
+    return host.rstrip("/") if host else host_from_env()
+
+
+def connection(config: Mapping) -> Connection:
+    """The server and how to trust it, from a validated config."""
+    from xnat_prep.xnat_api import Connection
+
+    xnat = config["xnat"]
+    return Connection.from_settings(xnat_host(config), xnat["verify_tls"], xnat["ca_bundle"])
 
 
 def export_for_jobs(
     config: Mapping, environ: MutableMapping[str, str] = os.environ, python: str = sys.executable
 ) -> None:
-    """Prepare the environment the workflow's ``shell:`` steps inherit from the Snakemake process.
+    """Prepare the environment the workflow's jobs inherit from the Snakemake process.
 
-    ``xnat-prep`` of ``python`` comes first on PATH (under ``--sdm conda`` the environment's own
-    comes before it), and the config's server and TLS settings go where the CLI looks for them by
-    default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``, ``XNAT_INSECURE``). Not ``params:``, so no rerun
-    trigger, and no password: that comes from the environment, ~/.netrc or ~/.xnat as always.
+    ``xnat-prep`` of ``python`` comes first on PATH, and the config's server, TLS and connection
+    settings go where the commands look for them by default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``,
+    ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``). Not ``params:``, so no rerun trigger, and no
+    password: that comes from the environment, ~/.netrc or ~/.xnat as always.
     """
-    from xnat_prep.credentials import CA_BUNDLE_ENV, INSECURE_ENV
-
     bindir = os.path.dirname(python)
     if environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         environ["PATH"] = os.pathsep.join([bindir, environ.get("PATH", "")])
     settings = connection(config)
-    environ[HOST_ENV] = settings["host"]
+    environ[HOST_ENV] = settings.host
+    environ[MAX_CONNECTIONS_ENV] = str(config["xnat"]["max_connections"])
     environ.pop(CA_BUNDLE_ENV, None)
     environ.pop(INSECURE_ENV, None)
-    if settings["ca_bundle"]:
-        environ[CA_BUNDLE_ENV] = settings["ca_bundle"]
-    elif not settings["verify_tls"]:
+    if isinstance(settings.verify, str):
+        environ[CA_BUNDLE_ENV] = settings.verify
+    elif not settings.verify:
         environ[INSECURE_ENV] = "1"
 
 
@@ -208,3 +220,26 @@ def check_files(config: Mapping) -> None:
     ca_bundle = config["xnat"]["ca_bundle"]
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise UserError(f"xnat.ca_bundle: {ca_bundle}: file not found")
+
+
+def offline_check(config: dict, source: str) -> list[Subject]:
+    """Validate ``config`` in place (defaults filled in) and the files it names; return the subjects.
+
+    The workflow's parse-time check and ``xnat-prep validate``: the config against its schema, the
+    server URL, the files the config names, the subject CSV and the custom-variable values CSV. No
+    XNAT request, no file written. Relative paths are relative to the working directory.
+    """
+    from xnat_prep import subjects, variables
+
+    if not config:
+        raise UserError(
+            "no config: pass --configfile FILE (start from config/config.yaml; keys in config/README.md)"
+        )
+    validate(config, source)
+    xnat_host(config)
+    check_files(config)
+    found = subjects.read(config["subjects"]["csv"], config["subjects"]["project"])
+    values_csv = config["custom_variables"]["values_csv"]
+    if config["custom_variables"]["enabled"] and values_csv:
+        variables.read_values_csv(values_csv)
+    return found

@@ -3,8 +3,9 @@
 Non-image scans (secondary capture, structured reports, PDFs, raw data, presentation states,
 files without pixel data) are ``skipped`` with the reason and dcm2niix is not run. A scan that
 dcm2niix rejects, or of which it converts fewer files than were downloaded, is ``failed`` with
-dcm2niix's own words; the job still succeeds so the other scans go on. Outputs are written to a
-temporary directory next to ``out_dir`` and renamed into place only on success.
+dcm2niix's own words; the job still succeeds so the other scans go on. Outputs go in the folder
+named like the receipt without ``.json`` (``paths.outputs_of``), written to a temporary directory
+next to it and renamed into place only on success.
 
 The per-scan overhead is kept small on purpose (the benchmark allows 15% over plain dcm2niix):
 the SOP class is read from the DICOM file meta by a few lines of ``struct`` (pydicom costs
@@ -14,7 +15,6 @@ the SOP class is read from the DICOM file meta by a few lines of ``struct`` (pyd
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import importlib.util
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from xnat_prep import __version__, receipts
+from xnat_prep import __version__, paths, receipts
 from xnat_prep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 def convert_scan(
     *,
     dicom_dir: str | Path,
-    out_dir: str | Path,
     receipt: str | Path,
     name: str,
     extra: str = "",
@@ -66,12 +65,12 @@ def convert_scan(
     scan_id: str = "",
     scan_type: str = "",
 ) -> dict[str, Any]:
-    """Convert ``dicom_dir`` into ``out_dir`` and write the receipt; returns the receipt data.
+    """Convert ``dicom_dir`` into the receipt's folder and write the receipt; returns its data.
 
     ``scan_id``/``scan_type`` are only recorded, for the derived variables.
     """
     started = time.monotonic()
-    dicom_dir, out_dir = Path(dicom_dir), Path(out_dir)
+    dicom_dir, out_dir = Path(dicom_dir), paths.outputs_of(receipt)
     dicoms = _files(dicom_dir)
     data: dict[str, Any] = {
         "step": "convert_scan",
@@ -299,31 +298,3 @@ def nifti_geometry(path: Path) -> dict[str, list[float] | list[int]]:
         "shape": [int(d) for d in dims[1 : ndim + 1]],
         "voxel_size": [round(float(p), 6) for p in pixdim[1 : min(ndim, 3) + 1]],
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dicom", required=True, help="directory of the scan's DICOM files")
-    parser.add_argument("--out", required=True, help="directory for the NIfTI outputs (replaced)")
-    parser.add_argument("--receipt", required=True, help="receipt JSON to write")
-    parser.add_argument("--name", required=True, help="dcm2niix -f file name pattern")
-    parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
-    parser.add_argument(
-        "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
-    )
-    parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
-    parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    convert_scan(
-        dicom_dir=args.dicom,
-        out_dir=args.out,
-        receipt=args.receipt,
-        name=args.name,
-        extra=args.extra,
-        compress=args.compress == "y",
-        scan_id=args.scan_id,
-        scan_type=args.scan_type,
-    )
-    return 0

@@ -8,9 +8,9 @@ a batch job waiting on ``getpass`` hangs until its wall time runs out.
 
 from __future__ import annotations
 
-import argparse
 import netrc
 import os
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,68 +100,23 @@ def _from_yaml(host: str) -> Credentials | None:
     return Credentials(str(user), str(password), where)
 
 
-def mint_token(host: str, creds: Credentials, verify: bool | str = True) -> Credentials:
-    """Issue an alias token (``GET /data/services/tokens/issue``): a revocable stand-in password."""
-    import requests
+def export_lines(token: Credentials) -> str:
+    """Shell lines that put a token where :func:`resolve` looks first (``xnat-prep token issue``)."""
+    return f"export XNAT_USER={shlex.quote(token.user)}\nexport XNAT_PASS={shlex.quote(token.password)}\n"
 
-    url = host.rstrip("/") + "/data/services/tokens/issue"
+
+def read_exports(path: Path) -> Credentials:
+    """The token from a file written by ``xnat-prep token issue``."""
+    found: dict[str, str] = {}
     try:
-        response = requests.get(url, auth=(creds.user, creds.password), verify=verify, timeout=60)
-    except requests.RequestException as exc:
-        raise UserError(f"cannot reach XNAT at {host}: {exc}") from None
-    if response.status_code == 401:
-        raise UserError(f"XNAT at {host} refused the credentials from {creds.source}")
-    if response.status_code != 200:
-        raise UserError(f"XNAT at {host} did not issue a token: HTTP {response.status_code}")
-    try:
-        token = response.json()
-        return Credentials(token["alias"], token["secret"], f"alias token issued by {host}")
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"XNAT at {host} answered the token request without alias/secret") from None
-
-
-def invalidate_token(host: str, token: Credentials, verify: bool | str = True) -> None:
-    """Revoke an alias token (``GET /data/services/tokens/invalidate/{alias}/{secret}``)."""
-    import requests
-
-    url = f"{host.rstrip('/')}/data/services/tokens/invalidate/{token.user}/{token.password}"
-    try:
-        response = requests.get(url, auth=(token.user, token.password), verify=verify, timeout=60)
-    except requests.RequestException:
-        # The exception text holds the URL, which holds the secret.
-        raise UserError(f"cannot reach XNAT at {host} to invalidate the token") from None
-    if response.status_code not in (200, 204):
-        raise UserError(f"XNAT at {host} did not invalidate the token: HTTP {response.status_code}")
-
-
-CA_BUNDLE_ENV = "XNAT_CA_BUNDLE"
-INSECURE_ENV = "XNAT_INSECURE"
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--host``/TLS options every networked subcommand takes (never a password).
-
-    Each has an environment default (XNAT_HOST, XNAT_CA_BUNDLE, XNAT_INSECURE=1): the workflow
-    hands its config's connection settings to its ``shell:`` steps that way (see
-    ``config.export_for_jobs``).
-    """
-    parser.add_argument("--host", help="XNAT server URL (default: $XNAT_HOST)")
-    parser.add_argument(
-        "--ca-bundle",
-        default=os.environ.get(CA_BUNDLE_ENV) or None,
-        help=f"PEM file of CAs to trust for the server's TLS certificate (default: ${CA_BUNDLE_ENV})",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        default=os.environ.get(INSECURE_ENV) == "1",
-        help=f"skip TLS certificate verification (test servers only; default: on if ${INSECURE_ENV} is 1)",
-    )
-
-
-def host_from(args: argparse.Namespace) -> str:
-    """The server URL from ``--host`` or ``XNAT_HOST``."""
-    host = args.host or os.environ.get("XNAT_HOST")
-    if not host:
-        raise UserError("no XNAT server given: pass --host URL or set XNAT_HOST")
-    return host.rstrip("/")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+    for line in lines:
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, _, value = words[1].partition("=")
+            found[key] = value
+    if not found.get("XNAT_USER") or not found.get("XNAT_PASS"):
+        raise UserError(f"{path}: no 'export XNAT_USER=...' and 'export XNAT_PASS=...' lines")
+    return Credentials(found["XNAT_USER"], found["XNAT_PASS"], f"token file {path}")

@@ -12,12 +12,10 @@ everything (no server, credentials refused) raise.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -27,16 +25,16 @@ from typing import Any
 from urllib.parse import unquote
 
 from xnat_prep import manifest, paths
-from xnat_prep.errors import UserError
-from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionIdentity, SessionRow
+from xnat_prep.credentials import Credentials
+from xnat_prep.credentials import resolve as resolve_credentials
+from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionIdentity, SessionRow, natural_key
 from xnat_prep.subjects import Subject
+from xnat_prep.xnat_api import Client, Connection, CredentialsRefused, RetryPolicy, Unreachable, XnatError
 
 log = logging.getLogger(__name__)
 
 RESOURCE = "DICOM"
 SESSIONS_PER_CONNECTION = 20  # one more parallel connection per this many sessions
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-ATTEMPTS = 4
 _FILE_URI = re.compile(r"/scans/([^/]+)/resources/[^/]+/files/(.+)$")
 
 
@@ -50,8 +48,12 @@ class Selection:
 
     @classmethod
     def from_config(cls, scans: Mapping[str, Any]) -> Selection:
-        """From the config's ``scans`` section."""
-        return cls(tuple(scans["include_types"]), tuple(scans["exclude_types"]), scans["series_description"])
+        """From the config's ``scans`` section (keys left out take the schema's defaults)."""
+        return cls(
+            tuple(scans.get("include_types", ("*",))),
+            tuple(scans.get("exclude_types", ())),
+            scans.get("series_description"),
+        )
 
     def matches(self, scan_type: str, series_description: str) -> bool:
         """Whether a scan is selected; an empty type is matched by ``*`` and by ``""``."""
@@ -78,44 +80,27 @@ class Discovery:
     files: dict[tuple[str, str, str], list[FileRow]] = field(default_factory=dict)
 
 
+def _listing(call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A listing whose failure concerns one project/subject/session: recorded, discovery goes on.
+
+    What stops everything is raised as is: no server, refused credentials.
+    """
+    try:
+        return call()
+    except (Unreachable, CredentialsRefused):
+        raise
+    except XnatError as exc:
+        raise _ListingError(str(exc)) from None
+
+
 class _ListingError(Exception):
     """A listing that failed for one project/subject/session (recorded, not fatal)."""
 
 
-def _natural(text: str) -> list[Any]:
-    """Sort key putting scan 2 before scan 10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _get_rows(xs: Any, path: str, query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """A ResultSet listing; transient failures (429/5xx, connection drops) are retried."""
-    import requests
-    from xnat.exceptions import XNATResponseError
-
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return xs.get_json(path, query=dict(query or {}))["ResultSet"]["Result"]
-        except XNATResponseError as exc:
-            if exc.status_code == 401:
-                raise UserError(f"XNAT refused the credentials (HTTP 401 on {path})") from None
-            if exc.status_code not in RETRY_STATUS or attempt == ATTEMPTS:
-                reason = {403: "no access", 404: "not found"}.get(exc.status_code, "failed")
-                raise _ListingError(f"{reason} (HTTP {exc.status_code} on {path})") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if attempt == ATTEMPTS:
-                raise UserError(f"XNAT stopped answering ({type(exc).__name__} on {path})") from None
-        except (KeyError, TypeError, ValueError):
-            raise _ListingError(f"unexpected answer to {path}") from None
-        log.warning("GET %s failed (attempt %d of %d); retrying", path, attempt, ATTEMPTS)
-        time.sleep(2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
-
-def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[SessionIdentity] | ErrorRow:
+def _subject_sessions(xs: Client, subject: Subject, subject_id: str) -> list[SessionIdentity] | ErrorRow:
     """The image sessions of one subject, as selected by the CSV row."""
-    path = f"/data/projects/{subject.project}/subjects/{subject_id}/experiments"
     try:
-        rows = _get_rows(xs, path, {"columns": "ID,label,xsiType"})
+        rows = _listing(lambda: xs.experiments(subject.project, subject_id))
     except _ListingError as exc:
         return ErrorRow(subject.project, subject.subject, "", f"cannot list sessions: {exc}")
     # Only image sessions (mr/ct/petSessionData, ...) have scans; other experiments are skipped.
@@ -129,7 +114,7 @@ def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[Sessio
     if not found:
         return ErrorRow(subject.project, subject.subject, "", "subject has no imaging sessions on XNAT")
     if not subject.sessions:
-        return sorted(found.values(), key=lambda s: _natural(s.session))
+        return sorted(found.values(), key=lambda s: natural_key(s.session))
     missing = [s for s in subject.sessions if s not in found]
     if missing:
         return ErrorRow(
@@ -138,16 +123,15 @@ def _subject_sessions(xs: Any, subject: Subject, subject_id: str) -> list[Sessio
     return [found[s] for s in subject.sessions]
 
 
-def _session_scans(xs: Any, session: SessionIdentity, selection: Selection) -> Discovery:
+def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -> Discovery:
     """The selected scans of one session with their DICOM files."""
     out = Discovery()
-    base = f"/data/experiments/{session.session_id}/scans"
     try:
-        scans = _get_rows(xs, base, {"columns": "ID,type,series_description,xsiType"})
+        scans = _listing(lambda: xs.scans(session.session_id))
         picked = [
             s for s in scans if selection.matches(s.get("type") or "", s.get("series_description") or "")
         ]
-        file_rows = _get_rows(xs, f"{base}/ALL/files") if picked else []
+        file_rows = _listing(lambda: xs.session_files(session.session_id)) if picked else []
     except _ListingError as exc:
         out.errors.append(
             ErrorRow(session.project, session.subject, session.session, f"cannot list scans: {exc}")
@@ -162,7 +146,7 @@ def _session_scans(xs: Any, session: SessionIdentity, selection: Selection) -> D
                 FileRow(scan_id, RESOURCE, path, int(row.get("Size") or 0), row.get("digest", ""), row["URI"])
             )
     seen: dict[str, str] = {}
-    for scan in sorted(picked, key=lambda s: _natural(str(s["ID"]))):
+    for scan in sorted(picked, key=lambda s: natural_key(str(s["ID"]))):
         scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
         files = by_scan.get(scan_id, [])
         if not files:
@@ -205,9 +189,9 @@ def _session_scans(xs: Any, session: SessionIdentity, selection: Selection) -> D
 
 
 def discover(
-    connect: Callable[[], Any], subjects: Sequence[Subject], selection: Selection, max_connections: int = 4
+    connect: Callable[[], Client], subjects: Sequence[Subject], selection: Selection, max_connections: int = 4
 ) -> Discovery:
-    """List ``subjects`` on XNAT. ``connect()`` opens an xnatpy connection (context manager).
+    """List ``subjects`` on XNAT. ``connect()`` opens a client (a context manager).
 
     Threads are used only when there are many sessions; each thread has its own connection.
     """
@@ -217,7 +201,7 @@ def discover(
         main = stack.enter_context(connect())
         lock = threading.Lock()
 
-        def connection() -> Any:
+        def connection() -> Client:
             if threading.current_thread() is threading.main_thread():
                 return main
             if not hasattr(local, "xs"):
@@ -229,7 +213,7 @@ def discover(
         for project in dict.fromkeys(s.project for s in subjects):
             wanted = [s for s in subjects if s.project == project]
             try:
-                rows = _get_rows(main, f"/data/projects/{project}/subjects", {"columns": "ID,label"})
+                rows = _listing(lambda project=project: main.subjects(project))
             except _ListingError as exc:
                 result.errors += [
                     ErrorRow(project, s.subject, "", f"project {project}: {exc}") for s in wanted
@@ -287,23 +271,22 @@ def write(root: str | Path, result: Discovery) -> None:
 
 
 def run_discovery(
-    config: Mapping[str, Any], subjects: Sequence[Subject], credentials: Any = None
+    connection: Connection,
+    subjects: Sequence[Subject],
+    selection: Selection,
+    output_root: str | Path,
+    max_connections: int = 4,
+    credentials: Credentials | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Discovery:
-    """Discover with the connection settings of a validated workflow config, write the manifest."""
-    from xnat_prep import client
-    from xnat_prep import config as config_mod
+    """Discover ``subjects`` on the server of ``connection``, write the manifest under ``output_root``."""
+    creds = credentials or resolve_credentials(connection.host)  # once, for every thread's connection
 
-    conn = config_mod.connection(config)
+    def connect() -> Client:
+        return Client(connection, creds, retry=retry)
 
-    def connect() -> Any:
-        return client.connect(
-            conn["host"], **{k: v for k, v in conn.items() if k != "host"}, credentials=credentials
-        )
-
-    result = discover(
-        connect, subjects, Selection.from_config(config["scans"]), config["xnat"]["max_connections"]
-    )
-    write(config["output_root"], result)
+    result = discover(connect, subjects, selection, max_connections)
+    write(output_root, result)
     log.info(
         "%d scan(s) in %d session(s) selected, %d file(s), %d problem(s)",
         len(result.scans),
@@ -320,20 +303,3 @@ def run_discovery(
             error.message,
         )
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--configfile", action="append", required=True, help="workflow config (YAML); repeatable"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from xnat_prep import config as config_mod
-    from xnat_prep import subjects as subjects_mod
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_mod.load(args.configfile)
-    subjects = subjects_mod.read(config["subjects"]["csv"], config["subjects"]["project"])
-    result = run_discovery(config, subjects)
-    return 1 if result.errors else 0

@@ -21,7 +21,6 @@ fetches only what is still missing. The session receipt (the rule's output) is w
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -36,24 +35,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from xnat_prep import __version__, paths, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
-from xnat_prep.transfer import (
+from xnat_prep.xnat_api import (
     CHUNK,
+    Connection,
     Corrupt,
+    NotFound,
+    Response,
     RetryPolicy,
-    Transfer,
-    TransferError,
+    Session,
+    XnatError,
     copy_hashing,
-    public_url,
     stream_to,
 )
-
-if TYPE_CHECKING:
-    import requests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,31 +98,29 @@ def work_dir(dest: Path) -> Path:
 
 
 def download_session(
+    connection: Connection,
     *,
-    host: str,
     session_id: str,
     scans: Sequence[ScanTask],
     files: Mapping[str, Sequence[FileSpec]],
-    dest_dir: str | Path,
     receipt: str | Path,
-    verify_tls: bool = True,
-    ca_bundle: str | None = None,
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Download every scan of ``scans`` into ``dest_dir/<scan>`` (``files``: the manifest's, by
-    scan ID), then write the session receipt; raises TransferError naming the scans that failed.
+    """Download every scan of ``scans`` into the receipt's folder, one folder ``<scan>`` each
+    (``files``: the manifest's, by scan ID), then write the session receipt; raises XnatError
+    naming the scans that failed.
 
     One connection: every request goes through one network thread, one after another. That
     thread fetches the next scan's zip while the main thread unpacks this one, so the server
     and the local disk work at the same time.
     """
     started = time.monotonic()
-    dest = Path(dest_dir)
+    dest = paths.outputs_of(receipt)
     done: list[dict[str, Any]] = []
     failed: list[str] = []
     with (
-        Transfer(host, credentials, verify=ca_bundle or verify_tls, retry=retry) as transfer,
+        Session(connection, credentials, retry=retry) as transfer,
         ThreadPoolExecutor(1, thread_name_prefix="xnat-get") as network,
     ):
 
@@ -134,7 +130,7 @@ def download_session(
         def finish(plan: _Plan, first_zip: Future | None) -> None:
             try:
                 data = _finish(plan, transfer, lambda fn, *args: on_network(fn, *args).result(), first_zip)
-            except UserError as exc:  # TransferError too; a wrong password fails every scan alike
+            except UserError as exc:  # XnatError too; a wrong password fails every scan alike
                 log.error("%s", exc)
                 failed.append(str(exc))
                 return
@@ -154,7 +150,7 @@ def download_session(
                     task.resource,
                     scan_files,
                     dest / task.scan,
-                    dest / f"{task.scan}.json",
+                    paths.receipt_of(dest / task.scan),
                 )
             except UserError as exc:
                 log.error("%s", exc)
@@ -170,12 +166,12 @@ def download_session(
         requests_made = transfer.requests
     if failed:
         more = f" (and {len(failed) - 1} more, see the log)" if len(failed) > 1 else ""
-        raise TransferError(
+        raise XnatError(
             f"session {session_id}: {len(failed)} of {len(scans)} scan(s) failed: {failed[0]}{more}"
         )
     data = {
         "step": "download_session",
-        "host": public_url(host),
+        "host": connection.host,
         "session_id": session_id,
         "n_scans": len(done),
         "n_files": sum(s["n_files"] for s in done),
@@ -259,7 +255,7 @@ def _plan(
     return plan
 
 
-def _counted(transfer: Transfer, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
+def _counted(transfer: Session, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
     """``fn(transfer, *args)`` and the number of requests it sent (one caller at a time)."""
     before = transfer.requests
     return fn(transfer, *args), transfer.requests - before
@@ -267,7 +263,7 @@ def _counted(transfer: Transfer, fn: Callable[..., T], *args: Any) -> tuple[T, i
 
 def _finish(
     plan: _Plan,
-    transfer: Transfer,
+    transfer: Session,
     call: Callable[..., tuple[Any, int]],
     first_zip: Future | None,
 ) -> dict[str, Any]:
@@ -309,7 +305,7 @@ def _finish(
         plan.zip_part.unlink(missing_ok=True)
     if missing:
         names = ", ".join(t.spec.path for t in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise TransferError(
+        raise XnatError(
             f"scan {plan.scan_id} of {plan.session_id}: {len(missing)} file(s) still bad: {names}"
         )
     plan.work.mkdir(parents=True, exist_ok=True)  # a scan whose files are all in sub-folders still gets one
@@ -432,21 +428,31 @@ def _write_checked(path: Path, target: _Target, copy: Callable[[IO[bytes]], tupl
         raise
 
 
-def _fetch_files(transfer: Transfer, missing: list[_Target], work: Path) -> list[_Target]:
+def _fetch_files(transfer: Session, missing: list[_Target], work: Path) -> list[_Target]:
     """GET each missing file by its URI; a wrong body is retried by the transfer client."""
     for target in missing:
-        transfer.get(target.spec.uri, functools.partial(_save_response, work / target.rel, target))
+        save = functools.partial(_save_response, work / target.rel, target)
+        _stale_hint(transfer.get, target.spec.uri, save)
     return []
 
 
-def _save_response(path: Path, target: _Target, response: requests.Response) -> None:
+def _stale_hint(get: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``get(...)``; a 404 for something the manifest lists means the manifest is out of date."""
+    try:
+        return get(*args, **kwargs)
+    except NotFound as exc:
+        raise XnatError(f"{exc} (is the manifest stale? rerun discovery)", exc.status) from None
+
+
+def _save_response(path: Path, target: _Target, response: Response) -> None:
     if not _write_checked(path, target, functools.partial(stream_to, response)):
         raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
-def _get_zip(transfer: Transfer, plan: _Plan) -> zipfile.ZipFile:
+def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile:
     """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive."""
-    return transfer.get(plan.zip_uri, functools.partial(_save_zip, plan.zip_part), params={"format": "zip"})
+    save = functools.partial(_save_zip, plan.zip_part)
+    return _stale_hint(transfer.get, plan.zip_uri, save, params={"format": "zip"})
 
 
 def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> list[_Target]:
@@ -478,7 +484,7 @@ def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> li
     return list(wanted.values())
 
 
-def _save_zip(tmp: Path, response: requests.Response) -> zipfile.ZipFile:
+def _save_zip(tmp: Path, response: Response) -> zipfile.ZipFile:
     """Stream the zip to ``tmp`` and open it; an unreadable archive is retried."""
     with open(tmp, "wb") as out:
         stream_to(response, out)
@@ -497,52 +503,6 @@ def _manifest_key(name: str, uri: str) -> str:
     try:
         paths.safe_relpath(name)
     except ValueError as exc:
-        raise TransferError(f"zip from {uri}: refusing entry {name!r}: {exc}") from None
+        raise XnatError(f"zip from {uri}: refusing entry {name!r}: {exc}") from None
     match = _AFTER_FILES.search(name)
     return match.group(1) if match else name.partition("/files/")[2] or name
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--files", required=True, help="the session's manifest file list (TSV)")
-    parser.add_argument("--session-id", required=True, help="the session's XNAT accession ID")
-    parser.add_argument(
-        "--scans",
-        required=True,
-        help='the scans to fetch, as JSON: [{"scan_id": "1", "resource": "DICOM", "scan": "1-T1w"}, ...] '
-        "(scan: the folder and receipt name under --dest)",
-    )
-    parser.add_argument("--dest", required=True, help="the session's DICOM folder (one folder per scan)")
-    parser.add_argument("--receipt", required=True, help="session receipt JSON to write when done")
-    creds_mod.add_connection_arguments(parser)
-
-
-def parse_scans(text: str) -> list[ScanTask]:
-    """The ``--scans`` JSON as ScanTasks; a malformed list is a UserError."""
-    try:
-        return [
-            ScanTask(str(s["scan_id"]), str(s["resource"]), paths.safe_component(str(s["scan"])))
-            for s in json.loads(text)
-        ]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"--scans: not a JSON list of {{scan_id, resource, scan}} objects ({exc})") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    from xnat_prep import manifest
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        by_scan = manifest.read_session_files(args.files)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{args.files}: {exc}") from None
-    download_session(
-        host=creds_mod.host_from(args),
-        session_id=args.session_id,
-        scans=parse_scans(args.scans),
-        files=by_scan,
-        dest_dir=args.dest,
-        receipt=args.receipt,
-        verify_tls=not args.insecure,
-        ca_bundle=args.ca_bundle,
-    )
-    return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from xnat_prep.fsutil import atomic_write
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,7 @@ def write_tsv(path: str | Path, rows: Sequence[Any], row_type: type | None = Non
             return False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, fsync=False)  # rebuilt by discovery when lost
     return True
 
 
@@ -157,3 +149,8 @@ def read_session_files(path: str | Path) -> dict[str, list[FileRow]]:
     for row in read_tsv(path, FileRow):
         grouped.setdefault(row.scan_id, []).append(row)
     return grouped
+
+
+def natural_key(text: str) -> list[tuple[int, int, str]]:
+    """Sort key of the manifest's order: scan 2 before scan 10, whatever mixes digits and letters."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text) if p]

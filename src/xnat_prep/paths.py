@@ -1,8 +1,12 @@
 """Every output path of the workflow, and the sanitising of XNAT labels into path components.
 
 The rules in ``workflow/rules/*.smk`` spell the same patterns literally (so ``grep`` finds the
-producer of any file); the library, discovery and the report build them here. A workflow test
-checks that both agree.
+producer of any file); the library, discovery and the report build them here.
+``tests/unit/test_layout.py`` checks that both agree.
+
+One pairing runs through the layout: a step's receipt ``x.json`` describes the folder ``x/``
+beside it (a scan's DICOM or NIfTI files, a session's scan folders): :func:`outputs_of` and
+:func:`receipt_of` are the only places that spell it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,28 @@ def safe_relpath(path: str) -> PurePosixPath:
 def scan_dir(scan_id: str, scan_type: str) -> str:
     """The ``{scan}`` wildcard value: ``{scan_id}-{type}``, ``unknown`` for an empty type."""
     return f"{safe_component(scan_id)}-{safe_component(scan_type) if scan_type.strip() else 'unknown'}"
+
+
+def outputs_of(receipt: str | Path) -> Path:
+    """The folder a receipt describes: ``x.json`` -> ``x`` (see the module docstring)."""
+    receipt = Path(receipt)
+    if receipt.suffix != ".json":
+        raise ValueError(f"{receipt}: a receipt is a .json file")
+    return receipt.with_suffix("")
+
+
+def receipt_of(folder: str | Path) -> Path:
+    """The receipt of a folder: ``x`` -> ``x.json``."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".json")
+
+
+def root_of(path: str | Path, template: str) -> Path:
+    """The output root of ``path``, which is ``template`` (no placeholders) under it."""
+    path, parts = Path(path), len(PurePosixPath(template).parts)
+    if path.parts[-parts:] != PurePosixPath(template).parts:
+        raise ValueError(f"{path} is not {template} under an output root")
+    return path.parents[parts - 1]
 
 
 def build(root: str | Path, template: str, **wildcards: str) -> Path:

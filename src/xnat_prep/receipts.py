@@ -7,30 +7,16 @@ crash leaves either the old receipt or none, never half a file that looks comple
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import atomic_write
 
 
 def write(path: str | Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON to ``path`` via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def read(path: str | Path) -> dict[str, Any]:

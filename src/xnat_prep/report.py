@@ -7,7 +7,6 @@ shows both per project. :func:`problems` turns the summary into one line per pro
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 from collections.abc import Mapping, Sequence
@@ -112,33 +111,36 @@ def summarize(root: str | Path, *, upload: bool = True, variables: bool = True) 
 
 
 def amounts(rows: Sequence[ScanSummary]) -> list[dict[str, Any]]:
-    """Per-project totals of the summary rows."""
-    out: dict[str, dict[str, Any]] = {}
-    subjects: dict[str, set[str]] = {}
-    sessions: dict[str, set[tuple[str, str]]] = {}
-    for row in rows:
-        total = out.setdefault(row.project, dict.fromkeys(AMOUNT_COLUMNS, 0) | {"project": row.project})
-        subjects.setdefault(row.project, set()).add(row.subject)
-        if row.session:
-            sessions.setdefault(row.project, set()).add((row.subject, row.session))
-        total["scans"] += bool(row.scan)
-        total["ok"] += row.state == "ok"
-        total["skipped"] += row.state == "skipped"
-        total["problems"] += row.state in PROBLEM_STATES
-        for key in ("dicom_files", "dicom_bytes", "nifti_files", "nifti_bytes"):
-            total[key] += getattr(row, key)
-    for project, total in out.items():
-        total["subjects"] = len(subjects[project])
-        total["sessions"] = len(sessions.get(project, ()))
-    return [out[p] for p in sorted(out)]
+    """Per-project totals of the summary rows (pandas: imported here, never at the workflow's parse)."""
+    import pandas as pd
+
+    if not rows:
+        return []
+    table = pd.DataFrame([asdict(r) for r in rows])
+    table["scans"] = table["scan"] != ""
+    table["ok"] = table["state"] == "ok"
+    table["skipped"] = table["state"] == "skipped"
+    table["problems"] = table["state"].isin(PROBLEM_STATES)
+    table["session_key"] = table["subject"] + "/" + table["session"]
+    by_project = table.groupby("project", sort=True)
+    sums = ["scans", "ok", "skipped", "problems", "dicom_files", "dicom_bytes", "nifti_files", "nifti_bytes"]
+    totals = by_project[sums].sum()
+    totals["subjects"] = by_project["subject"].nunique()
+    totals["sessions"] = table[table["session"] != ""].groupby("project")["session_key"].nunique()
+    totals = totals.fillna(0).reset_index()
+    return [
+        {k: (v if k == "project" else int(v)) for k, v in record.items()}
+        for record in totals[list(AMOUNT_COLUMNS)].to_dict("records")
+    ]
 
 
 def _write_tsv(path: Path, columns: Sequence[str], records: Sequence[Mapping[str, Any]]) -> None:
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, columns, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    pd.DataFrame(list(records), columns=list(columns)).to_csv(
+        path, sep="\t", index=False, lineterminator="\n"
+    )
 
 
 def plot(totals: Sequence[Mapping[str, Any]], path: str | Path) -> None:
@@ -221,29 +223,3 @@ def covers_manifest(summary: str | Path, root: str | Path) -> bool:
         (s.project, s.subject, s.session, s.scan_id) for s in manifest.read_scans(root / paths.SCANS_TSV)
     }
     return rows == listed
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--configfile", action="append", required=True, help="workflow config (YAML); repeatable"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from xnat_prep import config as config_mod
-
-    config = config_mod.load(args.configfile)
-    root = Path(config["output_root"])
-    write_report(
-        root,
-        upload=config["upload"]["enabled"],
-        variables=config["custom_variables"]["enabled"],
-        summary=root / paths.SUMMARY_TSV,
-        amounts_tsv=root / paths.DATA_AMOUNT_TSV,
-        plot_png=root / paths.DATA_AMOUNT_PNG,
-    )
-    found = problems(root / paths.SUMMARY_TSV)
-    for line in found:
-        print(line)
-    print(f"report: {root / paths.SUMMARY_TSV} ({len(found)} problem(s))")
-    return 1 if found else 0

@@ -19,7 +19,6 @@ session is read back and every value verified. A second run sends no modifying r
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fnmatch
 import logging
@@ -31,7 +30,8 @@ from typing import Any
 from xnat_prep import __version__, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError, where
-from xnat_prep.transfer import public_url
+from xnat_prep.manifest import natural_key
+from xnat_prep.xnat_api import Client, Connection, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ def derive(
     convert_receipts: Sequence[str | Path], prefix: str, derived: Sequence[Mapping[str, Any]]
 ) -> dict[str, str]:
     """The variables of one session from its scans' convert receipts."""
-    scans = sorted((receipts.read(p) for p in convert_receipts), key=lambda r: _natural(r.get("scan_id", "")))
+    scans = sorted(
+        (receipts.read(p) for p in convert_receipts), key=lambda r: natural_key(r.get("scan_id", ""))
+    )
     converted = [s for s in scans if s["status"] == "converted"]
     failed = any(s["status"] == "failed" for s in scans)
     status = ("partial" if converted else "failed") if failed else "complete"
@@ -85,11 +87,22 @@ def _measure(scan: Mapping[str, Any], measure: str) -> str:
     raise ValueError(f"unknown measure {measure!r}; expected one of {', '.join(MEASURES)}")
 
 
-def _natural(text: str) -> list[Any]:
-    """Sort key that puts scan 2 before scan 10."""
-    return [
-        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part
-    ]
+def check_derived(derived: Any, source: str) -> list[dict[str, Any]]:
+    """Derived-variable definitions as the config gives them; a malformed one is a UserError."""
+    out = []
+    for i, item in enumerate(derived if isinstance(derived, list) else [None]):
+        try:
+            name, measure, globs = item["name"], item["measure"], item["scan_types"]
+        except (KeyError, TypeError):
+            raise UserError(f"{source}[{i}]: expected {{name, measure, scan_types}}") from None
+        if not isinstance(name, str) or not NAME.match(name.lower()):
+            raise UserError(f"{source}[{i}].name: {name!r} is not a variable name")
+        if measure not in MEASURES:
+            raise UserError(f"{source}[{i}].measure: {measure!r} is not one of {', '.join(MEASURES)}")
+        if not isinstance(globs, list) or not globs or not all(isinstance(g, str) for g in globs):
+            raise UserError(f"{source}[{i}].scan_types: expected a list of globs")
+        out.append({"name": name, "measure": measure, "scan_types": globs})
+    return out
 
 
 def read_values_csv(path: str | Path, reserved: Iterable[str] = ()) -> dict[str, dict[str, str]]:
@@ -152,44 +165,37 @@ def session_values(
 
 
 def set_variables(
+    connection: Connection,
     *,
-    host: str,
     session_id: str,
     values: Mapping[str, str],
     receipt: str | Path,
-    verify_tls: bool = True,
-    ca_bundle: str | None = None,
     credentials: creds_mod.Credentials | None = None,
+    retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """Write the variables that differ (one PUT), verify them all, write the receipt."""
-    from xnat_prep import client
-
     values = {k.lower(): str(v) for k, v in values.items()}
-    with client.connect(host, verify_tls=verify_tls, ca_bundle=ca_bundle, credentials=credentials) as xs:
-        experiment = xs.create_object(f"/data/experiments/{session_id}")
-        before = _fields(experiment)
+    with Client(connection, credentials, retry=retry) as client:
+        xsi_type, before = client.experiment(session_id)
         changed = {k: v for k, v in values.items() if before.get(k) != v}
         if changed:
-            query = {"xsiType": experiment.__xsi_type__}
-            query.update({f"{experiment.xpath}/fields/field[name={k}]/field": v for k, v in changed.items()})
-            xs.put(experiment.fulluri, query=query)
-            experiment.clearcache()
-            after = _fields(experiment)
+            client.set_fields(session_id, xsi_type, changed)
+            after = client.experiment(session_id)[1]
         else:
             after = before
-        wrong = sorted(k for k, v in values.items() if after.get(k) != v)
-        if wrong:
-            raise UserError(f"session {session_id}: XNAT did not keep the value of {', '.join(wrong)}")
-        data = {
-            "step": "set_variables",
-            "host": public_url(host),
-            "session_id": session_id,
-            "uri": experiment.uri,
-            "written": sorted(changed),
-            "before": {k: before.get(k) for k in sorted(values)},
-            "after": {k: after.get(k) for k in sorted(values)},
-            "xnat_prep_version": __version__,
-        }
+    wrong = sorted(k for k, v in values.items() if after.get(k) != v)
+    if wrong:
+        raise UserError(f"session {session_id}: XNAT did not keep the value of {', '.join(wrong)}")
+    data = {
+        "step": "set_variables",
+        "host": connection.host,
+        "session_id": session_id,
+        "uri": f"/data/experiments/{session_id}",
+        "written": sorted(changed),
+        "before": {k: before.get(k) for k in sorted(values)},
+        "after": {k: after.get(k) for k in sorted(values)},
+        "xnat_prep_version": __version__,
+    }
     receipts.write(receipt, data)
     log.info(
         "session %s: %d variable(s) written, %d unchanged",
@@ -198,56 +204,3 @@ def set_variables(
         len(values) - len(changed),
     )
     return data
-
-
-def _fields(experiment: Any) -> dict[str, str]:
-    """The session's custom variables, names lower-cased as XNAT stores them."""
-    return {str(k).lower(): str(v) for k, v in experiment.fields.items()}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--session-id", required=True, help="the session's XNAT accession ID")
-    parser.add_argument(
-        "--session", default="", help="the session's label (to pick its rows of --values-csv)"
-    )
-    parser.add_argument(
-        "--convert-receipts", nargs="*", default=[], metavar="JSON", help="the convert receipts of its scans"
-    )
-    parser.add_argument("--prefix", default="xnatprep_", help="prefix of the workflow's own variables")
-    parser.add_argument(
-        "--derived",
-        action="append",
-        default=[],
-        type=_derived_spec,
-        metavar="NAME=MEASURE:GLOB[,GLOB]",
-        help=f"a derived variable, e.g. bold_volumes=n_volumes:*bold* (measures: {', '.join(MEASURES)})",
-    )
-    parser.add_argument("--values-csv", help="user values, columns session,field,value")
-    parser.add_argument("--receipt", required=True, help="receipt JSON to write")
-    creds_mod.add_connection_arguments(parser)
-
-
-def _derived_spec(text: str) -> dict[str, Any]:
-    name, _, rest = text.partition("=")
-    measure, _, globs = rest.partition(":")
-    if not NAME.match(name.lower()) or measure not in MEASURES or not globs:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=MEASURE:GLOB[,GLOB]")
-    return {"name": name, "measure": measure, "scan_types": globs.split(",")}
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    values = session_values(
-        args.convert_receipts, args.prefix, args.derived, args.values_csv, (args.session, args.session_id)
-    )
-    if not values:
-        raise UserError("nothing to set: give --convert-receipts and/or --values-csv")
-    set_variables(
-        host=creds_mod.host_from(args),
-        session_id=args.session_id,
-        values=values,
-        receipt=args.receipt,
-        verify_tls=not args.insecure,
-        ca_bundle=args.ca_bundle,
-    )
-    return 0

@@ -38,7 +38,9 @@ def dcm2niix() -> Callable[[Path, Path], Conversion]:
         out_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [binary, "-z", "n", "-b", "y", "-f", "%s_%d", "-o", str(out_dir), str(dicom_dir)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         return Conversion(proc.returncode, proc.stdout + proc.stderr, sorted(out_dir.glob("*.nii")))
 
@@ -55,8 +57,14 @@ class Session:
         return self.root / series_folder(spec)
 
 
-def make_session(root: Path, size: str, edge_cases: bool = True, seed: int = 0,
-                 subject: str = "SUB001", session: str = "SUB001_MR1") -> Session:
+def make_session(
+    root: Path,
+    size: str,
+    edge_cases: bool = True,
+    seed: int = 0,
+    subject: str = "SUB001",
+    session: str = "SUB001_MR1",
+) -> Session:
     info = SessionInfo("DEMO", subject, session, seed)
     write_session(root, info, size, edge_cases)
     return Session(root, info, session_protocol(size, edge_cases))

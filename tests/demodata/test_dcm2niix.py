@@ -40,9 +40,11 @@ def check_stack(img: nib.Nifti1Image, spec: SeriesSpec, plane: str) -> None:
     row, col = PLANES[plane]
     zooms = img.header.get_zooms()
     slices, spacing = (1, spec.thickness) if spec.kind == "localizer" else (spec.slices, spec.spacing)
-    for direction, length, size in ((row, spec.cols, spec.pixel_spacing[1]),
-                                    (col, spec.rows, spec.pixel_spacing[0]),
-                                    (np.cross(row, col), slices, spacing)):
+    for direction, length, size in (
+        (row, spec.cols, spec.pixel_spacing[1]),
+        (col, spec.rows, spec.pixel_spacing[0]),
+        (np.cross(row, col), slices, spacing),
+    ):
         axis = axis_along(img, direction)
         assert img.shape[axis] == length and zooms[axis] == pytest.approx(size, abs=1e-3), (spec, axis)
 
@@ -106,8 +108,11 @@ def test_bold_signal_follows_the_block_design(small_session, dcm2niix, tmp_path)
 
 
 def test_edge_case_series_with_dcm2niix(tiny_session, dcm2niix, tmp_path):
-    extra = {s.kind if not s.defect else "broken": s for s in tiny_session.specs
-             if s.number > max(p.number for p in PROTOCOLS["tiny"])}
+    extra = {
+        s.kind if not s.defect else "broken": s
+        for s in tiny_session.specs
+        if s.number > max(p.number for p in PROTOCOLS["tiny"])
+    }
     # the broken series: dcm2niix fails and writes no image
     broken = dcm2niix(tiny_session.folder(extra["broken"]), tmp_path / "broken")
     assert broken.returncode != 0 and broken.niftis == [], broken.log
@@ -119,10 +124,14 @@ def test_edge_case_series_with_dcm2niix(tiny_session, dcm2niix, tmp_path):
     # the workflow must recognise non-image series by SOP class, not by dcm2niix failing
     screen = dcm2niix(tiny_session.folder(extra["secondary_capture"]), tmp_path / "screen")
     assert screen.returncode == 0 and len(screen.niftis) == 1
-    assert nib.load(screen.niftis[0]).shape[:2] == (extra["secondary_capture"].cols,
-                                                   extra["secondary_capture"].rows)
-    classes = {kind: pydicom.dcmread(next(tiny_session.folder(extra[kind]).glob("*.dcm"))).SOPClassUID
-               for kind in ("report", "secondary_capture")}
+    assert nib.load(screen.niftis[0]).shape[:2] == (
+        extra["secondary_capture"].cols,
+        extra["secondary_capture"].rows,
+    )
+    classes = {
+        kind: pydicom.dcmread(next(tiny_session.folder(extra[kind]).glob("*.dcm"))).SOPClassUID
+        for kind in ("report", "secondary_capture")
+    }
     assert classes == {"report": BASIC_TEXT_SR, "secondary_capture": SECONDARY_CAPTURE}
 
 

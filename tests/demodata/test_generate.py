@@ -19,13 +19,43 @@ from xnat_prep.demodata.protocols import PROTOCOLS, SIZES
 from xnat_prep.errors import UserError
 
 REQUIRED_MR = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
-    "Modality", "PatientID", "PatientName", "StudyDate", "StudyTime", "SeriesNumber", "SeriesDescription",
-    "ProtocolName", "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-    "SliceThickness", "SpacingBetweenSlices", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-    "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation", "Manufacturer",
-    "MagneticFieldStrength", "RepetitionTime", "EchoTime", "FlipAngle", "ScanningSequence",
-    "SequenceVariant", "MRAcquisitionType", "AcquisitionTime", "PixelData",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "StudyTime",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Manufacturer",
+    "MagneticFieldStrength",
+    "RepetitionTime",
+    "EchoTime",
+    "FlipAngle",
+    "ScanningSequence",
+    "SequenceVariant",
+    "MRAcquisitionType",
+    "AcquisitionTime",
+    "PixelData",
 )
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 # ImageOrientationPatient (row direction, column direction) of each plane, LPS, as scanners write it
@@ -98,8 +128,10 @@ def test_slice_positions_follow_orientation_and_spacing(small_session):
 def test_localizer_has_three_orthogonal_planes(tiny_session):
     spec = tiny_session.specs[0]
     assert spec.kind == "localizer"
-    normals = [np.cross(*np.reshape(np.array(ds.ImageOrientationPatient, float), (2, 3)))
-               for ds in read_series(tiny_session.folder(spec))]
+    normals = [
+        np.cross(*np.reshape(np.array(ds.ImageOrientationPatient, float), (2, 3)))
+        for ds in read_series(tiny_session.folder(spec))
+    ]
     axes = [int(np.argmax(np.abs(n))) for n in normals]
     assert sorted(axes) == [0, 1, 2]  # one plane across each patient axis: sagittal, coronal, axial
     assert all(np.allclose(np.abs(n), np.eye(3)[a]) for n, a in zip(normals, axes, strict=True))
@@ -152,8 +184,11 @@ def test_edge_case_series(tiny_session):
     # (a) duplicate scan type: same SeriesDescription, different series
     descriptions = [s.description for s in tiny_session.specs]
     duplicate = next(d for d in descriptions if d and descriptions.count(d) > 1)
-    uids = {read_series(tiny_session.folder(s))[0].SeriesInstanceUID
-            for s in tiny_session.specs if s.description == duplicate}
+    uids = {
+        read_series(tiny_session.folder(s))[0].SeriesInstanceUID
+        for s in tiny_session.specs
+        if s.description == duplicate
+    }
     assert len(uids) == 2
     # (b) no type: SeriesDescription present but empty
     untyped = next(s for s in extra if s.description == "")
@@ -216,8 +251,12 @@ def test_session_labels():
     def labels(*args, **kwargs):
         return [(p.subject, p.session, p.session_index) for p in plan_sessions(*args, **kwargs)]
 
-    assert labels(2, 2) == [("SUB001", "SUB001_MR1", 0), ("SUB001", "SUB001_MR2", 1),
-                            ("SUB002", "SUB002_MR1", 0), ("SUB002", "SUB002_MR2", 1)]
+    assert labels(2, 2) == [
+        ("SUB001", "SUB001_MR1", 0),
+        ("SUB001", "SUB001_MR2", 1),
+        ("SUB002", "SUB002_MR1", 0),
+        ("SUB002", "SUB002_MR2", 1),
+    ]
     assert labels(1, 2, "numeric") == [("001", "00101", 0), ("001", "00102", 1)]
     assert labels(2, 1, subject_labels=["007", "A"]) == [("007", "007_MR1", 0), ("A", "A_MR1", 0)]
     with pytest.raises(UserError):
@@ -241,22 +280,44 @@ def test_generate_tree_and_subject_csv(tmp_path):
     assert lines[1].startswith('"P1","001",') and lines[2].startswith('"P1","002",') and len(lines) == 3
     # the workflow's reader accepts it and keeps the labels as text
     assert [(s.project, s.subject, s.sessions) for s in subjects.read(tmp_path / "subjects.csv")] == [
-        ("P1", "001", ()), ("P1", "002", ())]
+        ("P1", "001", ()),
+        ("P1", "002", ()),
+    ]
 
 
 def test_cli_writes_a_folder(tmp_path, capsys):
-    assert main(["demo-data", "--out", str(tmp_path), "--size", "tiny", "--subjects", "1", "--sessions", "2",
-                 "--edge-cases", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                "--out",
+                str(tmp_path),
+                "--size",
+                "tiny",
+                "--subjects",
+                "1",
+                "--sessions",
+                "2",
+                "--edge-cases",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "SUB001").iterdir()) == ["SUB001_MR1", "SUB001_MR2"]
     assert (tmp_path / "SUB001" / "SUB001_MR2" / "7-Screen_Save" / "0001.dcm").is_file()
     assert "wrote 2 session(s)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    ([], "exactly one of --out DIR or --server URL"),
-    (["--out", "x", "--server", "http://127.0.0.1:9"], "exactly one of --out DIR or --server URL"),
-    (["--out", "x", "--csv", "y.csv"], "--csv is for --server"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "exactly one of --out DIR or --server URL"),
+        (["--out", "x", "--server", "http://127.0.0.1:9"], "exactly one of --out DIR or --server URL"),
+        (["--out", "x", "--csv", "y.csv"], "--csv is for --server"),
+    ],
+)
 def test_cli_argument_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["demo-data", *argv]) == 2

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import xnat
 
-from xnat_prep import client, subjects
-from xnat_prep.credentials import Credentials
+from xnat_prep import subjects
 from xnat_prep.demodata import seed_server
 from xnat_prep.demodata.protocols import session_protocol
 from xnat_prep.errors import UserError
@@ -22,8 +22,8 @@ def imports(server) -> int:
 def archive(server, project: str) -> dict[tuple[str, str], dict[str, tuple[str, int]]]:
     """{(subject, session): {scan id: (type, DICOM file count)}} as the server lists them."""
     out = {}
-    with client.connect(server.url, credentials=Credentials(*server.admin)) as xnat:
-        for subject in xnat.projects[project].subjects.values():
+    with xnat.connect(server.url, user=server.admin[0], password=server.admin[1]) as xs:
+        for subject in xs.projects[project].subjects.values():
             for experiment in subject.experiments.values():
                 out[(subject.label, experiment.label)] = {
                     scan.id: (scan.type or "", len(scan.resources["DICOM"].files))
@@ -36,8 +36,12 @@ def test_seed_creates_the_study_and_a_rerun_adds_nothing(xnat_server, tmp_path):
     csv = tmp_path / "subjects.csv"
     url, admin = xnat_server.url, xnat_server.admin
     sessions = seed_server(url, *admin, "DEMO", 2, 2, "tiny", edge_cases=True, csv=csv)
-    expected_sessions = [("SUB001", "SUB001_MR1"), ("SUB001", "SUB001_MR2"),
-                         ("SUB002", "SUB002_MR1"), ("SUB002", "SUB002_MR2")]
+    expected_sessions = [
+        ("SUB001", "SUB001_MR1"),
+        ("SUB001", "SUB001_MR2"),
+        ("SUB002", "SUB002_MR1"),
+        ("SUB002", "SUB002_MR2"),
+    ]
     assert sessions == expected_sessions
     expected_scans = {str(s.number): (s.description, s.n_files) for s in session_protocol("tiny", True)}
     held = archive(xnat_server, "DEMO")
@@ -54,9 +58,12 @@ def test_seed_creates_the_study_and_a_rerun_adds_nothing(xnat_server, tmp_path):
 
 def test_numeric_labels_stay_strings_and_new_subjects_are_added(xnat_server):
     assert seed_server(xnat_server.url, *xnat_server.admin, "NUM", 1, 1, "tiny", style="numeric") == [
-        ("001", "00101")]
+        ("001", "00101")
+    ]
     assert seed_server(xnat_server.url, *xnat_server.admin, "NUM", 2, 1, "tiny", style="numeric") == [
-        ("001", "00101"), ("002", "00201")]
+        ("001", "00101"),
+        ("002", "00201"),
+    ]
     assert imports(xnat_server) == 2  # the second call only imported subject 002
     assert sorted(archive(xnat_server, "NUM")) == [("001", "00101"), ("002", "00201")]
 
@@ -69,15 +76,33 @@ def test_wrong_password_is_a_user_error(xnat_server):
 
 def test_cli_takes_credentials_from_the_environment_only(xnat_server, tmp_path):
     csv = tmp_path / "out.csv"
-    argv = [sys.executable, "-m", "xnat_prep.cli", "demo-data", "--server", xnat_server.url,
-            "--project", "CLI", "--labels", "numeric", "--csv", str(csv)]
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("XNAT_", "XNATPY_")) and k != "NETRC"} | {"HOME": str(tmp_path)}
+    argv = [
+        sys.executable,
+        "-m",
+        "xnat_prep.cli",
+        "demo-data",
+        "--server",
+        xnat_server.url,
+        "--project",
+        "CLI",
+        "--labels",
+        "numeric",
+        "--csv",
+        str(csv),
+    ]
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("XNAT_", "XNATPY_")) and k != "NETRC"
+    } | {"HOME": str(tmp_path)}
     refused = subprocess.run(argv, env=clean, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "no XNAT credentials" in refused.stderr
     user, password = xnat_server.admin
-    done = subprocess.run(argv, env=clean | {"XNAT_USER": user, "XNAT_PASS": password},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        argv,
+        env=clean | {"XNAT_USER": user, "XNAT_PASS": password},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "holds 1 demo session(s)" in done.stdout
     assert sorted(archive(xnat_server, "CLI")) == [("001", "00101")]

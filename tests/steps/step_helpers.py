@@ -16,7 +16,7 @@ from dicomfake import write_series
 
 from xnat_prep.credentials import Credentials
 from xnat_prep.manifest import FileRow
-from xnat_prep.transfer import RetryPolicy
+from xnat_prep.xnat_api import RetryPolicy
 
 ADMIN = Credentials("admin", "admin", "test admin")
 FAST_RETRY = RetryPolicy(attempts=8, total_seconds=60, backoff=0.02, max_backoff=0.2)

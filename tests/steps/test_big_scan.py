@@ -28,9 +28,12 @@ import json, re, sys
 from pathlib import Path
 from xnat_prep import download
 from xnat_prep.manifest import FileRow
+from xnat_prep.xnat_api import Connection
 args = json.loads(sys.argv[1])
 files = {"1": [FileRow(**f) for f in args.pop("files")]}
-result = download.download_session(scans=[download.ScanTask("1", "BIG", "1")], files=files, **args)
+result = download.download_session(
+    Connection(args.pop("host")), scans=[download.ScanTask("1", "BIG", "1")], files=files, **args
+)
 hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
 print(json.dumps({"rss_mb": hwm_kb / 1024,
                   "requests": result["http_requests"], "method": result["scans"][0]["method"],
@@ -70,8 +73,7 @@ def test_download_memory_is_flat(tmp_path):
             "host": server.url,
             "session_id": session.session_id,
             "files": files,
-            "dest_dir": str(tmp_path / "out"),
-            "receipt": str(tmp_path / "session.json"),
+            "receipt": str(tmp_path / "out.json"),
         }
         env = os.environ | {"XNAT_USER": "admin", "XNAT_PASS": "admin"}
         runs = []

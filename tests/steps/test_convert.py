@@ -16,7 +16,7 @@ from xnat_prep import convert, receipts
 
 def run(tmp_path, dicom, **kwargs):
     out, receipt = tmp_path / "nifti" / "1-T1w", tmp_path / "nifti" / "1-T1w.json"
-    result = convert.convert_scan(dicom_dir=dicom, out_dir=out, receipt=receipt, name="sub_T1w", **kwargs)
+    result = convert.convert_scan(dicom_dir=dicom, receipt=receipt, name="sub_T1w", **kwargs)
     assert receipts.read(receipt) == result
     return result, out
 
@@ -126,7 +126,7 @@ def test_common_path_imports_neither_pydicom_nor_nibabel(tmp_path):
     write_series(tmp_path / "dicom", n_slices=2)
     code = (
         "import sys; from xnat_prep import convert; "
-        f"r = convert.convert_scan(dicom_dir={str(tmp_path / 'dicom')!r}, out_dir={str(tmp_path / 'o')!r}, "
+        f"r = convert.convert_scan(dicom_dir={str(tmp_path / 'dicom')!r}, "
         f"receipt={str(tmp_path / 'o.json')!r}, name='x'); "
         "print(r['status'], 'pydicom' in sys.modules, 'nibabel' in sys.modules)"
     )

@@ -12,7 +12,7 @@ from step_helpers import ADMIN, FAST_RETRY, import_session
 from xnat_prep import download, receipts
 from xnat_prep.manifest import FileRow
 from xnat_prep.server.testing import running_server
-from xnat_prep.transfer import Transfer, TransferError
+from xnat_prep.xnat_api import Connection, Session, XnatError
 
 FILES_PATH = "/resources/DICOM/files"
 
@@ -25,12 +25,11 @@ def fetch(session, scan_id, dest, **kwargs):
     """A session job of just scan ``scan_id`` into ``dest/scan_id``; the scan's line of the session
     receipt (which goes beside ``dest``)."""
     result = download.download_session(
-        host=session.url,
+        Connection(session.url),
         session_id=session.session_id,
         scans=[download.ScanTask(scan_id, "DICOM", scan_id)],
         files=session.files,
-        dest_dir=dest,
-        receipt=dest.parent / f"session-{scan_id}.json",
+        receipt=dest.with_name(dest.name + ".json"),
         retry=FAST_RETRY,
         **kwargs,
     )
@@ -47,7 +46,7 @@ def test_zip_slip_entries_are_refused(name):
     if "\\" in name:  # a backslash is an ordinary character in a zip name on POSIX: kept, not a path
         assert download._manifest_key(name, "u") == name
         return
-    with pytest.raises(TransferError, match="refusing entry"):
+    with pytest.raises(XnatError, match="refusing entry"):
         download._manifest_key(name, "u")
 
 
@@ -61,22 +60,22 @@ def test_nothing_missing_means_no_request_and_no_credentials(tmp_path, monkeypat
     for var in ("XNAT_USER", "XNAT_PASS", "XNATPY_USER", "XNATPY_PASS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "a.dcm").write_bytes(b"abc")
-    (tmp_path / "d" / ".b.dcm.part").write_bytes(b"crash leftover")
-    (tmp_path / "d" / "stale.dcm").write_bytes(b"no longer in the manifest")
+    scan = tmp_path / "E" / "d"
+    scan.mkdir(parents=True)
+    (scan / "a.dcm").write_bytes(b"abc")
+    (scan / ".b.dcm.part").write_bytes(b"crash leftover")
+    (scan / "stale.dcm").write_bytes(b"no longer in the manifest")
     files = [FileRow("1", "DICOM", "a.dcm", 3, hashlib.md5(b"abc").hexdigest(), "/nowhere")]
     result = download.download_session(
-        host="http://127.0.0.1:9",
+        Connection("http://127.0.0.1:9"),
         session_id="E",
         scans=[download.ScanTask("1", "DICOM", "d")],
         files={"1": files},
-        dest_dir=tmp_path,
-        receipt=tmp_path / "r.json",
+        receipt=tmp_path / "E.json",
     )
     assert result["http_requests"] == 0
     assert [(s["http_requests"], s["reused"], s["fetched"]) for s in result["scans"]] == [(0, 1, 0)]
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.dcm"]
+    assert sorted(p.name for p in scan.iterdir()) == ["a.dcm"]
 
 
 def test_download_one_request_per_scan_then_none(tmp_path, admin_env):
@@ -157,7 +156,7 @@ def test_expired_session_logs_in_again(tmp_path):
     with running_server(tmp_path / "xnat", session_timeout=0.5) as server:
         session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 2}])
         uris = [r.uri for r in session.files["1"]]
-        with Transfer(server.url, ADMIN, retry=FAST_RETRY) as transfer:
+        with Session(Connection(server.url), ADMIN, retry=FAST_RETRY) as transfer:
             assert transfer.get(uris[0], lambda r: r.content)
             time.sleep(1.0)
             assert transfer.get(uris[1], lambda r: r.content)
@@ -171,8 +170,8 @@ def test_wrong_password_is_one_clear_error(tmp_path):
 
     with (
         running_server(tmp_path / "xnat") as server,
-        Transfer(server.url, Credentials("admin", "wrong", "test source")) as transfer,
-        pytest.raises(TransferError, match="refused the credentials from test source"),
+        Session(Connection(server.url), Credentials("admin", "wrong", "test source")) as transfer,
+        pytest.raises(XnatError, match="refused the credentials from test source"),
     ):
         transfer.get("/data/projects", lambda r: r.content)
 
@@ -184,7 +183,7 @@ def test_stale_manifest_fails_naming_the_file(tmp_path, admin_env):
         rows = session.files["1"]
         gone = FileRow("1", "DICOM", "9999.dcm", 10, "0" * 32, rows[0].uri.replace(rows[0].path, "9999.dcm"))
         session.files["1"] = [*rows, gone]
-        with pytest.raises(TransferError, match=r"9999\.dcm: HTTP 404 \(is the manifest stale"):
+        with pytest.raises(XnatError, match=r"9999\.dcm: not found \(HTTP 404\) \(is the manifest stale"):
             fetch(session, "1", tmp_path / "out")
         work = download.work_dir(tmp_path / "out" / "1")
         assert sorted(p.name for p in work.iterdir()) == sorted(r.path for r in rows)  # kept for a rerun
@@ -194,7 +193,7 @@ def test_stale_manifest_fails_naming_the_file(tmp_path, admin_env):
 
         wrong = FileRow("1", "DICOM", rows[0].path, rows[0].size, "0" * 32, rows[0].uri)
         session.files["1"] = [wrong, *rows[1:]]
-        with pytest.raises(TransferError, match=r"0001\.dcm.*size or md5 differs"):
+        with pytest.raises(XnatError, match=r"0001\.dcm.*size or md5 differs"):
             fetch(session, "1", tmp_path / "out")
         assert sorted(p.name for p in work.iterdir()) == sorted(
             r.path for r in rows[1:]
@@ -216,17 +215,16 @@ def test_session_fetches_every_scan_on_one_connection_and_resumes_what_failed(tm
 
         def session_download(files):
             return download.download_session(
-                host=server.url,
+                Connection(server.url),
                 session_id=session.session_id,
                 scans=tasks,
                 files=files,
-                dest_dir=out,
                 receipt=tmp_path / "out" / "E1.json",
                 retry=FAST_RETRY,
             )
 
         mark = len(server.requests())
-        with pytest.raises(TransferError, match=r"session .*: 1 of 3 scan\(s\) failed: .*9999\.dcm"):
+        with pytest.raises(XnatError, match=r"session .*: 1 of 3 scan\(s\) failed: .*9999\.dcm"):
             session_download(stale)
         assert sorted(p.name for p in out.iterdir()) == [".2-T.part", "1-T", "1-T.json", "3-T", "3-T.json"]
         assert not (tmp_path / "out" / "E1.json").exists()

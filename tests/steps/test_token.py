@@ -10,9 +10,10 @@ import sys
 import pytest
 import requests
 
-from xnat_prep import credentials, token_cli
+from xnat_prep import credentials
 from xnat_prep.errors import UserError
 from xnat_prep.server.testing import running_server
+from xnat_prep.xnat_api import Client, Connection
 
 
 def cli(*args, env):
@@ -36,7 +37,7 @@ def test_issue_to_private_file_then_invalidate(tmp_path, env):
         issued = cli("issue", "--host", server.url, "--output", str(out), env=env)
         assert issued.returncode == 0, issued.stderr
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
-        token = token_cli.read_exports(out)
+        token = credentials.read_exports(out)
         assert token.user != "admin" and token.password not in issued.stdout + issued.stderr
         # The token works as credentials, through the same environment variables.
         assert requests.get(f"{server.url}/data/projects", auth=(token.user, token.password), timeout=30).ok
@@ -86,4 +87,4 @@ def test_mint_token_with_wrong_password_names_the_source(tmp_path):
     with running_server(tmp_path / "xnat") as server:
         bad = credentials.Credentials("admin", "nope", "the test's source")
         with pytest.raises(UserError, match="refused the credentials from the test's source"):
-            credentials.mint_token(server.url, bad)
+            Client(Connection(server.url), bad).mint_token()

@@ -6,23 +6,16 @@ import hashlib
 
 import pytest
 import requests
-from step_helpers import ADMIN, import_session
+from step_helpers import ADMIN, FAST_RETRY, import_session
 
 from xnat_prep import convert, receipts, upload, variables
 from xnat_prep.errors import UserError
 from xnat_prep.server.testing import running_server
-
-# Login/logout are xnatpy's session handling (PUT /data/services/auth, DELETE /data/JSESSION),
-# not changes to the archive.
-SESSION_PATHS = ("/data/services/auth", "/data/JSESSION")
+from xnat_prep.xnat_api import Connection
 
 
 def modifying(server, since):
-    return [
-        r
-        for r in server.requests()[since:]
-        if r["method"] in ("PUT", "POST", "DELETE") and r["path"] not in SESSION_PATHS
-    ]
+    return [r for r in server.requests()[since:] if r["method"] in ("PUT", "POST", "DELETE")]
 
 
 @pytest.fixture
@@ -45,7 +38,6 @@ def converted(tmp_path):
             receipt = tmp_path / "nifti" / f"{scan_id}.json"
             convert.convert_scan(
                 dicom_dir=tmp_path / "dicom" / "E1" / scan_id,
-                out_dir=tmp_path / "nifti" / scan_id,
                 receipt=receipt,
                 name=f"scan{scan_id}",
                 scan_id=scan_id,
@@ -70,8 +62,12 @@ def server_digests(server, session_id, scan_id):
 
 def test_upload_then_reupload_sends_nothing(tmp_path, converted):
     server, session, scans = converted
-    kwargs = {"host": server.url, "session_id": session.session_id, "scans": scans, "credentials": ADMIN}
-    first = upload.upload_session(receipt=tmp_path / "up1.json", **kwargs)
+    kwargs = {
+        "session_id": session.session_id,
+        "convert_receipts": [r for _, r in scans],
+        "credentials": ADMIN,
+    }
+    first = upload.upload_session(Connection(server.url), receipt=tmp_path / "up1.json", **kwargs)
     assert first["scans"]["3"]["status"] == "skipped"
     for scan_id in ("1", "2"):
         entry = first["scans"][scan_id]
@@ -80,11 +76,11 @@ def test_upload_then_reupload_sends_nothing(tmp_path, converted):
         assert server_digests(server, session.session_id, scan_id) == local
         for name, digest in local.items():
             assert hashlib.md5((tmp_path / "nifti" / scan_id / name).read_bytes()).hexdigest() == digest
-    assert first["versions"]["dcm2niix"] and first["versions"]["xnatpy"] == "0.8.1"
+    assert first["versions"]["dcm2niix"] and first["versions"]["xnat_prep"]
     assert server_digests(server, session.session_id, "3") == {}
 
     mark = len(server.requests())
-    second = upload.upload_session(receipt=tmp_path / "up2.json", **kwargs)
+    second = upload.upload_session(Connection(server.url), receipt=tmp_path / "up2.json", **kwargs)
     assert modifying(server, mark) == []
     assert second["sent"] == 0 and second["scans"]["1"]["unchanged"] == sorted(first["scans"]["1"]["sent"])
 
@@ -97,7 +93,7 @@ def test_upload_then_reupload_sends_nothing(tmp_path, converted):
             output["md5"] = hashlib.md5(nifti.read_bytes()).hexdigest()
     receipts.write(scans[0][1], data)
     mark = len(server.requests())
-    third = upload.upload_session(receipt=tmp_path / "up3.json", **kwargs)
+    third = upload.upload_session(Connection(server.url), receipt=tmp_path / "up3.json", **kwargs)
     assert third["scans"]["1"]["sent"] == ["scan1.json"] and third["sent"] == 1
     assert [r["method"] for r in modifying(server, mark)] == ["PUT"]
 
@@ -107,9 +103,9 @@ def test_upload_refuses_outputs_changed_since_conversion(tmp_path, converted):
     (tmp_path / "nifti" / "1" / "scan1.json").write_text("{}")
     with pytest.raises(UserError, match="changed since conversion"):
         upload.upload_session(
-            host=server.url,
+            Connection(server.url),
             session_id=session.session_id,
-            scans=scans,
+            convert_receipts=[r for _, r in scans],
             receipt=tmp_path / "u.json",
             credentials=ADMIN,
         )
@@ -120,10 +116,10 @@ def test_set_variables_twice_second_time_no_writes(tmp_path, converted):
     derived = [{"name": "bold_volumes", "scan_types": ["*bold*"], "measure": "n_volumes"}]
     values = variables.derive([r for _, r in scans], "xp_", derived) | {"group": "control"}
     assert values["xp_status"] == "complete" and values["bold_volumes"] == "1"
-    kwargs = {"host": server.url, "session_id": session.session_id, "values": values, "credentials": ADMIN}
+    kwargs = {"session_id": session.session_id, "values": values, "credentials": ADMIN}
 
     mark = len(server.requests())
-    first = variables.set_variables(receipt=tmp_path / "v1.json", **kwargs)
+    first = variables.set_variables(Connection(server.url), receipt=tmp_path / "v1.json", **kwargs)
     assert [r["method"] for r in modifying(server, mark)] == ["PUT"]  # all variables in one request
     assert first["written"] == sorted(values) and first["after"] == dict(sorted(values.items()))
     assert all(v is None for v in first["before"].values())
@@ -137,10 +133,57 @@ def test_set_variables_twice_second_time_no_writes(tmp_path, converted):
     assert {f["data_fields"]["name"]: f["data_fields"]["field"] for f in fields} == values
 
     mark = len(server.requests())
-    second = variables.set_variables(receipt=tmp_path / "v2.json", **kwargs)
+    second = variables.set_variables(Connection(server.url), receipt=tmp_path / "v2.json", **kwargs)
     assert modifying(server, mark) == [] and second["written"] == []
 
     changed = variables.set_variables(
-        receipt=tmp_path / "v3.json", **(kwargs | {"values": {"group": "patient"}})
+        Connection(server.url), receipt=tmp_path / "v3.json", **(kwargs | {"values": {"group": "patient"}})
     )
     assert changed["written"] == ["group"] and changed["before"] == {"group": "control"}
+
+
+def test_writes_complete_through_a_flaky_xnat_and_a_rerun_changes_nothing(tmp_path, converted):
+    """25% of every request to the session (PUTs included) answered 500/503/429 or reset: upload
+    and variables still complete, verified; a rerun on a healthy server sends no modifying request."""
+    server, session, scans = converted
+    faults = server.url + "/xapi/xnatprep/faults"
+    spec = "seed=5,error=0.2,reset=0.05,statuses=500:503:429,path=^/data/experiments/"
+    requests.put(faults, json={"spec": spec}, auth=server.admin, timeout=10).raise_for_status()
+    receipts_ = [r for _, r in scans]
+    values = variables.derive(receipts_, "xp_", []) | {"group": "control"}
+    connection = Connection(server.url)
+    mark = len(server.requests())
+    try:
+        for attempt in ("faults", "rerun"):
+            if attempt == "rerun":
+                requests.delete(faults, auth=server.admin, timeout=10).raise_for_status()
+                mark = len(server.requests())
+            uploaded = upload.upload_session(
+                connection,
+                session_id=session.session_id,
+                convert_receipts=receipts_,
+                receipt=tmp_path / f"up-{attempt}.json",
+                credentials=ADMIN,
+                retry=FAST_RETRY,
+            )
+            variables.set_variables(
+                connection,
+                session_id=session.session_id,
+                values=values,
+                receipt=tmp_path / f"v-{attempt}.json",
+                credentials=ADMIN,
+                retry=FAST_RETRY,
+            )
+            if attempt == "faults":
+                failed_writes = [r for r in modifying(server, mark) if r["status"] in (500, 503, 429)]
+                assert failed_writes, "the faults reached no PUT: the test proves nothing"
+                assert uploaded["sent"] == 4
+            else:
+                assert modifying(server, mark) == [] and uploaded["sent"] == 0
+    finally:
+        requests.delete(faults, auth=server.admin, timeout=10)
+    for scan_id in ("1", "2"):
+        entry = uploaded["scans"][scan_id]
+        assert server_digests(server, session.session_id, scan_id) == {
+            f["name"]: f["md5"] for f in entry["files"]
+        }

@@ -132,14 +132,14 @@ def test_load_file_errors(tmp_path) -> None:
 def test_host_from_environment(monkeypatch) -> None:
     data = config.validate(minimal())
     monkeypatch.delenv("XNAT_HOST", raising=False)
-    with pytest.raises(UserError, match=r"set xnat\.host in the config or the XNAT_HOST"):
+    with pytest.raises(UserError, match=r"set xnat\.host in the config, pass --host or set XNAT_HOST"):
         config.xnat_host(data)
     monkeypatch.setenv("XNAT_HOST", "https://env.example.org/")
     assert config.xnat_host(data) == "https://env.example.org"
     monkeypatch.setenv("XNAT_HOST", "env.example.org")
     with pytest.raises(UserError, match=r"XNAT_HOST: 'env\.example\.org' is not valid"):
         config.xnat_host(data)
-    assert config.connection(config.validate(cfg(**{"xnat": {"host": "http://h/"}})))["host"] == "http://h"
+    assert config.connection(config.validate(cfg(**{"xnat": {"host": "http://h/"}}))).host == "http://h"
 
 
 def test_ca_bundle_must_exist(tmp_path) -> None:
@@ -154,7 +154,7 @@ def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
     """What the workflow's `shell:` steps inherit: this Python's xnat-prep first, host and TLS."""
     import argparse
 
-    from xnat_prep import credentials
+    from xnat_prep.commands import options
 
     environ = {"PATH": "/usr/bin", "XNAT_INSECURE": "1", "XNAT_USER": "u"}
     data = config.validate(cfg(**{"xnat": {"host": "https://h.example.org/", "ca_bundle": "/ca.pem"}}))
@@ -163,6 +163,7 @@ def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
         "PATH": "/venv/bin:/usr/bin",
         "XNAT_HOST": "https://h.example.org",
         "XNAT_CA_BUNDLE": "/ca.pem",
+        "XNAT_MAX_CONNECTIONS": "4",
         "XNAT_USER": "u",  # credentials are not the config's business
     }
     config.export_for_jobs(data, environ, python="/venv/bin/python")
@@ -178,6 +179,6 @@ def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
                 mp.delenv(key, raising=False)
             for key, value in env.items():
                 mp.setenv(key, value)
-            credentials.add_connection_arguments(parser)
+            options.add_connection_arguments(parser)
             args = parser.parse_args([])
         assert (args.ca_bundle, args.insecure) == expected

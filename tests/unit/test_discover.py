@@ -12,6 +12,7 @@ from xnat_prep.credentials import Credentials
 from xnat_prep.demodata.protocols import session_protocol
 from xnat_prep.discover import Selection
 from xnat_prep.subjects import Subject
+from xnat_prep.xnat_api import RetryPolicy
 
 ADMIN = Credentials("admin", "admin", "test")
 
@@ -51,7 +52,14 @@ def run(server, tmp_path: Path, subjects: list[Subject], **scans):
         {"xnat": {"host": server.url}, "subjects": {"csv": "-"}, "output_root": str(tmp_path), "scans": scans}
     )
     before = len(server.requests())
-    result = discover.run_discovery(cfg, subjects, ADMIN)
+    result = discover.run_discovery(
+        config.connection(cfg),
+        subjects,
+        discover.Selection.from_config(cfg["scans"]),
+        cfg["output_root"],
+        credentials=ADMIN,
+        retry=RetryPolicy(attempts=8, backoff=0.01, max_backoff=0.05),
+    )
     return result, server.requests()[before:]
 
 
@@ -100,14 +108,13 @@ def test_problems_are_rows_not_failures(seeded, tmp_path: Path) -> None:
     messages = {(e.subject, e.session): e.message for e in result.errors}
     assert messages[("001", "001_MR7")] == "session 001_MR7 not found for this subject"
     assert messages[("NOPE", "")] == "subject not found in project DEMO"
-    assert messages[("X", "")].startswith("project NOPROJ: not found (HTTP 404")
+    assert messages[("X", "")] == "project NOPROJ: GET /data/projects/NOPROJ/subjects: not found (HTTP 404)"
     assert manifest.read_errors(tmp_path / paths.ERRORS_TSV) == result.errors
 
 
-def test_transient_errors_are_retried(seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_errors_are_retried(seeded, tmp_path: Path) -> None:
     import requests
 
-    monkeypatch.setattr(discover.time, "sleep", lambda seconds: None)
     faults = seeded.url + "/xapi/xnatprep/faults"
     requests.put(
         faults,

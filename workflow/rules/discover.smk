@@ -6,9 +6,6 @@ checkpoint discover:
         scans="<results>/manifest/scans.tsv",
         sessions="<results>/manifest/sessions.tsv",
         errors="<results>/manifest/errors.tsv",
-    params:
-        project=config["subjects"]["project"],
-        selection=canonical(config["scans"]),
     log:
         "logs/discover/discover.log",
     benchmark:
@@ -17,7 +14,11 @@ checkpoint discover:
         # It lists sessions over up to xnat.max_connections connections, but nothing else can
         # run meanwhile: every other job is known only once this checkpoint has finished.
         xnat_api=1,
-    conda:
-        "../envs/xnat-prep.yaml"
-    script:
-        "../../scripts/discover.py"
+    params:
+        # a changed project or selection lists again (params are rerun triggers)
+        project=config["subjects"]["project"] or "",
+        selection=as_json(config["scans"]),
+        root=output_root("scans", paths.SCANS_TSV),
+    shell:
+        "xnat-prep --log {log:q} discover --subjects {input.subjects:q} --project={params.project:q}"
+        " --selection {params.selection:q} --output-root {params.root:q}"

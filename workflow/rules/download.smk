@@ -4,20 +4,17 @@ rule download_session:
         # ancient: rediscovery rewrites the list; only a missing receipt means "download again"
         files=ancient("<results>/manifest/files/{project}/{subject}/{session}.tsv"),
     output:
+        # the scans' folders go beside it, in <results>/dicom/{project}/{subject}/{session}/
         receipt="<results>/dicom/{project}/{subject}/{session}.json",
-    params:
-        session_id=get_session_id,
-        scans=get_session_scan_tasks,
-        dest=folder_of("receipt"),  # the scans' folders go next to the receipt
     log:
         "logs/download_session/{project}/{subject}/{session}.log",
     benchmark:
         "benchmarks/download_session/{project}/{subject}/{session}.tsv"
     resources:
         xnat_api=1,  # one connection: the session's scans are fetched one after another
-    conda:
-        "../envs/xnat-prep.yaml"
+    params:
+        session_id=get_session_id,
+        scans=get_session_scan_tasks,
     shell:
         "xnat-prep --log {log:q} download-session --files {input.files:q}"
-        " --session-id {params.session_id:q} --scans {params.scans:q}"
-        " --dest {params.dest:q} --receipt {output.receipt:q}"
+        " --session-id {params.session_id:q} --scans {params.scans:q} --receipt {output.receipt:q}"

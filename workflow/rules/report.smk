@@ -3,13 +3,21 @@ rule report:
     input:
         unpack(get_report_inputs),
     output:
-        summary=report("<results>/report/summary.tsv", caption="../report/summary.rst", category="Run summary"),
-        amounts=report("<results>/report/data_amount.tsv", caption="../report/data_amount.rst", category="Data amount"),
-        plot=report("<results>/report/data_amount.png", caption="../report/data_amount_plot.rst", category="Data amount"),
+        summary=report(
+            "<results>/report/summary.tsv", caption="../report/summary.rst", category="Run summary"
+        ),
+        amounts=report(
+            "<results>/report/data_amount.tsv", caption="../report/data_amount.rst", category="Data amount"
+        ),
+        plot=report(
+            "<results>/report/data_amount.png",
+            caption="../report/data_amount_plot.rst",
+            category="Data amount",
+        ),
     log:
         "logs/report/report.log",
-    conda:
-        "../envs/xnat-prep.yaml"
-    script:
-        "../../scripts/report.py"
-
+    params:
+        root=output_root("summary", paths.SUMMARY_TSV),
+        steps=("" if UPLOAD else " --no-upload") + ("" if VARIABLES else " --no-variables"),
+    shell:
+        "xnat-prep --log {log:q} report --output-root {params.root:q}{params.steps}"

@@ -4,16 +4,15 @@ rule upload_session:
         converts=get_session_converts,
     output:
         receipt="<results>/receipts/upload/{project}/{subject}/{session}.json",
-    params:
-        session_id=get_session_id,
-        resource=config["upload"]["resource"],
     log:
         "logs/upload_session/{project}/{subject}/{session}.log",
     benchmark:
         "benchmarks/upload_session/{project}/{subject}/{session}.tsv"
     resources:
         xnat_api=1,
-    conda:
-        "../envs/xnat-prep.yaml"
-    script:
-        "../../scripts/upload_session.py"
+    params:
+        session_id=get_session_id,
+        resource=config["upload"]["resource"],
+    shell:
+        "xnat-prep --log {log:q} upload-session --session-id {params.session_id:q}"
+        " --convert-receipts {input.converts:q} --resource {params.resource:q} --receipt {output.receipt:q}"

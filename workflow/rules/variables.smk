@@ -5,15 +5,15 @@ rule set_variables:
         values=get_values_csv,
     output:
         receipt="<results>/receipts/variables/{project}/{subject}/{session}.json",
-    params:
-        session_id=get_session_id,
-        prefix=config["custom_variables"]["prefix"],
-        derived=canonical(config["custom_variables"]["derived"]),
     log:
         "logs/set_variables/{project}/{subject}/{session}.log",
     resources:
         xnat_api=1,
-    conda:
-        "../envs/xnat-prep.yaml"
-    script:
-        "../../scripts/set_variables.py"
+    params:
+        session_id=get_session_id,
+        prefix=config["custom_variables"]["prefix"],
+        derived=as_json(config["custom_variables"]["derived"]),
+    shell:
+        "xnat-prep --log {log:q} set-variables --session-id {params.session_id:q} --session {wildcards.session:q}"
+        " --convert-receipts {input.converts:q} --values-csv {input.values:q} --prefix {params.prefix:q}"
+        " --derived {params.derived:q} --receipt {output.receipt:q}"

@@ -1,7 +1,8 @@
 """Seed an XNAT server with demo sessions through its import service (``POST /data/services/import``).
 
-Each session is generated into a temporary folder, zipped and imported with the unmodified
-xnatpy client, a few sessions at a time in threads (generation is CPU, the upload is I/O).
+Each session is generated into a temporary folder, zipped and imported with xnatpy's import
+service call (on the product's HTTP policy, ``xnat_api.objects``), a few sessions at a time in
+threads (generation is CPU, the upload is I/O).
 Sessions whose label the project already has are skipped, so a rerun imports nothing.
 """
 
@@ -18,7 +19,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from xnat_prep import client
 from xnat_prep.credentials import Credentials
 from xnat_prep.demodata.dicom import SessionInfo
 from xnat_prep.demodata.generate import (
@@ -29,6 +29,8 @@ from xnat_prep.demodata.generate import (
     write_subjects_csv,
 )
 from xnat_prep.errors import UserError
+from xnat_prep.xnat_api import Client, Connection
+from xnat_prep.xnat_api.objects import xnatpy_session
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,17 @@ def zip_session(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def existing_sessions(connection: Any, project: str) -> set[str]:
+def existing_sessions(client: Client, project: str) -> set[str]:
     """Labels of the project's experiments (one listing request, no per-object fetches)."""
-    rows = connection.get_json(f"/data/projects/{project}/experiments", query={"columns": "ID,label"})
-    return {row["label"] for row in rows["ResultSet"]["Result"]}
+    return {
+        row["label"] for row in client.rows(f"/data/projects/{project}/experiments", {"columns": "ID,label"})
+    }
 
 
-def ensure_project(connection: Any, project: str) -> None:
+def ensure_project(client: Client, project: str) -> None:
     """Create the project unless it exists (``PUT /data/projects/{P}``, as XNAT's REST API allows)."""
-    connection.projects.clearcache()
-    if project not in connection.projects:
-        connection.put(f"/data/projects/{project}", accepted_status=[200, 201])
-        connection.projects.clearcache()
+    if project not in {row["ID"] for row in client.rows("/data/projects", {"columns": "ID"})}:
+        client.put(f"/data/projects/{project}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -86,10 +87,10 @@ def seed_server(
     """
     plans = plan_sessions(n_subjects, n_sessions, style, subject_labels)
     credentials = Credentials(user, password, "the seeding account")
-    connect = dict(verify_tls=verify_tls, ca_bundle=ca_bundle, credentials=credentials)
-    with client.connect(url, **connect) as connection:
-        ensure_project(connection, project)
-        have = existing_sessions(connection, project)
+    connection = Connection.from_settings(url, verify_tls, ca_bundle)
+    with Client(connection, credentials) as client:
+        ensure_project(client, project)
+        have = existing_sessions(client, project)
     todo = [p for p in plans if p.session not in have]
     for p in plans:
         if p.session in have:
@@ -100,11 +101,12 @@ def seed_server(
     with ExitStack() as stack, ThreadPoolExecutor(max(1, workers), thread_name_prefix="seed") as pool:
         lock = threading.Lock()
 
-        def connection() -> Any:
-            if not hasattr(local, "connection"):
+        def xnatpy() -> Any:
+            if not hasattr(local, "xs"):
                 with lock:
-                    local.connection = stack.enter_context(client.connect(url, **connect))
-            return local.connection
+                    session = stack.enter_context(Client(connection, credentials))
+                    local.xs = stack.enter_context(xnatpy_session(session))
+            return local.xs
 
         def seed_one(p: PlannedSession) -> None:
             info = SessionInfo(project, p.subject, p.session, seed, p.session_index)
@@ -115,7 +117,7 @@ def seed_server(
                 shutil.rmtree(folder)  # halves the peak disk use of a realistic session
                 # data= (a stream) rather than a path: xnatpy draws a progress bar for paths
                 with archive.open("rb") as stream:
-                    connection().services.import_(
+                    xnatpy().services.import_(
                         data=stream,
                         project=project,
                         subject=p.subject,

@@ -4,5 +4,5 @@ storage that the unmodified ``xnat`` (xnatpy) and ``pyxnat`` clients work agains
 Modules: ``cli`` (command), ``app`` (HTTP layer, routing), ``archive`` (project hierarchy),
 ``prearchive`` + ``importer`` (import service, prearchive), ``dicomdump``, ``store`` (SQLite +
 blobs), ``auth`` (users, sessions, tokens, roles), ``faults`` (fault injection), ``zipstream``,
-``testing`` (``running_server()`` for tests), ``users_cli`` (``xnat-prep users``).
+``testing`` (``running_server()`` for tests); its commands are ``xnat_prep.commands.server`` and ``.users``.
 """

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import atomic_write
 from xnat_prep.server.auth import ROLES, User, dump_users, hash_password, load_users_file
 
 
@@ -53,18 +52,8 @@ def read_password(login: str) -> str:
 
 def save(path: Path, users: dict[str, User]) -> None:
     """Write atomically with mode 0600 (the file holds password hashes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("# xnat-prep server users file; edit with `xnat-prep users`\n" + dump_users(users))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(temp, 0o600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    header = "# xnat-prep server users file; edit with `xnat-prep users`\n"
+    atomic_write(path, header + dump_users(users), mode=0o600)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 from pathlib import Path
 
 from xnat_prep import credentials
+from xnat_prep.commands import options
 from xnat_prep.demodata.protocols import SIZES
 from xnat_prep.errors import UserError
 
@@ -18,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--out", type=Path, help="write DIR/{subject}/{session}/{series}-{desc}/NNNN.dcm and DIR/subjects.csv"
     )
-    credentials.add_connection_arguments(where)
+    options.add_connection_arguments(where)
     where.add_argument(
         "--server",
         dest="host",
@@ -56,7 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.out is None) == (args.host is None):
         raise UserError("give exactly one of --out DIR or --server URL")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     start = time.monotonic()
     if args.out is not None:
         if args.csv is not None:
@@ -80,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from xnat_prep.demodata.seed import seed_server
 
-    host = args.host.rstrip("/")
+    connection = options.connection(args)
+    host = connection.host
     creds = credentials.resolve(host)
     sessions = seed_server(
         host,

@@ -1,0 +1,34 @@
+"""``xnat-prep convert-scan``: one scan's DICOM to NIfTI with dcm2niix."""
+
+from __future__ import annotations
+
+import argparse
+
+from xnat_prep import convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dicom", required=True, help="directory of the scan's DICOM files")
+    parser.add_argument(
+        "--receipt", required=True, help="receipt JSON to write; the outputs go in the folder of its name"
+    )
+    parser.add_argument("--name", required=True, help="dcm2niix -f file name pattern")
+    parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
+    parser.add_argument(
+        "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
+    )
+    parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
+    parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
+
+
+def run(args: argparse.Namespace) -> int:
+    convert.convert_scan(
+        dicom_dir=args.dicom,
+        receipt=args.receipt,
+        name=args.name,
+        extra=args.extra,
+        compress=args.compress == "y",
+        scan_id=args.scan_id,
+        scan_type=args.scan_type,
+    )
+    return 0

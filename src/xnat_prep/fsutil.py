@@ -1,0 +1,33 @@
+"""Writing files so that a crash leaves the old file or none, never half a file that looks complete."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, text: str, *, mode: int | None = None, fsync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary file is created 0600 (``mkstemp``), so a private file is never readable by others,
+    not even for a moment; ``mode`` is applied before the rename. ``fsync`` makes the content durable
+    before the name points at it (receipts, which say "done"); skip it for files that are rebuilt
+    anyway when lost.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,79 @@
+"""A workflow run's start and end, as plain functions (``onstart``/``onsuccess``/``onerror`` call them).
+
+Start: the credentials must be there before the first job; with ``xnat.alias_token`` the run
+swaps the password for one alias token, which the jobs find where they look for credentials first
+(the environment they inherit), never printed. End: the token is revoked; a full run lists every
+problem still standing (from the report built from the manifest and all receipts, so a rerun
+repeats what an earlier run found) and exits non-zero while any remains.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnat_prep import config as config_mod
+from xnat_prep import credentials, manifest, paths, report
+from xnat_prep.errors import UserError
+from xnat_prep.xnat_api import Client, Connection
+
+
+@dataclass
+class RunState:
+    """What the start of a run leaves for its end."""
+
+    connection: Connection | None = None
+    token: credentials.Credentials | None = None
+
+
+@dataclass
+class Outcome:
+    """The end of a run: lines for stderr and the exit status (0: nothing to add)."""
+
+    lines: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+def start(config: Mapping, environ: MutableMapping[str, str] = os.environ) -> RunState:
+    """Check that credentials are there; mint the run's alias token if the config asks."""
+    connection = config_mod.connection(config)
+    creds = credentials.resolve(connection.host)
+    state = RunState(connection)
+    if config["xnat"]["alias_token"]:
+        with Client(connection, creds) as client:
+            state.token = client.mint_token()
+        environ.update(XNAT_USER=state.token.user, XNAT_PASS=state.token.password)
+    return state
+
+
+def finish(config: Mapping, state: RunState, *, succeeded: bool, full_run: bool) -> Outcome:
+    """Revoke the alias token; after a successful full run, list the problems still standing."""
+    out = Outcome()
+    if state.token is not None and state.connection is not None:
+        try:
+            with Client(state.connection, state.token) as client:
+                client.invalidate_token(state.token)
+        except UserError as error:
+            out.lines.append(f"xnat-prep: warning: {error}")
+    if not succeeded or not full_run:
+        return out
+    root = Path(os.path.normpath(config["output_root"]))
+    summary = root / paths.SUMMARY_TSV
+    if not report.covers_manifest(summary, root):
+        # Snakemake 9.27 does not add to the run all the jobs that a checkpoint run again finds
+        out.lines.append(
+            "xnat-prep: discovery ran again and found work this run did not include; "
+            "run the same command again to process it"
+        )
+        out.exit_code = 1
+        return out
+    problems = report.problems(summary)
+    out.lines += [f"xnat-prep: problem: {line}" for line in problems]
+    if problems:
+        out.lines.append(f"xnat-prep: {len(problems)} problem(s); details in {summary}")
+        if manifest.read_errors(root / paths.ERRORS_TSV):
+            out.lines.append("xnat-prep: to list the subjects on XNAT again once fixed, add: -R discover")
+        out.exit_code = 1
+    return out

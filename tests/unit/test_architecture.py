@@ -1,0 +1,90 @@
+"""The module table of docs/architecture.md, enforced: who may import what, where arguments are parsed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "xnat_prep"
+ACCESS_LAYER = PACKAGE / "xnat_api"
+# The bundled server is the other end of the wire: it speaks HTTP, it does not call XNAT.
+SERVER = PACKAGE / "server"
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, anywhere in it (functions, TYPE_CHECKING)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_parser_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """The checks below are only as good as this: imports in functions and under TYPE_CHECKING count."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import requests\n"
+        "def f():\n    from xnat.session import XNATSession\n"
+    )
+    assert {"requests", "xnat"} <= imported(probe)
+
+
+@pytest.mark.parametrize("library", ["xnat", "requests"])
+def test_only_the_access_layer_talks_to_xnat(library: str) -> None:
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in modules()
+        if library in imported(p) and ACCESS_LAYER not in p.parents and SERVER not in p.parents
+    ]
+    assert offenders == []
+
+
+def test_argparse_only_in_the_commands_and_the_dispatcher() -> None:
+    allowed = {PACKAGE / "cli.py"}
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in modules()
+        if "argparse" in imported(p) and p not in allowed and p.parent != PACKAGE / "commands"
+    ]
+    assert offenders == []
+
+
+def test_every_command_is_a_module_of_commands() -> None:
+    from xnat_prep import cli
+
+    for name in cli.COMMANDS:
+        path = PACKAGE / "commands" / (name.replace("-", "_") + ".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert {"add_arguments", "run"} <= functions, path
+
+
+def test_logging_is_configured_once() -> None:
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in modules()
+        if "basicConfig" in p.read_text(encoding="utf-8") and p != PACKAGE / "cli.py"
+    ]
+    assert offenders == []
+
+
+def test_no_module_builds_the_receipt_folder_pairing_by_hand() -> None:
+    """``x.json`` beside ``x/`` is spelled in paths.outputs_of/receipt_of only (no ``[:-5]``, no
+    ``with_suffix("")`` on a receipt, no ``f"{scan}.json"``)."""
+    hand_made = ('[: -len(".json")]', "[: -len('.json')]", '.with_suffix("")', '.json"')
+    offenders = []
+    for path in modules():
+        if path == PACKAGE / "paths.py" or SERVER in path.parents:
+            continue
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.relative_to(PACKAGE)}: {h}" for h in hand_made if h in text]
+    assert offenders == []
