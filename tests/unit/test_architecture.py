@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,27 @@ def test_no_module_builds_the_receipt_folder_pairing_by_hand() -> None:
         text = path.read_text(encoding="utf-8")
         offenders += [f"{path.relative_to(PACKAGE)}: {h}" for h in hand_made if h in text]
     assert offenders == []
+
+
+# Runtime dependencies that the product uses without importing them, and how.
+USED_WITHOUT_IMPORT = {
+    "snakemake-executor-plugin-slurm": "profiles/slurm (executor: slurm)",
+    "pygments": "snakemake --report renders the report with it",
+    "dcm2niix": "its wheel ships the dcm2niix binary, run by convert.py",
+}
+IMPORT_NAMES = {"pyyaml": "yaml"}
+
+
+def test_every_runtime_dependency_is_used_by_the_product() -> None:
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in project["project"]["dependencies"]}
+    everything = set().union(*(imported(p) for p in modules()))
+    unused = sorted(
+        n
+        for n in names - set(USED_WITHOUT_IMPORT)
+        if IMPORT_NAMES.get(n, n).replace("-", "_") not in everything
+    )
+    assert unused == []
+    assert set(USED_WITHOUT_IMPORT) <= names  # no stale entry here
