@@ -72,8 +72,6 @@ def download_job(
         session_id,
         "--scans",
         '[{"scan_id": "1", "resource": "DICOM", "scan": "1-BIG"}]',
-        "--dest",
-        str(work / "BIG"),
         "--receipt",
         str(work / "BIG.json"),
         "--host",
