@@ -27,7 +27,9 @@ COMMANDS: dict[str, str] = {
     "convert-scan": "convert one scan's DICOM to NIfTI with dcm2niix",
     "upload-session": "upload a session's NIfTI results to XNAT",
     "set-variables": "write custom variables on a session",
+    "plan": "what a run will do (scans, bytes, requests, jobs, disk, time), before any download",
     "report": "summarise a run",
+    "summary": "what projects hold on XNAT: subjects, sessions, scans by type, files, bytes",
     "token": "mint or invalidate an XNAT alias token",
     "demo": "run the whole workflow end to end on the bundled demo server",
     "demo-data": "generate synthetic DICOM sessions, or seed a server with them",
@@ -75,6 +77,7 @@ def logging_to(path: str | None) -> Iterator[None]:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its INFO lines are about its own choices
     logging.captureWarnings(True)
     try:
         yield

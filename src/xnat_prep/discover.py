@@ -27,7 +27,15 @@ from urllib.parse import unquote
 from xnat_prep import manifest, paths
 from xnat_prep.credentials import Credentials
 from xnat_prep.credentials import resolve as resolve_credentials
-from xnat_prep.manifest import ErrorRow, FileRow, ScanRow, SessionIdentity, SessionRow, natural_key
+from xnat_prep.manifest import (
+    ErrorRow,
+    FileRow,
+    ScanRow,
+    SessionIdentity,
+    SessionRow,
+    SkippedRow,
+    natural_key,
+)
 from xnat_prep.subjects import Subject
 from xnat_prep.xnat_api import Client, Connection, CredentialsRefused, RetryPolicy, Unreachable, XnatError
 
@@ -57,17 +65,22 @@ class Selection:
 
     def matches(self, scan_type: str, series_description: str) -> bool:
         """Whether a scan is selected; an empty type is matched by ``*`` and by ``""``."""
+        return self.why_not(scan_type, series_description) == ""
+
+    def why_not(self, scan_type: str, series_description: str) -> str:
+        """Why a scan is not selected ("" when it is)."""
         scan_type = scan_type.strip().lower()
 
         def hit(globs: Iterable[str]) -> bool:
             return any(fnmatch.fnmatchcase(scan_type, g.strip().lower()) for g in globs)
 
-        if not hit(self.include_types) or hit(self.exclude_types):
-            return False
-        return (
-            self.series_description is None
-            or re.search(self.series_description, series_description) is not None
-        )
+        if not hit(self.include_types):
+            return "type not in scans.include_types"
+        if hit(self.exclude_types):
+            return "type in scans.exclude_types"
+        if self.series_description is not None and not re.search(self.series_description, series_description):
+            return "series description does not match scans.series_description"
+        return ""
 
 
 @dataclass
@@ -77,6 +90,7 @@ class Discovery:
     scans: list[ScanRow] = field(default_factory=list)
     sessions: list[SessionRow] = field(default_factory=list)
     errors: list[ErrorRow] = field(default_factory=list)
+    skipped: list[SkippedRow] = field(default_factory=list)
     files: dict[tuple[str, str, str], list[FileRow]] = field(default_factory=dict)
 
 
@@ -128,9 +142,16 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
     out = Discovery()
     try:
         scans = _listing(lambda: xs.scans(session.session_id))
-        picked = [
-            s for s in scans if selection.matches(s.get("type") or "", s.get("series_description") or "")
-        ]
+        picked = []
+        for scan in sorted(scans, key=lambda s: natural_key(str(s["ID"]))):
+            scan_type, description = scan.get("type") or "", scan.get("series_description") or ""
+            reason = selection.why_not(scan_type, description)
+            if reason:
+                out.skipped.append(
+                    SkippedRow(*astuple(session), str(scan["ID"]), scan_type, description, reason)
+                )
+            else:
+                picked.append(scan)
         file_rows = _listing(lambda: xs.session_files(session.session_id)) if picked else []
     except _ListingError as exc:
         out.errors.append(
@@ -146,13 +167,16 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
                 FileRow(scan_id, RESOURCE, path, int(row.get("Size") or 0), row.get("digest", ""), row["URI"])
             )
     seen: dict[str, str] = {}
-    for scan in sorted(picked, key=lambda s: natural_key(str(s["ID"]))):
+    for scan in picked:  # in scan order (sorted above)
         scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
         files = by_scan.get(scan_id, [])
+        description = scan.get("series_description") or ""
         if not files:
             log.info(
                 "%s scan %s (%r): no %s files; not selected", session.session, scan_id, scan_type, RESOURCE
             )
+            reason = f"no {RESOURCE} files"
+            out.skipped.append(SkippedRow(*astuple(session), scan_id, scan_type, description, reason))
             continue
         wildcard = paths.scan_dir(scan_id, scan_type)
         if wildcard in seen:
@@ -160,6 +184,8 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
                 f"scans {seen[wildcard]} and {scan_id} map to the same folder {wildcard}; {scan_id} skipped"
             )
             out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
+            reason = f"folder {wildcard} taken by scan {seen[wildcard]}"
+            out.skipped.append(SkippedRow(*astuple(session), scan_id, scan_type, description, reason))
             continue
         seen[wildcard] = scan_id
         out.scans.append(
@@ -246,6 +272,7 @@ def discover(
             result.scans += part.scans
             result.sessions += part.sessions
             result.errors += part.errors
+            result.skipped += part.skipped
             result.files.update(part.files)
     return result
 
@@ -267,6 +294,7 @@ def write(root: str | Path, result: Discovery) -> None:
             stale.unlink()
     manifest.write_tsv(root / paths.SESSIONS_TSV, result.sessions, SessionRow)
     manifest.write_tsv(root / paths.ERRORS_TSV, result.errors, ErrorRow)
+    manifest.write_tsv(root / paths.SKIPPED_TSV, result.skipped, SkippedRow)
     manifest.write_tsv(root / paths.SCANS_TSV, result.scans, ScanRow)
 
 

@@ -234,7 +234,7 @@ def _plan(
     """What the scan still needs: nothing if its receipt is complete, else the files missing
     from its work folder (an earlier complete folder is moved there first)."""
     targets = _targets(files)
-    listed = [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
+    listed = _listed(targets)
     plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic())
     plan.done = _done_receipt(receipt, dest, targets, listed)
     if plan.done is not None:
@@ -253,6 +253,18 @@ def _plan(
     for folder in {(work / t.rel).parent for t in plan.missing}:  # once per folder, not per file
         folder.mkdir(parents=True, exist_ok=True)
     return plan
+
+
+def _listed(targets: list[_Target]) -> list[dict[str, Any]]:
+    """The receipt's ``files``: what the scan's folder holds when it is done."""
+    return [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
+
+
+def verified_locally(receipt: Path, files: Sequence[FileSpec]) -> bool:
+    """Whether a scan is downloaded already: its receipt lists exactly ``files`` and each is in the
+    folder beside it with its size (what a download job checks before sending any request)."""
+    targets = _targets(files)
+    return _done_receipt(receipt, paths.outputs_of(receipt), targets, _listed(targets)) is not None
 
 
 def _counted(transfer: Session, fn: Callable[..., T], *args: Any) -> tuple[T, int]:

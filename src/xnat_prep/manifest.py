@@ -74,9 +74,19 @@ class ErrorRow:
     message: str
 
 
+@dataclass(frozen=True)
+class SkippedRow(SessionIdentity):
+    """A scan discovery did not select, and why (a row of ``skipped.tsv``: the plan's inventory)."""
+
+    scan_id: str
+    scan_type: str
+    series_description: str
+    reason: str
+
+
 _CR = re.compile(r"\r\n?")
 
-Row = TypeVar("Row", ScanRow, SessionRow, FileRow, ErrorRow)
+Row = TypeVar("Row", ScanRow, SessionRow, FileRow, ErrorRow, SkippedRow)
 
 
 def columns(row_type: type) -> list[str]:
@@ -141,6 +151,14 @@ def read_sessions(path: str | Path) -> list[SessionRow]:
 def read_errors(path: str | Path) -> list[ErrorRow]:
     """All rows of ``errors.tsv``."""
     return read_tsv(path, ErrorRow)
+
+
+def read_skipped(path: str | Path) -> list[SkippedRow]:
+    """All rows of ``skipped.tsv`` (none before a discovery that wrote it)."""
+    try:
+        return read_tsv(path, SkippedRow)
+    except FileNotFoundError:
+        return []
 
 
 def read_session_files(path: str | Path) -> dict[str, list[FileRow]]:

@@ -20,6 +20,8 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.SUMMARY_TSV,
     paths.DATA_AMOUNT_TSV,
     paths.DATA_AMOUNT_PNG,
+    paths.PLAN_TSV,
+    paths.INVENTORY_TSV,
 }
 
 

@@ -489,16 +489,36 @@ def listing(h: Handler, loc: Loc) -> None:
     elif coll == "subjects":
         objs = store.subjects(loc.project.id if loc.project else None)
     elif coll == "experiments":
-        objs = store.experiments(
-            loc.project.id if loc.project else None, loc.subject.id if loc.subject else None
-        )
+        # /data/experiments?project=P filters like /data/projects/P/experiments (XNAT's search)
+        project = loc.project.id if loc.project else h.query.get("project") or None
+        objs = store.experiments(project, loc.subject.id if loc.subject else None)
+        if h.query.get("xsiType", "").lower() == "xnat:imagesessiondata":
+            objs = [o for o in objs if o.xsi_type.endswith("SessionData")]
     else:
         assert loc.experiment is not None
         objs = store.scans(loc.experiment.id)
     visible = h.server.auth.readable_projects(user)
     if visible is not None and coll != "scans":
         objs = [o for o in objs if (o.project or o.id) in visible]
-    h.send_result_set([with_columns(store, o, listing_row(store, o), columns) for o in objs])
+    rows = [with_columns(store, o, listing_row(store, o), columns) for o in objs]
+    if coll == "experiments" and SCAN_COLUMN.search(columns):
+        rows = [r for o, row in zip(objs, rows, strict=True) for r in scan_rows(store, o, row, columns)]
+    h.send_result_set(rows)
+
+
+SCAN_COLUMN = re.compile(r"(^|,)xnat:imagescandata/", re.I)
+
+
+def scan_rows(store: Store, experiment: Obj, row: dict[str, Any], columns: str) -> list[dict[str, Any]]:
+    """XNAT's search join: asked for ``xnat:imagescandata/...`` columns, an experiment listing has
+    one row per scan (DAX lists a whole project's scans this way); a session without scans, none."""
+    wanted = [c for c in columns.split(",") if SCAN_COLUMN.search(c)]
+    out = []
+    for scan in store.scans(experiment.id):
+        values = {"id": scan.id, **{k.lower(): str(v) for k, v in scan.extra.items()}}
+        base = {k: v for k, v in row.items() if not SCAN_COLUMN.search(k)}
+        out.append(base | {c.lower(): values.get(c.rsplit("/", 1)[1].lower(), "") for c in wanted})
+    return out
 
 
 # ---- creation and update -------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from xnat_prep.xnat_api.http import NotFound, Session, XnatError
 SUBJECT_COLUMNS = "ID,label"
 EXPERIMENT_COLUMNS = "ID,label,xsiType"
 SCAN_COLUMNS = "ID,type,series_description,xsiType"
+PROJECT_EXPERIMENT_COLUMNS = "ID,label,subject_ID,subject_label,xsiType,date"
+PROJECT_SCAN_COLUMNS = (
+    "ID,label,xnat:imagescandata/id,xnat:imagescandata/type,xnat:imagescandata/series_description"
+)
 
 
 def _q(part: str) -> str:
@@ -38,6 +42,16 @@ class Client(Session):
 
     def scans(self, session_id: str) -> list[dict[str, Any]]:
         return self.rows(f"/data/experiments/{_q(session_id)}/scans", {"columns": SCAN_COLUMNS})
+
+    def project_experiments(self, project: str) -> list[dict[str, Any]]:
+        """Every experiment of a project with its subject, type and date: one request."""
+        return self.rows(f"/data/projects/{_q(project)}/experiments", {"columns": PROJECT_EXPERIMENT_COLUMNS})
+
+    def project_scans(self, project: str) -> list[dict[str, Any]]:
+        """One row per scan of every image session of a project: one request (XNAT's search over
+        ``xnat:imagescandata`` columns, as DAX lists a project). Keys are the column names."""
+        params = {"project": project, "xsiType": "xnat:imageSessionData", "columns": PROJECT_SCAN_COLUMNS}
+        return self.rows("/data/experiments", params)
 
     def session_files(self, session_id: str) -> list[dict[str, Any]]:
         """Every file of every scan resource of a session (with ``digest``) in one listing."""

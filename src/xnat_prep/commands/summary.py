@@ -1,0 +1,38 @@
+"""``xnat-prep summary``: what projects hold on XNAT (subjects, sessions, scans by type, files, bytes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xnat_prep import summary
+from xnat_prep.commands import options
+from xnat_prep.errors import UserError
+from xnat_prep.xnat_api import AccessDenied, Client, NotFound
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", action="append", required=True, help="project ID; repeatable")
+    parser.add_argument(
+        "--counts-only",
+        action="store_true",
+        help="counts without files and bytes: 3 requests per project, whatever its size "
+        "(the full summary lists each session's files: 3 + 1 per session)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("summary"), help="folder for the TSVs and plots")
+    options.add_connection_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    with Client(options.connection(args)) as client:
+        projects = []
+        for project in dict.fromkeys(args.project):
+            try:
+                projects.append(summary.collect(client, project, counts_only=args.counts_only))
+            except (NotFound, AccessDenied) as exc:
+                raise UserError(f"project {project}: not found, or no access for this user ({exc})") from None
+    found = summary.tables(projects)
+    written = summary.write(found, args.out)
+    print(found["projects"].to_string(index=False))
+    print(f"summary: {len(written)} files in {args.out} ({sum(p.requests for p in projects)} requests)")
+    return 0

@@ -1,0 +1,243 @@
+"""``summary``: what a project holds on XNAT, before any download, at a fixed request cost.
+
+Counts (3 requests per project, whatever its size): the subject listing, the experiment listing
+(sessions with type, subject and date) and one project-wide scan listing (each scan's type and
+series description, as DAX lists a project). The full summary adds one ``scans/ALL/files`` listing
+per session (every file with its size and md5): files, bytes and the share of files with a server
+checksum — 3 + 1 per session. (One more than the bare minimum of 2 + 1 per session: the subject
+listing also counts subjects that have no session yet.)
+
+The tables are built with pandas: per project, subject, session, and scan type x series
+description; two plots (bytes by scan type, sessions over time).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xnat_prep.fsutil import atomic_write
+from xnat_prep.xnat_api import Client
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+_SCAN_IN_URI = re.compile(r"/scans/([^/]+)/resources/")
+TABLES = ("projects", "subjects", "sessions", "scan_types")
+
+
+@dataclass
+class ProjectData:
+    """The rows XNAT answered for one project (``files`` empty in counts-only mode)."""
+
+    project: str
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    scans: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] | None = None  # one row per file: session_id, scan_id, size, md5
+    requests: int = 0
+
+
+def _get(row: dict[str, Any], key: str) -> str:
+    """A column of a listing row; XNAT lower-cases xpath column names in some versions."""
+    if key in row:
+        return str(row[key] or "")
+    lowered = {k.lower(): v for k, v in row.items()}
+    return str(lowered.get(key.lower()) or "")
+
+
+def collect(client: Client, project: str, *, counts_only: bool = False) -> ProjectData:
+    """List one project: 3 requests, plus one per image session unless ``counts_only``."""
+    before = client.requests
+    data = ProjectData(project)
+    data.subjects = client.subjects(project)
+    data.sessions = [
+        s for s in client.project_experiments(project) if str(s.get("xsiType", "")).endswith("SessionData")
+    ]
+    data.scans = [
+        {
+            "session_id": _get(row, "ID"),
+            "scan_id": _get(row, "xnat:imagescandata/id"),
+            "scan_type": _get(row, "xnat:imagescandata/type"),
+            "series_description": _get(row, "xnat:imagescandata/series_description"),
+        }
+        for row in client.project_scans(project)
+        if _get(row, "xnat:imagescandata/id")
+    ]
+    if not counts_only:
+        data.files = []
+        for session in data.sessions:
+            for row in client.session_files(str(session["ID"])):
+                match = _SCAN_IN_URI.search(str(row.get("URI", "")))
+                if match:
+                    data.files.append(
+                        {
+                            "session_id": str(session["ID"]),
+                            "scan_id": match.group(1),
+                            "size": int(row.get("Size") or 0),
+                            "md5": str(row.get("digest") or ""),
+                        }
+                    )
+    data.requests = client.requests - before
+    return data
+
+
+def tables(projects: Sequence[ProjectData]) -> dict[str, pd.DataFrame]:
+    """The summary tables: per project, subject, session, and scan type x series description."""
+    import pandas as pd
+
+    full = all(p.files is not None for p in projects)
+    sessions = pd.DataFrame(
+        [
+            {
+                "project": p.project,
+                "subject": str(s.get("subject_label") or s.get("subject_ID") or ""),
+                "session": str(s.get("label", "")),
+                "session_id": str(s["ID"]),
+                "xsi_type": str(s.get("xsiType", "")),
+                "date": str(s.get("date") or ""),
+            }
+            for p in projects
+            for s in p.sessions
+        ],
+        columns=["project", "subject", "session", "session_id", "xsi_type", "date"],
+    )
+    scans = pd.DataFrame(
+        [{"project": p.project, **row} for p in projects for row in p.scans],
+        columns=["project", "session_id", "scan_id", "scan_type", "series_description"],
+    )
+    scans = scans.merge(sessions[["session_id", "subject", "session"]], on="session_id", how="inner")
+    files = pd.DataFrame(
+        [row for p in projects for row in p.files or []], columns=["session_id", "scan_id", "size", "md5"]
+    )
+    per_scan = files.groupby(["session_id", "scan_id"]).agg(
+        files=("size", "size"), bytes=("size", "sum"), with_md5=("md5", lambda m: int((m != "").sum()))
+    )
+    scans = scans.join(per_scan, on=["session_id", "scan_id"])
+    for column in ("files", "bytes", "with_md5"):
+        scans[column] = scans[column].fillna(0).astype(int)
+
+    def amounts(group: Any) -> pd.DataFrame:
+        out = group.agg(
+            scans=("scan_id", "size"),
+            files=("files", "sum"),
+            bytes=("bytes", "sum"),
+            with_md5=("with_md5", "sum"),
+        )
+        return out
+
+    by_session = amounts(scans.groupby("session_id"))
+    session_table = sessions.join(by_session, on="session_id")
+    for column in ("scans", "files", "bytes", "with_md5"):
+        session_table[column] = session_table[column].fillna(0).astype(int)
+    subject_table = (
+        session_table.groupby(["project", "subject"])
+        .agg(
+            sessions=("session_id", "size"),
+            scans=("scans", "sum"),
+            files=("files", "sum"),
+            bytes=("bytes", "sum"),
+        )
+        .reset_index()
+    )
+    type_table = (
+        scans.groupby(["project", "scan_type", "series_description"])
+        .agg(
+            sessions=("session_id", "nunique"),
+            scans=("scan_id", "size"),
+            files=("files", "sum"),
+            bytes=("bytes", "sum"),
+        )
+        .reset_index()
+        .sort_values(["project", "bytes", "scans"], ascending=[True, False, False])
+    )
+    project_rows = []
+    for p in projects:
+        mine = session_table[session_table["project"] == p.project]
+        dates = sorted(d for d in mine["date"] if d)
+        by_type = mine.groupby("xsi_type").size()
+        n_files = int(mine["files"].sum())
+        project_rows.append(
+            {
+                "project": p.project,
+                "subjects": len(p.subjects),
+                "sessions": len(mine),
+                "sessions_by_type": ", ".join(f"{t}={n}" for t, n in sorted(by_type.items())),
+                "scans": int(mine["scans"].sum()),
+                "files": n_files if full else "",
+                "bytes": int(mine["bytes"].sum()) if full else "",
+                "md5_share": (round(int(mine["with_md5"].sum()) / n_files, 4) if n_files else "")
+                if full
+                else "",
+                "first_date": dates[0] if dates else "",
+                "last_date": dates[-1] if dates else "",
+                "requests": p.requests,
+            }
+        )
+    found = {
+        "projects": pd.DataFrame(project_rows),
+        "subjects": subject_table,
+        "sessions": session_table.drop(columns=["with_md5"]),
+        "scan_types": type_table,
+    }
+    if not full:  # no file listings: no file or byte columns rather than zeros
+        found = {
+            k: t.drop(columns=["files", "bytes"], errors="ignore") if k != "projects" else t
+            for k, t in found.items()
+        }
+    return found
+
+
+def write(found: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """The tables as ``{name}.tsv`` and the plots as PNG under ``out_dir``; returns the files."""
+    out = Path(out_dir)
+    written = [
+        atomic_write(out / f"{name}.tsv", found[name].to_csv(sep="\t", index=False, lineterminator="\n"))
+        for name in TABLES
+    ]
+    return written + plot(found, out)
+
+
+def plot(found: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """``bytes_by_scan_type.png`` (or scans, in counts-only mode) and ``sessions_over_time.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    types = found["scan_types"]
+    measure = "bytes" if "bytes" in types else "scans"
+    top = types.groupby("scan_type")[measure].sum().sort_values().tail(25)
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(top) + 1.5), layout="constrained")
+    values = top / 1e6 if measure == "bytes" else top
+    ax.barh([t or "(no type)" for t in top.index], values)
+    ax.set(xlabel="MB" if measure == "bytes" else "scans", title=f"{measure.capitalize()} by scan type")
+    by_type = out / "bytes_by_scan_type.png"
+    fig.savefig(by_type, dpi=100)
+    plt.close(fig)
+
+    sessions = found["sessions"]
+    months = sessions["date"].str.slice(0, 7)
+    counts = months[months != ""].value_counts().sort_index()
+    fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
+    ax.bar(list(counts.index) or ["(no dates)"], list(counts.values) or [0])
+    ax.set(ylabel="sessions", title="Sessions per month (XNAT session date)")
+    ax.tick_params(axis="x", labelrotation=90)
+    over_time = out / "sessions_over_time.png"
+    fig.savefig(over_time, dpi=100)
+    plt.close(fig)
+    return [by_type, over_time]
+
+
+def summarise(
+    client: Client, projects: Iterable[str], *, counts_only: bool = False
+) -> dict[str, pd.DataFrame]:
+    """Collect and tabulate several projects."""
+    return tables([collect(client, p, counts_only=counts_only) for p in dict.fromkeys(projects)])
