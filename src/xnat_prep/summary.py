@@ -123,16 +123,12 @@ def tables(projects: Sequence[ProjectData]) -> dict[str, pd.DataFrame]:
     for column in ("files", "bytes", "with_md5"):
         scans[column] = scans[column].fillna(0).astype(int)
 
-    def amounts(group: Any) -> pd.DataFrame:
-        out = group.agg(
-            scans=("scan_id", "size"),
-            files=("files", "sum"),
-            bytes=("bytes", "sum"),
-            with_md5=("with_md5", "sum"),
-        )
-        return out
-
-    by_session = amounts(scans.groupby("session_id"))
+    by_session = scans.groupby("session_id").agg(
+        scans=("scan_id", "size"),
+        files=("files", "sum"),
+        bytes=("bytes", "sum"),
+        with_md5=("with_md5", "sum"),
+    )
     session_table = sessions.join(by_session, on="session_id")
     for column in ("scans", "files", "bytes", "with_md5"):
         session_table[column] = session_table[column].fillna(0).astype(int)
