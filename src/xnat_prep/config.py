@@ -117,6 +117,20 @@ def validate(config: dict, source: str = "config") -> dict:
             raise UserError(
                 f"{source}: scans.series_description: not a valid regular expression ({exc})"
             ) from None
+    criteria = config["scans"]["dicom"]
+    if criteria:
+        from pydicom.datadict import tag_for_keyword  # only when criteria are set: ~0.3 s to import
+
+        for keyword, pattern in criteria.items():
+            if tag_for_keyword(keyword) is None:
+                raise UserError(f"{source}: scans.dicom.{keyword}: not a DICOM keyword (e.g. ImageType)")
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    raise UserError(
+                        f"{source}: scans.dicom.{keyword}: not a valid regular expression ({exc})"
+                    ) from None
     names = [d["name"] for d in config["custom_variables"]["derived"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -28,6 +28,7 @@ from xnat_prep import manifest, paths
 from xnat_prep.credentials import Credentials
 from xnat_prep.credentials import resolve as resolve_credentials
 from xnat_prep.manifest import (
+    DicomRow,
     ErrorRow,
     FileRow,
     ScanRow,
@@ -53,6 +54,8 @@ class Selection:
     include_types: tuple[str, ...] = ("*",)
     exclude_types: tuple[str, ...] = ()
     series_description: str | None = None
+    dicom: tuple[tuple[str, str], ...] = ()  # (keyword, pattern): see dicom_mismatch
+    dicom_sampling: str = "series"  # or "every_scan"
 
     @classmethod
     def from_config(cls, scans: Mapping[str, Any]) -> Selection:
@@ -61,6 +64,8 @@ class Selection:
             tuple(scans.get("include_types", ("*",))),
             tuple(scans.get("exclude_types", ())),
             scans.get("series_description"),
+            tuple(sorted((scans.get("dicom") or {}).items())),
+            scans.get("dicom_sampling", "series"),
         )
 
     def matches(self, scan_type: str, series_description: str) -> bool:
@@ -80,6 +85,21 @@ class Selection:
             return "type in scans.exclude_types"
         if self.series_description is not None and not re.search(self.series_description, series_description):
             return "series description does not match scans.series_description"
+        return ""
+
+    def dicom_mismatch(self, values: Mapping[str, str]) -> str:
+        """Why header ``values`` (keyword -> value) fail ``dicom`` ("" when they meet every criterion).
+
+        A pattern is a case-insensitive glob on the whole value, or ``re:`` and a regex searched in it.
+        """
+        for keyword, pattern in self.dicom:
+            value = values.get(keyword, "")
+            if pattern.startswith("re:"):
+                ok = re.search(pattern[3:], value) is not None
+            else:
+                ok = fnmatch.fnmatchcase(value.lower(), pattern.lower())
+            if not ok:
+                return f"DICOM {keyword} {value!r} does not match {pattern!r}"
         return ""
 
 
@@ -137,21 +157,91 @@ def _subject_sessions(xs: Client, subject: Subject, subject_id: str) -> list[Ses
     return [found[s] for s in subject.sessions]
 
 
-def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -> Discovery:
-    """The selected scans of one session with their DICOM files."""
-    out = Discovery()
+@dataclass
+class _Listed:
+    """One session's scans after the type and description selection, before its files are listed."""
+
+    session: SessionIdentity
+    picked: list[dict[str, Any]] = field(default_factory=list)
+    out: Discovery = field(default_factory=lambda: Discovery())
+
+
+def _session_listing(xs: Client, session: SessionIdentity, selection: Selection) -> _Listed:
+    """The scans of one session that the type and description selection picks."""
+    listed = _Listed(session)
     try:
         scans = _listing(lambda: xs.scans(session.session_id))
-        picked = []
-        for scan in sorted(scans, key=lambda s: natural_key(str(s["ID"]))):
-            scan_type, description = scan.get("type") or "", scan.get("series_description") or ""
-            reason = selection.why_not(scan_type, description)
-            if reason:
-                out.skipped.append(
-                    SkippedRow(*astuple(session), str(scan["ID"]), scan_type, description, reason)
-                )
+    except _ListingError as exc:
+        message = f"cannot list scans: {exc}"
+        listed.out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
+        return listed
+    for scan in sorted(scans, key=lambda s: natural_key(str(s["ID"]))):
+        scan_type, description = scan.get("type") or "", scan.get("series_description") or ""
+        reason = selection.why_not(scan_type, description)
+        if reason:
+            listed.out.skipped.append(
+                SkippedRow(*astuple(session), str(scan["ID"]), scan_type, description, reason)
+            )
+        else:
+            listed.picked.append(scan)
+    return listed
+
+
+def _by_dicom(
+    xs: Client, listed: Sequence[_Listed], selection: Selection, cache: dict[tuple[str, str], dict[str, str]]
+) -> None:
+    """Drop the picked scans whose DICOM header fails ``selection.dicom`` (moved to skipped).
+
+    One dump request per sampled scan: the first scan of each distinct (project, type, series
+    description) with ``dicom_sampling: series``, every scan otherwise; ``cache`` ((session ID,
+    scan ID) -> keyword -> value) spares the requests a rerun would repeat, and gets the new answers.
+    """
+    from pydicom.datadict import keyword_for_tag  # only with criteria: ~0.3 s to import
+
+    keywords = [k for k, _ in selection.dicom]
+    groups: dict[tuple[str, ...], list[tuple[_Listed, dict[str, Any]]]] = {}
+    for item in listed:
+        for scan in item.picked:
+            key = (item.session.project, scan.get("type") or "", scan.get("series_description") or "")
+            if selection.dicom_sampling == "every_scan":
+                key += (item.session.session_id, str(scan["ID"]))
+            groups.setdefault(key, []).append((item, scan))
+    rejected: set[tuple[str, str]] = set()
+    for members in groups.values():
+        sample_item, sample = members[0]
+        where = (sample_item.session.session_id, str(sample["ID"]))
+        reason = ""
+        if not all(k in cache.get(where, {}) for k in keywords):
+            try:
+                by_tag = xs.dicom_values(sample_item.session.project, *where, keywords)
+            except (Unreachable, CredentialsRefused):
+                raise
+            except XnatError as exc:
+                reason = f"DICOM header not readable ({exc})"
             else:
-                picked.append(scan)
+                values = {
+                    keyword_for_tag(int(t.strip("()").replace(",", ""), 16)): v for t, v in by_tag.items()
+                }
+                cache[where] = {k: values.get(k, "") for k in keywords}
+        reason = reason or selection.dicom_mismatch(cache[where])
+        if not reason:
+            continue
+        sampled = "" if len(members) == 1 else f" (sampled scan {where[1]} of {sample_item.session.session})"
+        for item, scan in members:
+            rejected.add((item.session.session_id, str(scan["ID"])))
+            scan_type, description = scan.get("type") or "", scan.get("series_description") or ""
+            row = SkippedRow(
+                *astuple(item.session), str(scan["ID"]), scan_type, description, reason + sampled
+            )
+            item.out.skipped.append(row)
+    for item in listed:
+        item.picked = [s for s in item.picked if (item.session.session_id, str(s["ID"])) not in rejected]
+
+
+def _session_scans(xs: Client, listed: _Listed) -> Discovery:
+    """The picked scans of one session with their DICOM files."""
+    session, picked, out = listed.session, listed.picked, listed.out
+    try:
         file_rows = _listing(lambda: xs.session_files(session.session_id)) if picked else []
     except _ListingError as exc:
         out.errors.append(
@@ -215,7 +305,11 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
 
 
 def discover(
-    connect: Callable[[], Client], subjects: Sequence[Subject], selection: Selection, max_connections: int = 4
+    connect: Callable[[], Client],
+    subjects: Sequence[Subject],
+    selection: Selection,
+    max_connections: int = 4,
+    dicom_cache: dict[tuple[str, str], dict[str, str]] | None = None,
 ) -> Discovery:
     """List ``subjects`` on XNAT. ``connect()`` opens a client (a context manager).
 
@@ -268,7 +362,10 @@ def discover(
                 result.errors.append(found)
             else:
                 sessions += found
-        for part in run(lambda s: _session_scans(connection(), s, selection), [(s,) for s in sessions]):
+        listed = run(lambda s: _session_listing(connection(), s, selection), [(s,) for s in sessions])
+        if selection.dicom:
+            _by_dicom(main, listed, selection, {} if dicom_cache is None else dicom_cache)
+        for part in run(lambda item: _session_scans(connection(), item), [(item,) for item in listed]):
             result.scans += part.scans
             result.sessions += part.sessions
             result.errors += part.errors
@@ -313,8 +410,19 @@ def run_discovery(
     def connect() -> Client:
         return Client(connection, creds, retry=retry)
 
-    result = discover(connect, subjects, selection, max_connections)
+    cache_tsv = Path(output_root) / paths.DICOM_TSV
+    cache: dict[tuple[str, str], dict[str, str]] = {}
+    for row in manifest.read_dicom(cache_tsv):
+        cache.setdefault((row.session_id, row.scan_id), {})[row.keyword] = row.value
+    result = discover(connect, subjects, selection, max_connections, cache)
     write(output_root, result)
+    if selection.dicom:
+        rows = [
+            DicomRow(*where, k, v)
+            for where, values in sorted(cache.items())
+            for k, v in sorted(values.items())
+        ]
+        manifest.write_tsv(cache_tsv, rows, DicomRow)
     log.info(
         "%d scan(s) in %d session(s) selected, %d file(s), %d problem(s)",
         len(result.scans),

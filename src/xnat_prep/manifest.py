@@ -84,9 +84,20 @@ class SkippedRow(SessionIdentity):
     reason: str
 
 
+@dataclass(frozen=True)
+class DicomRow:
+    """A DICOM header value read for the scans.dicom criteria (a row of ``dicom.tsv``: the cache
+    that spares a rerun's discovery the dump requests)."""
+
+    session_id: str
+    scan_id: str
+    keyword: str
+    value: str
+
+
 _CR = re.compile(r"\r\n?")
 
-Row = TypeVar("Row", ScanRow, SessionRow, FileRow, ErrorRow, SkippedRow)
+Row = TypeVar("Row", ScanRow, SessionRow, FileRow, ErrorRow, SkippedRow, DicomRow)
 
 
 def columns(row_type: type) -> list[str]:
@@ -155,8 +166,17 @@ def read_errors(path: str | Path) -> list[ErrorRow]:
 
 def read_skipped(path: str | Path) -> list[SkippedRow]:
     """All rows of ``skipped.tsv`` (none before a discovery that wrote it)."""
+    return _read_if_there(path, SkippedRow)
+
+
+def read_dicom(path: str | Path) -> list[DicomRow]:
+    """All rows of ``dicom.tsv`` (none before a discovery with DICOM criteria)."""
+    return _read_if_there(path, DicomRow)
+
+
+def _read_if_there(path: str | Path, row_type: type[Row]) -> list[Row]:
     try:
-        return read_tsv(path, SkippedRow)
+        return read_tsv(path, row_type)
     except FileNotFoundError:
         return []
 

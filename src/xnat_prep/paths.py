@@ -21,6 +21,7 @@ SCANS_TSV = "manifest/scans.tsv"
 SESSIONS_TSV = "manifest/sessions.tsv"
 ERRORS_TSV = "manifest/errors.tsv"
 SKIPPED_TSV = "manifest/skipped.tsv"  # not a declared output: the plan's, rewritten by every discovery
+DICOM_TSV = "manifest/dicom.tsv"  # DICOM header values read for scans.dicom: kept across discoveries
 PLAN_TSV = "plan/plan.tsv"
 INVENTORY_TSV = "plan/inventory.tsv"
 FILES_DIR = "manifest/files"

@@ -116,11 +116,13 @@ def build(
     seconds = fetch_bytes / 1e6 / download_mb_s + convert_bytes / 1e6 / (
         CONVERT_MB_S_PER_CORE * max(1, cores)
     )
-    reasons = pd.Series([s.reason for s in skipped], dtype="object").value_counts()
+    reasons = pd.Series([s.reason.split(" (sampled")[0] for s in skipped], dtype="object").value_counts()
+    dicom_reads = len({(r.session_id, r.scan_id) for r in manifest.read_dicom(root / paths.DICOM_TSV)})
     figures: list[tuple[str, Any, str]] = [
         ("sessions", len(sessions), f"{len(errors)} discovery problem(s) in {paths.ERRORS_TSV}"),
         ("scans selected", len(scans), f"{all_bytes / 1e9:.2f} GB of DICOM"),
         ("scans skipped", len(skipped), "; ".join(f"{n} {r}" for r, n in reasons.items())),
+        ("DICOM headers read", dicom_reads, "scans read for scans.dicom (cached: a rerun reads none again)"),
         ("scans to download", len(to_fetch), f"{fetch_files:,} files, {fetch_bytes / 1e9:.2f} GB"),
         ("verified locally", len(scans) - len(to_fetch), f"{done_bytes / 1e9:.2f} GB kept, no request"),
         ("scans to convert", len(to_convert), ""),

@@ -23,6 +23,7 @@ def write_series(
     transfer_syntax: str = ExplicitVRLittleEndian,
     series_number: int = 1,
     description: str = "t1",
+    image_type: str = "ORIGINAL\\PRIMARY\\M\\ND",
 ) -> list[Path]:
     """``n_slices`` one-slice files of one series; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,7 @@ def write_series(
         ds.PatientName, ds.PatientID, ds.PatientPosition = "Test^Fake", "FAKE01", "HFS"
         ds.SeriesNumber, ds.InstanceNumber = series_number, i + 1
         ds.ProtocolName = ds.SeriesDescription = description
+        ds.ImageType = image_type.split("\\")
         if pixels:
             ds.ImagePositionPatient = [0.0, 0.0, i * spacing[2]]
             ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

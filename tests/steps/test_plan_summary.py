@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from step_helpers import ADMIN, FAST_RETRY
+from step_helpers import ADMIN, FAST_RETRY, import_session
 
 from xnat_prep import discover, download, manifest, paths, plan, summary
 from xnat_prep.demodata.protocols import session_protocol
@@ -108,3 +108,46 @@ def test_plan_matches_what_the_download_fetches(seeded, tmp_path):
 def test_grouping_from_the_slurm_profile():
     profile = Path(__file__).resolve().parents[2] / "profiles" / "slurm"
     assert plan.grouping(profile) == {"convert_scan": 25}
+
+
+def test_dicom_criteria_select_by_header_sampled_or_every_scan(tmp_path):
+    """Scans 1 and 2 share XNAT type and description but not their ImageType; scan 3 is derived."""
+    from xnat_prep.server.testing import running_server
+
+    series = [
+        {"description": "t1", "image_type": "ORIGINAL\\PRIMARY\\M\\ND"},
+        {"description": "t1", "image_type": "DERIVED\\SECONDARY\\MPR"},
+        {"description": "t1_moco", "image_type": "DERIVED\\PRIMARY\\MOCO"},
+    ]
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 1, **s} for s in series])
+        subjects = [Subject("P1", "sub-E1", (), 2)]
+
+        def picked(sampling: str, root: Path) -> tuple[list[str], list[manifest.SkippedRow], int]:
+            selection = discover.Selection(dicom=(("ImageType", "*original*"),), dicom_sampling=sampling)
+            mark = len(server.requests())
+            found = discover.run_discovery(
+                Connection(server.url), subjects, selection, root, credentials=ADMIN, retry=FAST_RETRY
+            )
+            dumps = [r for r in server.requests()[mark:] if r["path"] == "/data/services/dicomdump"]
+            return [s.scan_id for s in found.scans], found.skipped, len(dumps)
+
+        scans, skipped, dumps = picked("series", tmp_path / "series")
+        assert (scans, dumps) == (["1", "2"], 2)  # one sample per (type, description): 1 for 1+2, 3 alone
+        assert [s.scan_id for s in skipped] == ["3"] and "DERIVED" in skipped[0].reason
+        scans, skipped, dumps = picked("every_scan", tmp_path / "every")
+        assert (scans, dumps) == (["1"], 3)
+        assert {s.scan_id for s in skipped} == {"2", "3"}
+        assert picked("every_scan", tmp_path / "every")[1:] == (skipped, 0)  # rerun: from the cache
+        assert session.session_id in (tmp_path / "every" / paths.DICOM_TSV).read_text()
+
+
+def test_unknown_dicom_keyword_is_a_config_error():
+    from xnat_prep import config
+    from xnat_prep.errors import UserError
+
+    settings = {"xnat": {"host": "https://x.example.org"}, "subjects": {"csv": "-"}}
+    with pytest.raises(UserError, match=r"scans\.dicom\.ImageTyp: not a DICOM keyword"):
+        config.validate({**settings, "scans": {"dicom": {"ImageTyp": "*ORIGINAL*"}}})
+    with pytest.raises(UserError, match=r"scans\.dicom_sampling"):
+        config.validate({**settings, "scans": {"dicom_sampling": "some"}})

@@ -57,6 +57,19 @@ class Client(Session):
         """Every file of every scan resource of a session (with ``digest``) in one listing."""
         return self.rows(f"/data/experiments/{_q(session_id)}/scans/ALL/files")
 
+    def dicom_values(
+        self, project: str, session_id: str, scan_id: str, keywords: list[str]
+    ) -> dict[str, str]:
+        """Top-level header elements of a scan's first DICOM file (XNAT's DICOM dump service):
+        tag -> value, as ``(GGGG,EEEE)`` strings; one request."""
+        src = f"/archive/projects/{project}/experiments/{session_id}/scans/{scan_id}"
+        params = [("src", src), *(("field", k) for k in keywords)]
+        return {
+            str(r.get("tag1", "")): str(r.get("value", ""))
+            for r in self.rows("/data/services/dicomdump", params)
+            if not r.get("tag2")
+        }
+
     # -- scan resources --------------------------------------------------------------------------
 
     def scan_resource_uri(self, session_id: str, scan_id: str, label: str) -> str:

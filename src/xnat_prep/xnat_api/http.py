@@ -28,7 +28,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -137,6 +137,8 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
 # A Path is opened again for every attempt and a stream rewound, so a retry sends the body whole.
 Body = bytes | Path | IO[bytes] | None
+# Query parameters: a mapping, or pairs where a key repeats (``field=A&field=B``).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 
 class Session:
@@ -189,7 +191,7 @@ class Session:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         body: Body = None,
         headers: Mapping[str, str] | None = None,
         handle: Callable[[requests.Response], T] | None = None,
@@ -213,9 +215,7 @@ class Session:
 
         return self.retrying(method, path, params, attempt)
 
-    def retrying(
-        self, method: str, path: str, params: Mapping[str, str] | None, attempt: Callable[[], T]
-    ) -> T:
+    def retrying(self, method: str, path: str, params: Params | None, attempt: Callable[[], T]) -> T:
         """Run ``attempt()`` until it returns, a final error, or the retry budget is spent."""
         shown = _shown(self.url(path), params)
         start = time.monotonic()
@@ -231,17 +231,15 @@ class Session:
                     raise XnatError(f"{method} {shown} failed ({_short(exc)}); not repeated") from None
                 self._pause(method, n, time.monotonic() - start, shown, exc)
 
-    def get(
-        self, path: str, handle: Callable[[requests.Response], T], params: Mapping[str, str] | None = None
-    ) -> T:
+    def get(self, path: str, handle: Callable[[requests.Response], T], params: Params | None = None) -> T:
         """GET ``path`` (streamed) and return ``handle(response)``."""
         return self.request("GET", path, params=params, handle=handle)
 
-    def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+    def get_json(self, path: str, params: Params | None = None) -> Any:
         """GET a JSON answer (``format=json`` added); an HTML page instead says so in one line."""
-        return self.request("GET", path, params={"format": "json", **(params or {})}, handle=_json)
+        return self.request("GET", path, params=[("format", "json"), *_pairs(params or {})], handle=_json)
 
-    def rows(self, path: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    def rows(self, path: str, params: Params | None = None) -> list[dict[str, Any]]:
         """A ResultSet listing's rows."""
         data = self.get_json(path, params)
         try:
@@ -252,15 +250,13 @@ class Session:
             pass
         raise XnatError(f"GET {path}: XNAT answered JSON that is not a ResultSet listing")
 
-    def put(self, path: str, params: Mapping[str, str] | None = None, body: Body = None) -> requests.Response:
+    def put(self, path: str, params: Params | None = None, body: Body = None) -> requests.Response:
         return self.request("PUT", path, params=params, body=body)  # type: ignore[return-value]
 
-    def post(
-        self, path: str, params: Mapping[str, str] | None = None, body: Body = None
-    ) -> requests.Response:
+    def post(self, path: str, params: Params | None = None, body: Body = None) -> requests.Response:
         return self.request("POST", path, params=params, body=body)  # type: ignore[return-value]
 
-    def delete(self, path: str, params: Mapping[str, str] | None = None) -> requests.Response:
+    def delete(self, path: str, params: Params | None = None) -> requests.Response:
         return self.request("DELETE", path, params=params)  # type: ignore[return-value]
 
     # -- one attempt -----------------------------------------------------------------------------
@@ -269,7 +265,7 @@ class Session:
         self,
         method: str,
         path: str,
-        params: Mapping[str, str] | None,
+        params: Params | None,
         body: Body,
         headers: Mapping[str, str] | None,
         *,
@@ -289,7 +285,7 @@ class Session:
             response = self._http.request(
                 method,
                 self.url(path),
-                params=dict(params) if params else None,
+                params=(dict(params) if isinstance(params, Mapping) else list(params)) if params else None,
                 data=fh if fh is not None else body,
                 headers=all_headers,
                 auth=None if cookie else (self.credentials.user, self.credentials.password),
@@ -309,7 +305,7 @@ class Session:
             "%s %s%s -> %d (%.0f ms)",
             method,
             _redact(path),
-            f" {dict(params)}" if params else "",
+            f" {_pairs(params)}" if params else "",
             response.status_code,
             1000 * (time.monotonic() - started),
         )
@@ -449,8 +445,12 @@ def _redact(path: str) -> str:
     return _SECRET_IN_PATH.sub(r"\1***", path)
 
 
-def _shown(url: str, params: Mapping[str, str] | None) -> str:
-    return _redact(url) + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+def _pairs(params: Params) -> list[tuple[str, str]]:
+    return list(params.items()) if isinstance(params, Mapping) else list(params)
+
+
+def _shown(url: str, params: Params | None) -> str:
+    return _redact(url) + ("?" + "&".join(f"{k}={v}" for k, v in _pairs(params)) if params else "")
 
 
 def _short(exc: BaseException) -> str:
