@@ -15,14 +15,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from xnat_prep.server.archive import check_read, safe_path, scan_zip_name
+from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.importer import ImportFailed, parse_dest, read_session, xnat_label
+from xnat_prep.server.resolve import safe_path
 from xnat_prep.server.store import Conflict
-from xnat_prep.server.zipstream import ZipEntry
+from xnat_prep.server.zipstream import ZipEntry, scan_zip_name
 
 if TYPE_CHECKING:
-    from xnat_prep.server.app import Handler
+    from xnat_prep.server.http import Handler
 
 _stamp_lock = threading.Lock()
 _last_stamp = [""]

@@ -12,6 +12,7 @@ memory use independent of the archive size. ZIP64 records are added where sizes 
 
 from __future__ import annotations
 
+import re
 import struct
 import tarfile
 import time
@@ -161,3 +162,13 @@ def zip_layout(entries: list[ZipEntry]) -> tuple[list[Part], int]:
     )
     parts.append(directory + tail)
     return parts, offset + len(directory) + len(tail)
+
+
+def sanitise(text: str) -> str:
+    """XNAT's zip path cleaning of scan types: anything but letters and digits becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", text)
+
+
+def scan_zip_name(session: str, scan_id: str, scan_type: str, resource: str, path: str) -> str:
+    """XNAT's zip layout: {session}/scans/{id}-{type}/resources/{label}/files/{path}."""
+    return f"{session}/scans/{scan_id}-{sanitise(scan_type)}/resources/{resource}/files/{path}"

@@ -1,0 +1,230 @@
+"""What the archive answers when read: listing rows (ResultSets), ``items`` documents, resource
+catalogs, and the listing endpoint itself. Row shapes follow XNAT (see docs/server.md)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import quoteattr
+
+from xnat_prep.server.store import FileEntry, Obj, Resource, Store
+from xnat_prep.server.writes import FIELD_KEY
+
+if TYPE_CHECKING:
+    from xnat_prep.server.http import Handler
+    from xnat_prep.server.resolve import Loc
+
+MODALITIES = {
+    "xnat:mrSessionData": "MR",
+    "xnat:ctSessionData": "CT",
+    "xnat:petSessionData": "PT",
+    "xnat:otherDicomSessionData": "OT",
+}
+
+
+def obj_uri(obj: Obj) -> str:
+    if obj.kind == "project":
+        return f"/data/projects/{obj.id}"
+    if obj.kind == "scan":
+        return f"/data/experiments/{obj.experiment_id}/scans/{obj.id}"
+    return f"/data/{obj.kind}s/{obj.id}"
+
+
+def data_fields(store: Store, obj: Obj) -> dict[str, Any]:
+    if obj.kind == "project":
+        return {
+            "ID": obj.id,
+            "secondary_ID": obj.extra.get("secondary_ID", obj.id),
+            "name": obj.extra.get("name", obj.id),
+            **obj.extra,
+        }
+    if obj.kind == "subject":
+        return {"ID": obj.id, "label": obj.label, "project": obj.project, **obj.extra}
+    if obj.kind == "experiment":
+        return {
+            "ID": obj.id,
+            "label": obj.label,
+            "project": obj.project,
+            "subject_ID": obj.subject_id,
+            "date": "",
+            "modality": MODALITIES.get(obj.xsi_type, ""),
+            **obj.extra,
+        }
+    experiment = store.experiment(obj.experiment_id)
+    return {
+        "ID": obj.id,
+        "image_session_ID": obj.experiment_id,
+        "project": experiment.project if experiment else "",
+        "type": "",
+        "series_description": "",
+        "frames": "",
+        "quality": "usable",
+        **obj.extra,
+    }
+
+
+def items_doc(store: Store, obj: Obj) -> dict[str, Any]:
+    children = []
+    values = store.fields(obj.key) if obj.kind != "scan" else {}
+    if values:
+        base = {"project": "projectData", "subject": "subjectData"}.get(obj.kind, "experimentData")
+        children.append(
+            {
+                "field": "fields/field",
+                "items": [
+                    {
+                        "children": [],
+                        "meta": {"xsi:type": f"xnat:{base}_field", "isHistory": False},
+                        "data_fields": {"name": name, "field": value},
+                    }
+                    for name, value in values.items()
+                ],
+            }
+        )
+    meta: dict[str, Any] = {"xsi:type": obj.xsi_type, "isHistory": False}
+    if obj.insert_date:
+        meta["start_date"] = obj.insert_date
+    return {"items": [{"meta": meta, "data_fields": data_fields(store, obj), "children": children}]}
+
+
+def listing_row(store: Store, obj: Obj) -> dict[str, Any]:
+    d = data_fields(store, obj)
+    uri = obj_uri(obj)
+    if obj.kind == "project":
+        return {
+            "ID": obj.id,
+            "secondary_ID": d["secondary_ID"],
+            "name": d["name"],
+            "description": d.get("description", ""),
+            "pi_firstname": "",
+            "pi_lastname": "",
+            "URI": uri,
+        }
+    if obj.kind == "subject":
+        return {
+            "ID": obj.id,
+            "project": obj.project,
+            "label": obj.label,
+            "insert_date": obj.insert_date,
+            "insert_user": obj.insert_user,
+            "URI": uri,
+        }
+    if obj.kind == "experiment":
+        subject = store.subject(obj.subject_id)
+        return {
+            "ID": obj.id,
+            "project": obj.project,
+            "label": obj.label,
+            "date": d.get("date", ""),
+            "xsiType": obj.xsi_type,
+            "xnat:subjectassessordata/id": obj.subject_id,
+            "subject_ID": obj.subject_id,
+            "subject_label": subject.label if subject else "",
+            "insert_date": obj.insert_date,
+            "modality": d.get("modality", ""),
+            "URI": uri,
+        }
+    return {
+        "xnat_imagescandata_id": f"{obj.experiment_id}/{obj.id}",
+        "ID": obj.id,
+        "type": d["type"],
+        "quality": d["quality"],
+        "xsiType": obj.xsi_type,
+        "note": d.get("note", ""),
+        "series_description": d["series_description"],
+        "frames": d["frames"],
+        "URI": uri,
+    }
+
+
+def with_columns(store: Store, obj: Obj, row: dict[str, Any], columns: str) -> dict[str, Any]:
+    """Add requested xpath columns (custom fields, data fields) that the default row lacks (pyxnat)."""
+    values: dict[str, str] | None = None
+    for column in filter(None, columns.split(",")):
+        if column in row or column in ("DEFAULT",):
+            continue
+        match = FIELD_KEY.match(column)
+        if match:
+            values = store.fields(obj.key) if values is None else values
+            row[column] = values.get(match.group("name").lower(), "")
+        else:
+            attr = column.rsplit("/", 1)[-1]
+            row[column] = data_fields(store, obj).get(attr, "")
+    return row
+
+
+def resource_row(res: Resource, category: str) -> dict[str, Any]:
+    """XNAT's resource row: deliberately without ID and URI (xnatpy fills them in itself)."""
+    return {
+        "xnat_abstractresource_id": str(res.id),
+        "label": res.label,
+        "element_name": "xnat:resourceCatalog",
+        "category": category,
+        "cat_id": "",
+        "cat_desc": "",
+        "format": res.format,
+        "content": res.content,
+        "tags": res.tags,
+        "file_count": str(res.file_count),
+        "file_size": str(res.file_size),
+    }
+
+
+def file_row(res: Resource, entry: FileEntry, owner_uri: str) -> dict[str, Any]:
+    """XNAT's file row: no ID; URI ends in /resources/{id}/files/{path}."""
+    return {
+        "Name": PurePosixPath(entry.path).name,
+        "Size": str(entry.size),
+        "URI": f"{owner_uri}/resources/{res.id}/files/{entry.path}",
+        "collection": res.label,
+        "file_tags": entry.tags,
+        "file_format": entry.format,
+        "file_content": entry.content,
+        "cat_ID": str(res.id),
+        "digest": entry.md5,
+    }
+
+
+def catalog_xml(store: Store, res: Resource) -> str:
+    """What XNAT answers for GET of a resource: its catalog (xnatpy then reads the listing)."""
+    entries = "".join(
+        f"\n<cat:entry URI={quoteattr(e.path)} ID={quoteattr(e.path)}"
+        f" name={quoteattr(PurePosixPath(e.path).name)}"
+        f' digest={quoteattr(e.md5)} size="{e.size}" xsi:type="cat:entry"/>'
+        for e in store.files(res.id)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<cat:Catalog ID='
+        + quoteattr(str(res.id))
+        + ' xmlns:cat="http://nrg.wustl.edu/catalog" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        + f"\n<cat:entries>{entries}\n</cat:entries>\n</cat:Catalog>\n"
+    )
+
+
+def listing(h: Handler, loc: Loc) -> None:
+    store = h.server.store
+    user = h.require_user()
+    coll = loc.collection
+    columns = h.query.get("columns", "")
+    if coll == "resources":
+        owner = loc.obj
+        assert owner is not None
+        category = {"scan": "scans", "experiment": "resources"}.get(owner.kind, "resources")
+        h.send_result_set([resource_row(r, category) for r in store.resources(owner.key)])
+        return
+    objs: list[Obj]
+    if coll == "projects":
+        objs = store.projects()
+    elif coll == "subjects":
+        objs = store.subjects(loc.project.id if loc.project else None)
+    elif coll == "experiments":
+        objs = store.experiments(
+            loc.project.id if loc.project else None, loc.subject.id if loc.subject else None
+        )
+    else:
+        assert loc.experiment is not None
+        objs = store.scans(loc.experiment.id)
+    visible = h.server.auth.readable_projects(user)
+    if visible is not None and coll != "scans":
+        objs = [o for o in objs if (o.project or o.id) in visible]
+    h.send_result_set([with_columns(store, o, listing_row(store, o), columns) for o in objs])
