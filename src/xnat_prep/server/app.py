@@ -11,7 +11,6 @@ import json
 import ssl
 import time
 from collections.abc import Callable
-from importlib import resources
 from urllib.parse import parse_qsl
 
 from xnat_prep import __version__
@@ -20,14 +19,11 @@ from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, Faults, parse_spec
 from xnat_prep.server.http import Handler, Server
+from xnat_prep.server.schema import schema_text
 from xnat_prep.server.store import Store
 
 XNAT_VERSION = "1.8.10"
 LOGIN_FAILED = "<html><body><h3>Login attempt failed. Please try again.</h3></body></html>"
-
-
-def schema_text(name: str) -> str:
-    return resources.files("xnat_prep.server").joinpath("schemas", f"{name}.xsd").read_text()
 
 
 # ---- routing ---------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from xnat_prep.server import files
 from xnat_prep.server.access import check_delete, check_write
 from xnat_prep.server.errors import HTTPError
-from xnat_prep.server.listings import catalog_xml, items_doc, listing
+from xnat_prep.server.listings import catalog_xml, items_doc, listing, values_row
 from xnat_prep.server.resolve import Loc, resolve
-from xnat_prep.server.store import Conflict
+from xnat_prep.server.store import Conflict, Obj
 from xnat_prep.server.writes import create, project_users, resource_put, update
+from xnat_prep.server.xmldoc import object_xml
 
 if TYPE_CHECKING:
     from xnat_prep.server.http import Handler
@@ -69,7 +70,7 @@ def dispatch(h: Handler, parts: list[str]) -> None:
         obj = loc.obj
         assert obj is not None
         if method == "GET":
-            h.send_json(items_doc(h.server.store, obj))
+            get_object(h, obj)
         elif method == "PUT":
             check_write(h, loc)
             update(h, obj)
@@ -84,3 +85,18 @@ def dispatch(h: Handler, parts: list[str]) -> None:
 
 def bad_method(h: Handler, loc: Loc) -> None:
     raise HTTPError(405, f"{h.command} is not supported here")
+
+
+def get_object(h: Handler, obj: Obj) -> None:
+    """An object as its ``items`` document (JSON), its XML document, or one row of columns."""
+    store = h.server.store
+    if h.query.get("handler") == "values":
+        h.send_result_set([values_row(store, obj, h.query.get("columns", "ID"))])
+        return
+    fmt = h.query.get("format", "json").lower()
+    if fmt == "xml":
+        h.send_text(object_xml(store, obj), content_type="text/xml")
+    elif fmt == "json":
+        h.send_json(items_doc(store, obj))
+    else:  # XNAT also renders html; a client asking for it here should hear so
+        raise HTTPError(400, f"format={fmt} is not supported for this object (json or xml)")

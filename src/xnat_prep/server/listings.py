@@ -7,8 +7,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
+from xnat_prep.server.schema import FIELD_KEY, UnknownPath, schema
 from xnat_prep.server.store import FileEntry, Obj, Resource, Store
-from xnat_prep.server.writes import FIELD_KEY
 
 if TYPE_CHECKING:
     from xnat_prep.server.http import Handler
@@ -30,7 +30,20 @@ def obj_uri(obj: Obj) -> str:
     return f"/data/{obj.kind}s/{obj.id}"
 
 
+def family(obj: Obj) -> str:
+    """The shortcut family (schema.SHORTCUTS) of an object."""
+    if obj.kind == "experiment" and schema().is_a(obj.xsi_type, "derivedData"):
+        return "assessor"
+    return obj.kind
+
+
 def data_fields(store: Store, obj: Obj) -> dict[str, Any]:
+    """An object's top-level values, as the ``data_fields`` of its ``items`` document."""
+    return {k: v for k, v in values(store, obj).items() if "/" not in k and "[" not in k}
+
+
+def values(store: Store, obj: Obj) -> dict[str, Any]:
+    """All of an object's values by storage key (schema.py), with XNAT's defaults."""
     if obj.kind == "project":
         return {
             "ID": obj.id,
@@ -65,8 +78,8 @@ def data_fields(store: Store, obj: Obj) -> dict[str, Any]:
 
 def items_doc(store: Store, obj: Obj) -> dict[str, Any]:
     children = []
-    values = store.fields(obj.key) if obj.kind != "scan" else {}
-    if values:
+    custom = store.fields(obj.key) if obj.kind != "scan" else {}
+    if custom:
         base = {"project": "projectData", "subject": "subjectData"}.get(obj.kind, "experimentData")
         children.append(
             {
@@ -77,7 +90,7 @@ def items_doc(store: Store, obj: Obj) -> dict[str, Any]:
                         "meta": {"xsi:type": f"xnat:{base}_field", "isHistory": False},
                         "data_fields": {"name": name, "field": value},
                     }
-                    for name, value in values.items()
+                    for name, value in custom.items()
                 ],
             }
         )
@@ -138,19 +151,40 @@ def listing_row(store: Store, obj: Obj) -> dict[str, Any]:
 
 
 def with_columns(store: Store, obj: Obj, row: dict[str, Any], columns: str) -> dict[str, Any]:
-    """Add requested xpath columns (custom fields, data fields) that the default row lacks (pyxnat)."""
-    values: dict[str, str] | None = None
+    """Add requested columns (xpaths, shortcuts, custom fields) that the default row lacks (pyxnat)."""
+    known: dict[str, Any] = {}
     for column in filter(None, columns.split(",")):
-        if column in row or column in ("DEFAULT",):
-            continue
-        match = FIELD_KEY.match(column)
-        if match:
-            values = store.fields(obj.key) if values is None else values
-            row[column] = values.get(match.group("name").lower(), "")
-        else:
-            attr = column.rsplit("/", 1)[-1]
-            row[column] = data_fields(store, obj).get(attr, "")
+        if column not in row and column != "DEFAULT":
+            row[column] = column_value(store, obj, column, known)
     return row
+
+
+META = ("insert_date", "insert_user", "last_modified")
+
+
+def column_value(store: Store, obj: Obj, column: str, known: dict[str, Any]) -> Any:
+    """One column of an object's row; ``known`` caches its values and fields between columns."""
+    match = FIELD_KEY.match(column)
+    if match:
+        if "fields" not in known:
+            known["fields"] = store.fields(obj.key)
+        return known["fields"].get(match.group("name").lower(), "")
+    name = column.rsplit("/", 1)[-1]
+    if name in META and (column == name or "/meta/" in column):
+        return getattr(obj, name) or ""
+    if "values" not in known:
+        known["values"] = values(store, obj)
+    try:
+        return known["values"].get(schema().resolve(obj.xsi_type, column, family(obj)).key, "")
+    except UnknownPath:
+        return known["values"].get(name, "")  # a column XNAT lists but this server does not store
+
+
+def values_row(store: Store, obj: Obj, columns: str) -> dict[str, Any]:
+    """``GET <object>?handler=values&columns=...``: one row with the requested columns (xnat-tools)."""
+    row = listing_row(store, obj)
+    known: dict[str, Any] = {}
+    return {c: row[c] if c in row else column_value(store, obj, c, known) for c in columns.split(",") if c}
 
 
 def resource_row(res: Resource, category: str) -> dict[str, Any]:

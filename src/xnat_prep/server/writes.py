@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from xnat_prep.server.auth import ROLE_GROUPS
 from xnat_prep.server.errors import HTTPError
+from xnat_prep.server.schema import FIELD_KEY
 from xnat_prep.server.store import Obj
 
 if TYPE_CHECKING:
     from xnat_prep.server.http import Handler
     from xnat_prep.server.resolve import Loc
 
-FIELD_KEY = re.compile(r"^[\w.-]+:\w+/fields/field\[name=(?P<name>[^\]]+)\]/(?P<part>field|name)$", re.I)
 
 ATTR_KEY = re.compile(r"^[\w.-]+:\w+/(?P<attr>\w+)$")
 
