@@ -7,7 +7,12 @@ and checks the shape of the answer, not only the status.
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -87,3 +92,64 @@ def test_handler_values_answers_one_row_with_the_columns_xnat_tools_asks_for(pop
         params={"format": "json", "handler": "values", "columns": "label"},
     ).json()
     assert sub["ResultSet"]["Result"] == [{"label": "SUBJ01"}]
+
+
+# ---- 3, 4. xnat-tools' file listings -------------------------------------------------------------------
+
+
+def test_xnat_tools_scan_listings_locator_and_absent_resource(populated: ServerHandle) -> None:
+    """xnat_tools/bids_utils.py list_xnat_resources, as Brown's run log shows it, for scan 1."""
+    _, experiment_id = ids(populated)
+    scan = f"/data/experiments/{experiment_id}/scans/1"
+    labels = [r["label"] for r in api(populated, "GET", f"{scan}/resources/").json()["ResultSet"]["Result"]]
+    assert "DICOM" in labels
+    plain = api(populated, "GET", f"{scan}/resources/DICOM/files", params={"format": "json"}).json()
+    located = api(
+        populated,
+        "GET",
+        f"{scan}/resources/DICOM/files",
+        params={"format": "json", "locator": "absolutePath"},
+    ).json()["ResultSet"]["Result"]
+    assert [r["Name"] for r in located] == [r["Name"] for r in plain["ResultSet"]["Result"]]
+    for row in located:
+        path = Path(row["absolutePath"])
+        assert path.is_absolute() and hashlib.md5(path.read_bytes()).hexdigest() == row["digest"]
+    assert "absolutePath" not in plain["ResultSet"]["Result"][0]
+    # every scan is also asked for MRS files, and raise_for_status() is called on the answer
+    mrs = api(populated, "GET", f"{scan}/resources/MRS/files", params={"format": "json"})
+    assert mrs.status_code == 200 and mrs.json()["ResultSet"] == {
+        "Result": [],
+        "totalRecords": "0",
+        "title": "Results",
+    }
+    # a file or a zip of a resource that does not exist is still not found
+    assert api(populated, "GET", f"{scan}/resources/MRS/files/x.dcm").status_code == 404
+    assert api(populated, "GET", f"{scan}/resources/MRS/files", params={"format": "zip"}).status_code == 404
+    assert api(populated, "GET", f"{scan}/resources/DICOM/files", params={"locator": "x"}).status_code == 400
+
+
+# ---- 5, 6. modification times ------------------------------------------------------------------------------
+
+
+def test_files_carry_last_modified_and_pyxnat_reads_it(pyxnat_interface, tmp_path: Path) -> None:
+    """pyxnat resources_test::test_12_file_last_modified (the put creates subject and resource)."""
+    source = tmp_path / "hello.txt"
+    source.write_text("Hello XNAT!\n")
+    before = time.time()
+    f = pyxnat_interface.select.project(PROJECT).subject("FID_FILES").resource("test").file("hello.txt")
+    f.put(str(source))
+    stamp = f.last_modified()  # a HEAD request's Last-Modified header
+    assert isinstance(stamp, str)
+    assert abs(email.utils.parsedate_to_datetime(stamp).timestamp() - before) < 60
+
+
+def test_subject_last_modified_column_changes_with_an_edit(pyxnat_interface, populated: ServerHandle) -> None:
+    """pyxnat resources_test::test_13_last_modified (Project.last_modified: subjects?columns=...)."""
+    project = pyxnat_interface.select.project(PROJECT)
+    subject = project.subject("FID_MODIFIED")
+    subject.create()
+    t1 = project.last_modified()[subject.id()]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", t1)
+    time.sleep(0.01)
+    subject.attrs.set("xnat:subjectData/fields/field[name=touched]/field", "1")
+    assert project.last_modified()[subject.id()] > t1

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 def resources_for(store: Store, loc: Loc) -> list[tuple[Obj, Resource]]:
     """The resources a ``.../files`` request covers, with their owners."""
+    if loc.missing is not None:
+        return []
     if loc.resource is not None:
         owner = loc.obj
         assert owner is not None
@@ -40,6 +42,9 @@ def zip_name(owner: Obj, res: Resource, path: str, loc: Loc) -> str:
 
 def get_files(h: Handler, loc: Loc) -> None:
     store = h.server.store
+    zipped = h.query.get("format", "").lower() == "zip"
+    if loc.missing is not None and (loc.rest or zipped):
+        raise HTTPError(404, f"resource {loc.missing} not found")
     if loc.rest:
         if loc.resource is None:
             raise HTTPError(
@@ -52,7 +57,7 @@ def get_files(h: Handler, loc: Loc) -> None:
         h.send_file(store.blob_path(entry.blob), entry.size, path, {"ETag": f'"{entry.md5}"'})
         return
     pairs = resources_for(store, loc)
-    if h.query.get("format", "").lower() == "zip":
+    if zipped:
         entries = [
             ZipEntry(zip_name(owner, res, e.path, loc), store.blob_path(e.blob), e.size, e.crc32)
             for owner, res in pairs
@@ -62,7 +67,16 @@ def get_files(h: Handler, loc: Loc) -> None:
             entries, loc.experiment.label if loc.experiment else loc.obj.label if loc.obj else "download"
         )
         return
-    h.send_result_set([file_row(res, e, obj_uri(owner)) for owner, res in pairs for e in store.files(res.id)])
+    locator = h.query.get("locator")
+    if locator not in (None, "absolutePath"):
+        raise HTTPError(400, f"locator={locator} is not supported (absolutePath is)")
+    rows = []
+    for owner, res in pairs:
+        for e in store.files(res.id):
+            rows.append(file_row(res, e, obj_uri(owner)))
+            if locator:  # where the bytes are on this server (a blob, not XNAT's archive tree)
+                rows[-1]["absolutePath"] = str(store.blob_path(e.blob))
+    h.send_result_set(rows)
 
 
 def put_file(h: Handler, loc: Loc) -> None:
@@ -123,6 +137,8 @@ def receive_archive(h: Handler, store: Store, meta: dict[str, str]) -> list[File
 
 def delete_file(h: Handler, loc: Loc) -> None:
     check_write(h, loc)
+    if loc.missing is not None:
+        raise HTTPError(404, f"resource {loc.missing} not found")
     if loc.resource is None or not loc.rest:
         raise HTTPError(400, "delete .../resources/{label}/files/{path}")
     path = safe_path(loc.rest)

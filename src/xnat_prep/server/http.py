@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import email.utils
 import io
 import json
 import mimetypes
@@ -425,7 +426,9 @@ class Handler(BaseHTTPRequestHandler):
     def send_file(self, path: Path, size: int, name: str, headers: dict[str, str] | None = None) -> None:
         """A stored file with Range support (one range), sent with sendfile."""
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        headers = {"Accept-Ranges": "bytes", **(headers or {})}
+        # stored files never change (a new version is a new blob), so the blob's mtime is the upload time
+        modified = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+        headers = {"Accept-Ranges": "bytes", "Last-Modified": modified, **(headers or {})}
         start, end, status = 0, size - 1, 200
         spec = self.headers.get("Range")
         if spec and self.command == "GET":

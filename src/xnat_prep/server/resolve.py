@@ -88,8 +88,9 @@ def resolve(h: Handler, parts: list[str]) -> Loc:
                 if last:
                     loc.collection, loc.missing = coll, item
                     return loc
-                if parts[i + 2] == "files" and h.command in ("PUT", "POST"):
-                    # uploading into a resource that does not exist yet creates it, as in XNAT
+                if parts[i + 2] == "files":
+                    # uploading into a resource that does not exist yet creates it, and listing its
+                    # files answers an empty list, as in XNAT (files.py decides per method)
                     loc.collection, loc.missing, loc.rest = "files", item, parts[i + 3 :]
                     return loc
                 raise HTTPError(404, f"resource {item} not found")

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1 << 20
+_MODIFIED = ("projects", "subjects", "experiments")  # tables with XNAT's meta/last_modified
 PART_SUFFIX = ".part"
 SYNC_THREADS = 16  # concurrent fsyncs share journal commits; more threads gained nothing measurable
 
@@ -138,6 +139,7 @@ class Obj:
     experiment_id: str = ""
     xsi_type: str = ""
     insert_date: str = ""
+    last_modified: str = ""
     insert_user: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -171,6 +173,9 @@ class Store:
         self._db.executescript(SCHEMA)
         if "crc32" not in {r[1] for r in self._db.execute("PRAGMA table_info(files)")}:
             self._db.execute("ALTER TABLE files ADD COLUMN crc32 INTEGER")  # data dirs from before 0.1.0
+        for table in _MODIFIED:  # data dirs from before last_modified was kept
+            if "last_modified" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN last_modified TEXT")
         self._collect_garbage()
 
     def close(self) -> None:
@@ -197,6 +202,23 @@ class Store:
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _touch(db: sqlite3.Connection, key: str) -> None:
+        """Mark an object, and the experiment and subject above it, modified now (XNAT's last_modified).
+
+        ``key`` is an owner key (``Obj.key``, a resource's parent): a scan counts as its experiment.
+        """
+        kind, _, ref = key.partition(":")
+        stamp = now_text()
+        if kind == "scan":
+            kind, ref = "experiment", ref.partition("/")[0]
+        if kind == "experiment":
+            db.execute("UPDATE experiments SET last_modified=? WHERE id=?", (stamp, ref))
+            row = db.execute("SELECT subject_id FROM experiments WHERE id=?", (ref,)).fetchone()
+            kind, ref = ("subject", row[0]) if row else ("", "")
+        if kind in ("subject", "project"):
+            db.execute(f"UPDATE {kind}s SET last_modified=? WHERE id=?", (stamp, ref))  # noqa: S608
 
     def _next_id(self, db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
@@ -277,6 +299,7 @@ class Store:
             experiment_id=row["experiment_id"] if "experiment_id" in keys else "",
             xsi_type=row["xsi_type"] if "xsi_type" in keys else f"xnat:{kind}Data",
             insert_date=row["insert_date"] if "insert_date" in keys else "",
+            last_modified=(row["last_modified"] if "last_modified" in keys else "") or "",
             insert_user=row["insert_user"] if "insert_user" in keys else "",
             extra=json.loads(row["extra"]),
         )
@@ -341,26 +364,47 @@ class Store:
                 "INSERT INTO projects(id, insert_date, insert_user, extra) VALUES(?,?,?,?)",
                 (project_id, now_text(), user, json.dumps(extra)),
             )
+            self._touch(db, f"project:{project_id}")
 
-    def create_subject(self, project: str, label: str, user: str, extra: dict[str, Any]) -> str:
+    def create_subject(
+        self, project: str, label: str, user: str, extra: dict[str, Any], subject_id: str | None = None
+    ) -> str:
+        """Create a subject; its accession ID is the next XNAT_Snnnnn unless ``subject_id`` is given."""
         with self.transaction() as db:
-            return self._create_subject(db, project, label, user, extra)
+            return self._create_subject(db, project, label, user, extra, subject_id)
 
     def _create_subject(
-        self, db: sqlite3.Connection, project: str, label: str, user: str, extra: dict[str, Any]
+        self,
+        db: sqlite3.Connection,
+        project: str,
+        label: str,
+        user: str,
+        extra: dict[str, Any],
+        subject_id: str | None = None,
     ) -> str:
-        subject_id = f"XNAT_S{self._next_id(db, 'subject'):05d}"
+        subject_id = subject_id or f"XNAT_S{self._next_id(db, 'subject'):05d}"
         db.execute(
             "INSERT INTO subjects(id, project, label, insert_date, insert_user, extra) VALUES(?,?,?,?,?,?)",
             (subject_id, project, label, now_text(), user, json.dumps(extra)),
         )
+        self._touch(db, f"subject:{subject_id}")
         return subject_id
 
     def create_experiment(
-        self, project: str, subject_id: str, label: str, xsi_type: str, user: str, extra: dict[str, Any]
+        self,
+        project: str,
+        subject_id: str,
+        label: str,
+        xsi_type: str,
+        user: str,
+        extra: dict[str, Any],
+        experiment_id: str | None = None,
     ) -> str:
+        """Create an experiment; its accession ID is the next XNAT_Ennnnn unless given."""
         with self.transaction() as db:
-            return self._create_experiment(db, project, subject_id, label, xsi_type, user, extra)
+            return self._create_experiment(
+                db, project, subject_id, label, xsi_type, user, extra, experiment_id
+            )
 
     def _create_experiment(
         self,
@@ -371,13 +415,15 @@ class Store:
         xsi_type: str,
         user: str,
         extra: dict[str, Any],
+        experiment_id: str | None = None,
     ) -> str:
-        experiment_id = f"XNAT_E{self._next_id(db, 'experiment'):05d}"
+        experiment_id = experiment_id or f"XNAT_E{self._next_id(db, 'experiment'):05d}"
         db.execute(
             "INSERT INTO experiments(id, project, subject_id, label, xsi_type, insert_date, "
             "insert_user, extra) VALUES(?,?,?,?,?,?,?,?)",
             (experiment_id, project, subject_id, label, xsi_type, now_text(), user, json.dumps(extra)),
         )
+        self._touch(db, f"experiment:{experiment_id}")
         return experiment_id
 
     def create_scan(self, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any]) -> None:
@@ -395,6 +441,7 @@ class Store:
             "INSERT INTO scans(experiment_id, id, xsi_type, seq, extra) VALUES(?,?,?,?,?)",
             (experiment_id, scan_id, xsi_type, seq, json.dumps(extra)),
         )
+        Store._touch(db, f"experiment:{experiment_id}")
 
     def update(self, obj: Obj, extra: dict[str, Any], label: str | None = None) -> None:
         """Merge data fields into an object (a value of None removes the field); optionally relabel."""
@@ -412,12 +459,17 @@ class Store:
                 db.execute(f"UPDATE {table} SET extra=? WHERE id=?", (json.dumps(merged), obj.id))  # noqa: S608
             if label is not None and label != obj.label and obj.kind in ("subject", "experiment"):
                 db.execute(f"UPDATE {table} SET label=? WHERE id=?", (label, obj.id))  # noqa: S608
+            self._touch(db, obj.key)
         obj.extra = merged
 
     def delete(self, obj: Obj) -> None:
         """Delete an object with everything below it, then its blobs."""
         with self.transaction() as db:
             blobs = self._delete(db, obj)
+            if obj.kind == "scan":
+                self._touch(db, obj.key)
+            elif obj.kind == "experiment":
+                self._touch(db, f"subject:{obj.subject_id}")
         self.discard_blobs(blobs)
 
     def _delete(self, db: sqlite3.Connection, obj: Obj) -> list[str]:
@@ -459,6 +511,7 @@ class Store:
                         "INSERT OR REPLACE INTO fields(parent, name, value) VALUES(?,?,?)",
                         (parent, name, value),
                     )
+            self._touch(db, parent)
 
     # ---- resources and files ---------------------------------------------------------------
 
@@ -510,6 +563,7 @@ class Store:
                 for column, value in (("format", fmt), ("content", content), ("tags", tags)):
                     if value:
                         db.execute(f"UPDATE resources SET {column}=? WHERE id=?", (value, row[0]))  # noqa: S608
+            self._touch(db, parent)
         resource = self.resource(parent, label)
         assert resource is not None
         return resource
@@ -520,7 +574,14 @@ class Store:
         self.discard_blobs(blobs)
 
     @staticmethod
+    def _touch_resource(db: sqlite3.Connection, resource_id: int) -> None:
+        row = db.execute("SELECT parent FROM resources WHERE id=?", (resource_id,)).fetchone()
+        if row is not None:
+            Store._touch(db, row[0])
+
+    @staticmethod
     def _delete_resource(db: sqlite3.Connection, resource_id: int) -> list[str]:
+        Store._touch_resource(db, resource_id)
         blobs = [r[0] for r in db.execute("SELECT blob FROM files WHERE resource_id=?", (resource_id,))]
         db.execute("DELETE FROM files WHERE resource_id=?", (resource_id,))
         db.execute("DELETE FROM resources WHERE id=?", (resource_id,))
@@ -563,6 +624,7 @@ class Store:
                         "content, tags) VALUES(?,?,?,?,?,?,?,?,?)",
                         (resource_id, e.path, e.size, e.md5, e.blob, e.crc32, e.format, e.content, e.tags),
                     )
+                self._touch_resource(db, resource_id)
         except BaseException:
             self.discard_blobs([e.blob for e in entries])
             raise
@@ -576,6 +638,7 @@ class Store:
             if row is None:
                 return False
             db.execute("DELETE FROM files WHERE resource_id=? AND path=?", (resource_id, path))
+            self._touch_resource(db, resource_id)
         self.discard_blobs([row[0]])
         return True
 
@@ -619,6 +682,7 @@ class Store:
                     "UPDATE experiments SET extra=?, xsi_type=? WHERE id=?",
                     (json.dumps({**current, **doc["fields"]}), doc["xsi_type"], experiment_id),
                 )
+                self._touch(db, f"experiment:{experiment_id}")
             for scan in doc["scans"]:
                 if (
                     db.execute(
