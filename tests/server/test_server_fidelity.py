@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import io
 import re
+import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +156,112 @@ def test_subject_last_modified_column_changes_with_an_edit(pyxnat_interface, pop
     time.sleep(0.01)
     subject.attrs.set("xnat:subjectData/fields/field[name=touched]/field", "1")
     assert project.last_modified()[subject.id()] > t1
+
+
+# ---- 8, 9. xpath values: stored or refused, typed as the schema says ---------------------------------------
+
+
+def test_pyxnat_attributes_nested_xpaths_ids_and_float_form(pyxnat_interface) -> None:
+    """pyxnat attributes_test (create with nested xpaths and IDs, attrs get/mget/set/mset)."""
+    sid, eid = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
+    project = pyxnat_interface.select.project(PROJECT)
+    project.subject(sid).experiment(eid).create(
+        **{
+            "experiment": "xnat:mrSessionData",
+            "ID": f"TEST_{eid}",
+            "xnat:mrSessionData/age": "42",
+            "xnat:subjectData/investigator/lastname": "doe",
+            "xnat:subjectData/investigator/firstname": "john",
+            "xnat:subjectData/ID": f"TEST_{sid}",
+        }
+    )
+    subject = project.subject(f"TEST_{sid}")
+    experiment = subject.experiment(f"TEST_{eid}")
+    assert subject.id() == f"TEST_{sid}" and subject.label() == sid
+    assert experiment.id() == f"TEST_{eid}" and experiment.label() == eid
+    assert experiment.attrs.get("xnat:mrSessionData/age") == "42.0"  # xs:float, as XNAT answers
+    names = ["xnat:subjectData/investigator/firstname", "xnat:subjectData/investigator/lastname"]
+    assert subject.attrs.mget(names) == ["john", "doe"]
+    experiment.attrs.set("xnat:mrSessionData/age", "26")
+    assert experiment.attrs.get("xnat:mrSessionData/age") == "26.0"
+    subject.attrs.mset(dict(zip(names, ["george", "abidbol"], strict=True)))
+    assert subject.attrs.mget(names) == ["george", "abidbol"]
+    subject.attrs.set("age", "26")  # a shortcut: demographics[@xsi:type=xnat:demographicData]/age
+    assert subject.attrs.get("age") == "26"  # xs:integer
+    doc = etree.fromstring(subject.get())
+    demographics = doc.find("xnat:demographics", NS)
+    assert demographics.get(f"{{{NS['xsi']}}}type") == "xnat:demographicData"
+    assert demographics.findtext("xnat:age", namespaces=NS) == "26"
+    assert doc.findtext("xnat:investigator/xnat:lastname", namespaces=NS) == "abidbol"
+
+
+def test_unknown_xpaths_and_bad_values_are_refused_not_dropped(populated: ServerHandle) -> None:
+    subject_uri = f"/data/projects/{PROJECT}/subjects/SUBJ01"
+    for key, value in [
+        ("xnat:subjectData/investigator/nickname", "jo"),  # not in the schema
+        ("xnat:subjectData/nonsense", "1"),
+        ("xnat:mrSessionData/age", "42"),  # another type's xpath
+        ("xnat:subjectData/demographics[@xsi:type=xnat:demographicData]/age", "forty"),  # xs:integer
+    ]:
+        answer = api(populated, "PUT", subject_uri, params={"xsiType": "xnat:subjectData", key: value})
+        assert answer.status_code == 400, key
+        assert key.split("/")[-1] in answer.text or "integer" in answer.text
+    doc = etree.fromstring(api(populated, "GET", subject_uri, params={"format": "xml"}).content)
+    assert doc.find("xnat:investigator", NS) is None and doc.find("xnat:demographics", NS) is None
+    # options that are not values are left alone, as XNAT does
+    ok = api(populated, "PUT", subject_uri, params={"xsiType": "xnat:subjectData", "event_reason": "x"})
+    assert ok.status_code == 200
+    _, experiment_id = ids(populated)
+    moved = api(populated, "PUT", f"/data/experiments/{experiment_id}", params={"ID": "OTHER"})
+    assert moved.status_code == 400 and "ID cannot be modified" in moved.text
+
+
+def test_project_aliases_are_stored_and_listed(pyxnat_interface, populated: ServerHandle) -> None:
+    """pyxnat resources_test::test_19_project_aliases: the alias set through an xpath reads back."""
+    api(populated, "PUT", "/data/projects/FID_ALIASED").raise_for_status()
+    project = pyxnat_interface.select.project("FID_ALIASED")
+    project.attrs.set("xnat:projectData/aliases/alias[0]/alias", "fidalias")
+    assert project.aliases() == ["fidalias"]
+    assert (
+        api(populated, "GET", "/data/projects/fidalias", params={"format": "json"}).json()["items"][0][
+            "data_fields"
+        ]["ID"]
+        == "FID_ALIASED"
+    )  # XNAT resolves a project by ID or alias
+    taken = api(populated, "PUT", f"/data/projects/{PROJECT}", params={"alias": "fidalias"})
+    assert taken.status_code == 409
+
+
+def test_xnatpy_scan_with_an_id_other_than_its_type(xnat_session) -> None:
+    """xnatpy MrScanData(parent=exp, id=..., type=...) PUTs .../scans/{type}?xnat:mrScanData/id=..."""
+    subject = xnat_session.projects[PROJECT].subjects["SUBJ01"]
+    experiment = xnat_session.classes.MrSessionData(parent=subject, label="FID_SCANS")
+    xnat_session.classes.MrScanData(parent=experiment, id="77", type="FIDT1w")
+    experiment.clearcache()
+    scan = experiment.scans["77"]  # XNAT's ScanResource: the ID in the query wins over the URI's
+    assert scan.type == "FIDT1w"
+    assert "id" not in scan.data  # no stray data field next to ID
+    assert [s.id for s in experiment.scans.values()] == ["77"]
+
+
+def test_project_listing_order_is_case_insensitive(populated: ServerHandle, xnat_session) -> None:
+    """xnatpy's functional test_list_projects expects dummydicomproject before TRAINING."""
+    for project in ("TRAINING_FID", "dummydicomproject_fid"):
+        api(populated, "PUT", f"/data/projects/{project}").raise_for_status()
+    listed = [r["ID"] for r in api(populated, "GET", "/data/projects").json()["ResultSet"]["Result"]]
+    assert listed == sorted(listed, key=str.lower)
+    assert listed.index("dummydicomproject_fid") < listed.index("TRAINING_FID")
+
+
+def test_tar_of_symlinks_is_refused_naming_them(populated: ServerHandle, tmp_path: Path) -> None:
+    """xnatutils xnat-put (default tgz) tars symlinks into a temp dir; an empty resource was the result."""
+    (tmp_path / "real.txt").write_text("data")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(tmp_path / "link.txt", arcname="link.txt")  # not dereferenced, as xnatpy's upload_dir
+    uri = f"{SESSION}/resources/FID_TAR/files/upload.tar.gz"
+    answer = api(populated, "PUT", uri, params={"extract": "true"}, data=buf.getvalue())
+    assert answer.status_code == 400 and "link.txt" in answer.text
+    listing = api(populated, "GET", f"{SESSION}/resources/FID_TAR/files").json()
+    assert listing["ResultSet"]["Result"] == []

@@ -121,11 +121,20 @@ def receive_archive(h: Handler, store: Store, meta: dict[str, str]) -> list[File
         for chunk in iter(lambda: h.body.read(1 << 20), b""):
             tmp.write(chunk)
         tmp.seek(0)
+        links: list[str] = []
         try:
-            for name, stream in iter_members(tmp):
+            for name, stream in iter_members(tmp, links):
                 member = safe_path(name.split("/"))
                 blob = store.receive(stream)
                 entries.append(FileEntry(member, blob.size, blob.md5, blob.name, blob.crc32, **meta))
+            if links:
+                # what XNAT stores for a link is unverified; a 400 is loud where an empty file is not
+                raise HTTPError(
+                    400,
+                    f"the archive holds symbolic links, not files: {', '.join(links[:10])}"
+                    + (f" and {len(links) - 10} more" if len(links) > 10 else "")
+                    + " (archive the files themselves, e.g. tar --dereference)",
+                )
         except (zipfile.BadZipFile, tarfile.TarError, NotAnArchive, OSError) as exc:
             store.discard_blobs([e.blob for e in entries])
             raise HTTPError(400, f"cannot extract the upload: {exc}") from exc

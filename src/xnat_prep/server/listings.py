@@ -30,6 +30,19 @@ def obj_uri(obj: Obj) -> str:
     return f"/data/{obj.kind}s/{obj.id}"
 
 
+def find_project(store: Store, ref: str) -> Obj | None:
+    """A project by ID or by one of its aliases (as XNAT's getProjectByIDorAlias)."""
+    found = store.project(ref)
+    if found is None:
+        aliases = (p for p in store.projects() if ref in alias_values(p))
+        found = next(aliases, None)
+    return found
+
+
+def alias_values(project: Obj) -> list[str]:
+    return [v for k, v in project.extra.items() if k.startswith("aliases/alias[")]
+
+
 def family(obj: Obj) -> str:
     """The shortcut family (schema.SHORTCUTS) of an object."""
     if obj.kind == "experiment" and schema().is_a(obj.xsi_type, "derivedData"):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
+from xnat_prep.server.listings import find_project
 from xnat_prep.server.store import Obj, Resource, Store
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def resolve(h: Handler, parts: list[str]) -> Loc:
 def lookup(h: Handler, loc: Loc, coll: str, item: str) -> Obj | None:
     store = h.server.store
     if coll == "projects":
-        return store.project(item)
+        return find_project(store, item)
     if coll == "subjects":
         return store.subject(item, loc.project.id if loc.project else None)
     if coll == "experiments":

@@ -24,7 +24,7 @@ XS = "{http://www.w3.org/2001/XMLSchema}"
 STEP = re.compile(r"([^/\[\]]+)(?:\[([^\]]*)\])?(?:/|$)")
 FLOATS = {"float", "double", "decimal"}
 # a custom field: xnat:someData/fields/field[name=NAME]/field (or .../name)
-FIELD_KEY = re.compile(r"^[\w.-]+:\w+/fields/field\[name=(?P<name>[^\]]+)\]/(?P<part>field|name)$", re.I)
+FIELD_KEY = re.compile(r"^[\w.-]+:\w+/fields/field\[name=(?P<name>[^\]]+)\]/(?P<part>[\w.-]+)$", re.I)
 INTEGERS = {"integer", "int", "long", "short", "nonNegativeInteger", "positiveInteger"}
 
 
@@ -147,6 +147,15 @@ SHORTCUTS: dict[str, dict[str, str]] = {
 SHORTCUTS["assessor"] = {
     k: v for k, v in SHORTCUTS["experiment"].items() if "/" in v or k in ("visit_id", "date", "time", "note")
 }
+for _family, _names in (
+    ("project", ("ID",)),
+    ("subject", ("ID", "label", "project")),
+    ("experiment", ("ID", "label", "project", "subject_ID")),
+    ("assessor", ("ID", "label", "project")),
+    ("scan", ("ID",)),
+    ("recon", ("ID",)),
+):
+    SHORTCUTS[_family].update({name: name for name in _names})
 
 
 class Schema:

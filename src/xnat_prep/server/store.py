@@ -305,7 +305,9 @@ class Store:
         )
 
     def projects(self) -> list[Obj]:
-        return [self._obj("project", r) for r in self._query("SELECT * FROM projects ORDER BY id")]
+        # XNAT lists projects case-insensitively (dummydicomproject before TRAINING; xnatpy's tests)
+        rows = self._query("SELECT * FROM projects ORDER BY id COLLATE NOCASE, id")
+        return [self._obj("project", r) for r in rows]
 
     def project(self, project_id: str) -> Obj | None:
         rows = self._query("SELECT * FROM projects WHERE id=?", (project_id,))

@@ -4,19 +4,20 @@ resources from XNAT's query-string forms, and project roles."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xnat_prep.server.auth import ROLE_GROUPS
 from xnat_prep.server.errors import HTTPError
-from xnat_prep.server.schema import FIELD_KEY
+from xnat_prep.server.listings import family, find_project
+from xnat_prep.server.schema import FIELD_KEY, UnknownPath, schema, typed
 from xnat_prep.server.store import Obj
 
 if TYPE_CHECKING:
     from xnat_prep.server.http import Handler
     from xnat_prep.server.resolve import Loc
 
-
-ATTR_KEY = re.compile(r"^[\w.-]+:\w+/(?P<attr>\w+)$")
 
 LABEL_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -35,42 +36,73 @@ SESSION_TYPES = (
 
 SCAN_TYPES = ("xnat:mrScanData", "xnat:ctScanData", "xnat:petScanData", "xnat:otherDicomScanData")
 
-# plain (non-xpath) query keys a project PUT may set
-PROJECT_KEYS = ("name", "description", "keywords", "secondary_ID")
+# values a PUT names that the server keeps outside the data fields (or takes from the URI)
+IDENTITY = {"ID", "label", "project", "subject_ID", "image_session_ID", "imageSession_ID"}
 
 
-def parse_updates(h: Handler, obj_kind: str) -> tuple[dict[str, Any], dict[str, str | None], str | None]:
-    """Data fields, custom fields (lower-cased names, None = delete) and a new label from the query."""
-    attrs: dict[str, Any] = {}
-    custom: dict[str, str | None] = {}
-    label = h.query.get("label") or None
+@dataclass
+class Updates:
+    """What a PUT's query asks to set (schema.py turns xpaths and shortcuts into storage keys)."""
+
+    values: dict[str, str | None] = field(default_factory=dict)  # None: remove
+    custom: dict[str, str | None] = field(default_factory=dict)  # lower-cased names; None: remove
+    identity: dict[str, str] = field(default_factory=dict)  # ID, label, project, subject_ID, ...
+
+
+def parse_updates(h: Handler, xsi: str, family: str) -> Updates:
+    """Read a PUT's query. An xpath the schema does not define, or a value its type refuses, is a
+    400 naming it (XNAT stores a value or refuses the request; it never drops one). Plain names that
+    are neither one of XNAT's shortcuts nor an xpath are request options and are left alone, as XNAT
+    does (``xsiType``, ``req_format``, ``event_reason``, ...)."""
+    updates = Updates()
     for key, value in h.query_list:
         match = FIELD_KEY.match(key)
         if match:
-            if match.group("part") == "field":
-                custom[match.group("name").lower()] = None if value == "NULL" else value
-            elif value == "NULL":
-                custom.setdefault(match.group("name").lower(), None)
+            name = match.group("name").lower()
+            if match.group("part").lower() == "field":
+                updates.custom[name] = None if value == "NULL" else value
+            elif value == "NULL":  # xnatpy deletes with .../field[name=X]/field=NULL&.../X=NULL
+                updates.custom.setdefault(name, None)
+            else:
+                raise HTTPError(400, f"cannot set {key}: a custom field's value is .../field")
             continue
-        match = ATTR_KEY.match(key)
-        attr = (
-            match.group("attr") if match else key if obj_kind == "project" and key in PROJECT_KEYS else None
-        )
-        if attr is None or attr in ("ID", "project", "subject_ID", "image_session_ID"):
+        if key == "label":
+            updates.identity["label"] = value
             continue
-        if attr == "label":
-            label = value
+        try:
+            target = schema().resolve(xsi, key, family)
+        except UnknownPath as exc:
+            if "/" in key or ":" in key:
+                raise HTTPError(400, f"cannot set {key}: {exc}") from exc
+            continue  # an option, not a value
+        if target.key in IDENTITY:
+            updates.identity[target.key] = value
+        elif value == "NULL":
+            updates.values[target.key] = None
         else:
-            attrs[attr] = None if value == "NULL" else value
-    return attrs, custom, label
+            try:
+                updates.values[target.key] = typed(value, target.type, key)
+            except UnknownPath as exc:
+                raise HTTPError(400, str(exc)) from exc
+    return updates
 
 
 def update(h: Handler, obj: Obj) -> None:
     store = h.server.store
-    attrs, custom, label = parse_updates(h, obj.kind)
+    xsi = h.query.get("xsiType")
+    if xsi and xsi != obj.xsi_type:
+        raise HTTPError(400, f"{obj.kind} {obj.id} is a {obj.xsi_type}, not {xsi}")
+    updates = parse_updates(h, obj.xsi_type, family(obj))
+    given = updates.identity
+    if given.get("ID", obj.id) != obj.id:
+        raise HTTPError(400, f"ID cannot be modified ({obj.id}, not {given['ID']})")
+    if given.get("project", obj.project) != obj.project and obj.kind != "scan":
+        raise HTTPError(
+            409, "the project of an object is changed by sharing it (.../projects/P), not by a PUT"
+        )
+    label = given.get("label")
     if label is not None and label != obj.label:
-        if not LABEL_OK.match(label):
-            raise HTTPError(400, f"invalid label {label!r}")
+        check_label(label, obj.kind)
         clash = (
             store.subject(label, obj.project)
             if obj.kind == "subject"
@@ -80,12 +112,41 @@ def update(h: Handler, obj: Obj) -> None:
         )
         if clash is not None and clash.id != obj.id:
             raise HTTPError(409, f"label {label} is already used in project {obj.project}")
-    xsi = h.query.get("xsiType")
-    if obj.kind in ("experiment", "scan") and xsi and xsi != obj.xsi_type:
-        raise HTTPError(400, f"{obj.kind} {obj.id} is a {obj.xsi_type}, not {xsi}")
-    store.update(obj, attrs, label if obj.kind in ("subject", "experiment") else None)
-    if custom:
-        store.set_fields(obj.key, custom)
+    if obj.kind == "project":
+        check_aliases(h, obj.id, updates.values)
+    store.update(obj, updates.values, label if obj.kind in ("subject", "experiment") else None)
+    if updates.custom:
+        store.set_fields(obj.key, updates.custom)
+
+
+def check_label(label: str, what: str) -> None:
+    if not LABEL_OK.match(label):
+        raise HTTPError(400, f"invalid {what} label {label!r}")
+
+
+def check_aliases(h: Handler, project: str, values: dict[str, str | None]) -> None:
+    """A project alias must not be another project's ID or alias (XNAT resolves URIs by either)."""
+    for key, alias in values.items():
+        if key.startswith("aliases/alias[") and alias is not None:
+            other = find_project(h.server.store, alias)
+            if other is not None and other.id != project:
+                raise HTTPError(409, f"{alias} is already the ID or an alias of project {other.id}")
+
+
+def created(values: dict[str, str | None]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def new_id(h: Handler, given: dict[str, str], exists: Callable[[str], Obj | None]) -> str | None:
+    """An accession ID the creating request chose (``ID=``, ``xnat:subjectData/ID=``), checked."""
+    wanted = given.get("ID")
+    if wanted is None:
+        return None
+    if not LABEL_OK.match(wanted):
+        raise HTTPError(400, f"invalid ID {wanted!r}")
+    if exists(wanted) is not None:
+        raise HTTPError(409, f"ID {wanted} is already used")
+    return wanted
 
 
 def create(h: Handler, loc: Loc) -> None:
@@ -100,67 +161,83 @@ def create(h: Handler, loc: Loc) -> None:
         assert name is not None
         if not LABEL_OK.match(name):
             raise HTTPError(400, f"invalid project ID {name!r}")
-        attrs, custom, _ = parse_updates(h, "project")
-        store.create_project(name, user, {k: v for k, v in attrs.items() if v is not None})
+        updates = parse_updates(h, "xnat:projectData", "project")
+        check_aliases(h, name, updates.values)
+        store.create_project(name, user, created(updates.values))
         store.set_role(name, user, "owner")
-        store.set_fields(f"project:{name}", custom)
+        store.set_fields(f"project:{name}", updates.custom)
         h.send_text(name, 201)
         return
     assert loc.project is not None
     project = loc.project.id
     if loc.missing_subject is not None:
-        if not LABEL_OK.match(loc.missing_subject):
-            raise HTTPError(400, f"invalid subject label {loc.missing_subject!r}")
+        check_label(loc.missing_subject, "subject")
         loc.subject = store.subject(store.create_subject(project, loc.missing_subject, user, {}))
     if coll == "subjects":
-        attrs, custom, label = parse_updates(h, "subject")
-        label = label or name
+        updates = parse_updates(h, "xnat:subjectData", "subject")
+        label = updates.identity.get("label") or name
         assert label is not None
-        if not LABEL_OK.match(label):
-            raise HTTPError(400, f"invalid subject label {label!r}")
+        check_label(label, "subject")
         existing = store.subject(label, project)
         if existing is not None:
             update(h, existing)
             h.send_text(existing.id)
             return
+        check_project(updates, project)
         subject_id = store.create_subject(
-            project, label, user, {k: v for k, v in attrs.items() if v is not None}
+            project, label, user, created(updates.values), new_id(h, updates.identity, store.subject)
         )
-        store.set_fields(f"subject:{subject_id}", custom)
+        store.set_fields(f"subject:{subject_id}", updates.custom)
         h.send_text(subject_id, 201)
     elif coll == "experiments":
-        attrs, custom, label = parse_updates(h, "experiment")
-        label = label or name
-        assert label is not None
-        if not LABEL_OK.match(label):
-            raise HTTPError(400, f"invalid experiment label {label!r}")
         if xsi not in SESSION_TYPES:
             raise HTTPError(400, f"creating an experiment needs xsiType, one of {', '.join(SESSION_TYPES)}")
+        updates = parse_updates(h, xsi, "experiment")
+        label = updates.identity.get("label") or name
+        assert label is not None
+        check_label(label, "experiment")
+        check_project(updates, project)
         subject = loc.subject
         if subject is None:
-            ref = h.query.get(f"{xsi}/subject_ID") or h.query.get("subject_ID")
+            ref = updates.identity.get("subject_ID")
             subject = store.subject(ref, project) if ref else None
             if subject is None:
                 raise HTTPError(400, "creating an experiment here needs an existing subject (subject_ID)")
         if store.experiment(label, project) is not None:
             raise HTTPError(409, f"experiment {label} already exists in project {project}")
         experiment_id = store.create_experiment(
-            project, subject.id, label, xsi, user, {k: v for k, v in attrs.items() if v is not None}
+            project,
+            subject.id,
+            label,
+            xsi,
+            user,
+            created(updates.values),
+            new_id(h, updates.identity, store.experiment),
         )
-        store.set_fields(f"experiment:{experiment_id}", custom)
+        store.set_fields(f"experiment:{experiment_id}", updates.custom)
         h.send_text(experiment_id, 201)
     elif coll == "scans":
         assert loc.experiment is not None and name is not None
         xsi = xsi or SCAN_DEFAULT_TYPES.get(loc.experiment.xsi_type, "xnat:otherDicomScanData")
         if xsi not in SCAN_TYPES:
             raise HTTPError(400, f"scan xsiType must be one of {', '.join(SCAN_TYPES)}")
-        if not LABEL_OK.match(name):
-            raise HTTPError(400, f"invalid scan ID {name!r}")
-        attrs, _, _ = parse_updates(h, "scan")
-        store.create_scan(loc.experiment.id, name, xsi, {k: v for k, v in attrs.items() if v is not None})
-        h.send_text(name, 201)
+        updates = parse_updates(h, xsi, "scan")
+        # XNAT's ScanResource: an ID given in the query wins over the one in the URI
+        scan_id = updates.identity.get("ID") or name
+        if not LABEL_OK.match(scan_id):
+            raise HTTPError(400, f"invalid scan ID {scan_id!r}")
+        if scan_id != name and store.scan(loc.experiment.id, scan_id) is not None:
+            raise HTTPError(409, f"scan {scan_id} already exists in {loc.experiment.label}")
+        store.create_scan(loc.experiment.id, scan_id, xsi, created(updates.values))
+        h.send_text(scan_id, 201)
     else:
         raise HTTPError(405, f"cannot create {coll}")
+
+
+def check_project(updates: Updates, project: str) -> None:
+    given = updates.identity.get("project", project)
+    if given != project:
+        raise HTTPError(400, f"project={given} differs from the project in the URI ({project})")
 
 
 def resource_put(h: Handler, loc: Loc) -> None:

@@ -34,7 +34,7 @@ def object_xml(store: Store, obj: Obj) -> str:
 
 def fill(el: ElementTree.Element, store: Store, obj: Obj) -> None:
     """Write ``obj`` (its values, then its children) into ``el``."""
-    from xnat_prep.server.listings import data_fields  # listings answers format=xml through here
+    from xnat_prep.server.listings import values  # listings answers format=xml through here
 
     def nested(objs: list[Obj]) -> Write:
         def write(box: ElementTree.Element, m: Member) -> None:
@@ -56,8 +56,8 @@ def fill(el: ElementTree.Element, store: Store, obj: Obj) -> None:
         children["experiments"] = in_container(nested(store.experiments(subject_id=obj.id)))
     if obj.kind == "experiment" and schema().is_a(obj.xsi_type, "imageSessionData"):
         children["scans"] = in_container(nested(store.scans(obj.id)))
-    values = {k: v for k, v in data_fields(store, obj).items() if v not in (None, "")}
-    write_type(el, schema().flat(local(obj.xsi_type)), values, children)
+    present = {k: v for k, v in values(store, obj).items() if v not in (None, "")}
+    write_type(el, schema().flat(local(obj.xsi_type)), present, children)
 
 
 def in_container(write: Write) -> Write:
