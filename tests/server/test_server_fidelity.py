@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from lxml import etree
-from server_helpers import PROJECT, api
+from server_helpers import PROJECT, api, archived
 
 from xnat_prep.server.testing import ServerHandle
 
@@ -265,3 +266,55 @@ def test_tar_of_symlinks_is_refused_naming_them(populated: ServerHandle, tmp_pat
     assert answer.status_code == 400 and "link.txt" in answer.text
     listing = api(populated, "GET", f"{SESSION}/resources/FID_TAR/files").json()
     assert listing["ResultSet"]["Result"] == []
+
+
+# ---- 7. archived DICOM names; xnatutils -------------------------------------------------------------------
+
+
+def test_xnat_get_strip_name_reads_instance_numbers_from_archived_names(
+    xnat_session, dicom_zip: Path, tmp_path: Path
+) -> None:
+    """xnatutils xnat-get --strip_name: int(name.split("-")[-2]) is the InstanceNumber."""
+    xnatutils = pytest.importorskip("xnatutils", reason="xnatutils is a test extra (pip install xnatutils)")
+    names = sorted(archived(dicom_zip, 1))
+    assert all(re.fullmatch(r"[\d.]+-1-[123]-[0-9a-z]+\.dcm", n) for n in names), names
+    xnatutils.get(
+        "SUBJ01_MR1",
+        str(tmp_path),
+        scans="T1w.*",
+        project_id=PROJECT,
+        subject_id="SUBJ01",
+        strip_name=True,
+        connection=xnat_session,
+    )
+    scan_dir = tmp_path / "SUBJ01_MR1" / "1-T1w_MPRAGE"
+    assert sorted(p.name for p in scan_dir.iterdir()) == ["0001.dcm", "0002.dcm", "0003.dcm"]
+    for path in scan_dir.iterdir():
+        instance = pydicom.dcmread(path, stop_before_pixels=True).InstanceNumber
+        assert path.name == f"{instance:04d}.dcm"
+
+
+def test_xnat_put_of_a_folder_passes_its_md5_check(xnat_session, tmp_path: Path) -> None:
+    """xnatutils xnat-put DIR (default method: a tgz, extracted): then every file's md5 is compared
+    with the listing's digest."""
+    xnatutils = pytest.importorskip("xnatutils", reason="xnatutils is a test extra (pip install xnatutils)")
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    (folder / "t1.nii").write_bytes(b"nifti" * 100)
+    (folder / "t1.json").write_text('{"EchoTime": 0.003}')
+    common = {
+        "project_id": PROJECT,
+        "subject_id": "FID_PUT",
+        "create_session": True,
+        "connection": xnat_session,
+    }
+    xnatutils.put("FID_PUT_MR1", "t1w", str(folder), resource_name="NIFTI", **common)
+    experiment = xnat_session.projects[PROJECT].subjects["FID_PUT"].experiments["FID_PUT_MR1"]
+    assert sorted(experiment.scans["t1w"].resources["NIFTI"].files.keys()) == ["t1.json", "t1.nii"]
+    # given files, xnat-put symlinks them into a temporary folder and tars that: a tar of links,
+    # which the server refuses naming them (it used to answer 200 with an empty resource)
+    from xnat.exceptions import XNATUploadError
+
+    files = [str(folder / "t1.nii"), str(folder / "t1.json")]
+    with pytest.raises(XNATUploadError, match="symbolic links"):
+        xnatutils.put("FID_PUT_MR1", "t1w", *files, resource_name="LINKS", **common)

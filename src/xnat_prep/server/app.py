@@ -19,6 +19,7 @@ from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, Faults, parse_spec
 from xnat_prep.server.http import Handler, Server
+from xnat_prep.server.options import Options
 from xnat_prep.server.schema import schema_text
 from xnat_prep.server.store import Store
 
@@ -287,5 +288,6 @@ class XNATServer(Server):
         auth: Auth,
         faults: Faults,
         ssl_context: ssl.SSLContext | None = None,
+        options: Options | None = None,
     ) -> None:
-        super().__init__(address, store, auth, faults, route, ssl_context)
+        super().__init__(address, store, auth, faults, route, ssl_context, options)

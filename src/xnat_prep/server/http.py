@@ -31,6 +31,7 @@ from xnat_prep import __version__
 from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, Decision, Faults
+from xnat_prep.server.options import Options
 from xnat_prep.server.store import Store
 from xnat_prep.server.zipstream import Part, ZipEntry, zip_layout
 
@@ -163,9 +164,11 @@ class Server(ThreadingHTTPServer):
         faults: Faults,
         route: Callable[[Handler], None],
         ssl_context: ssl.SSLContext | None = None,
+        options: Options | None = None,
     ) -> None:
         super().__init__(address, Handler)
         self.route = route
+        self.options = options or Options()
         self.store = store
         self.auth = auth
         self.faults = faults

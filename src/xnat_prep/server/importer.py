@@ -40,7 +40,13 @@ HEADER_TAGS = [
     "SeriesNumber", "SeriesInstanceUID", "SeriesDescription", "Modality", "NumberOfFrames",
     "StudyDate", "StudyTime", "StudyInstanceUID", "StudyDescription", "StationName",
     "InstitutionName", "PatientID", "PatientName", "MagneticFieldStrength",
+    "SOPClassUID", "SOPInstanceUID", "InstanceNumber",
 ]  # fmt: skip
+# XNAT's default dicomFileNameTemplate (TemplatizedDicomFileNamer; ".dcm" is added when it has no extension)
+DEFAULT_NAME_TEMPLATE = (
+    "${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-${HashSOPClassUIDWithSOPInstanceUID}"
+)
+TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 IN_MEMORY = 4 << 20  # members up to this size are parsed from memory, bigger ones from their blob
 
 
@@ -66,14 +72,53 @@ def _time(value: str) -> str:
     return f"{value[:2]}:{value[2:4]}:{value[4:6]}" if re.match(r"\d{6}", value) else ""
 
 
-def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
-    """Receive an upload and parse it into a session document; its DICOM files become blobs."""
+def dicom_file_name(ds: pydicom.Dataset, template: str = DEFAULT_NAME_TEMPLATE) -> str:
+    """The name XNAT gives an archived DICOM file, from its naming template.
+
+    ``${Keyword}`` is the element's value (``no-value-for-Keyword`` when absent); ``${HashAWithB}`` is
+    the Java ``List.hashCode`` of those values as an unsigned base-36 number, as XNAT computes it.
+    """
+    values = {}
+    for variable in TEMPLATE_VARIABLE.findall(template):
+        for keyword in variable[4:].split("With") if variable.startswith("Hash") else [variable]:
+            values[keyword] = _text(ds, keyword) or f"no-value-for-{keyword}"
+
+    def substitute(match: re.Match[str]) -> str:
+        variable = match.group(1)
+        if variable.startswith("Hash"):
+            return _java_list_hash([values[k] for k in variable[4:].split("With")])
+        return values[variable]
+
+    name = TEMPLATE_VARIABLE.sub(substitute, template)
+    return name if re.search(r"\.[A-Za-z0-9]+$", template) else name + ".dcm"
+
+
+def _java_list_hash(items: list[str]) -> str:
+    h = 1
+    for item in items:
+        s = 0
+        data = item.encode("utf-16-be")  # String.hashCode works on UTF-16 code units
+        for i in range(0, len(data), 2):
+            s = (31 * s + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+        h = (31 * h + s) & 0xFFFFFFFF
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        h, rest = divmod(h, 36)
+        out = digits[rest] + out
+        if not h:
+            return out
+
+
+def read_session(store: Store, body: IO[bytes], template: str = DEFAULT_NAME_TEMPLATE) -> dict[str, Any]:
+    """Receive an upload and parse it into a session document; its DICOM files become blobs, named
+    with XNAT's DICOM file-name template (the upload's names are not kept, as in XNAT)."""
     blobs: list[str] = []
     try:
         with tempfile.TemporaryFile(dir=store.data_dir, prefix=".import-") as upload:
             for chunk in iter(lambda: body.read(1 << 20), b""):
                 upload.write(chunk)
-            scans = _receive_scans(store, upload, blobs)
+            scans = _receive_scans(store, upload, blobs, template)
     except NotAnArchive as exc:
         store.discard_blobs(blobs)
         raise ImportFailed(str(exc)) from exc
@@ -85,7 +130,9 @@ def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
     return _session(scans)
 
 
-def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[str, dict[str, Any]]:
+def _receive_scans(
+    store: Store, upload: IO[bytes], blobs: list[str], template: str
+) -> dict[str, dict[str, Any]]:
     """Store each DICOM member as a blob and group them by SeriesNumber (header kept in ``_first``)."""
     import pydicom  # deferred: it costs a quarter second of server start-up
     from pydicom.errors import InvalidDicomError
@@ -108,19 +155,19 @@ def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[st
             if (ds := header(io.BytesIO(head))) is not None:
                 blob = store.receive(iter((head,)))
                 blobs.append(blob.name)
-                _add_file(scans, ds, base, blob)
+                _add_file(scans, ds, dicom_file_name(ds, template), blob)
             continue
         blob = store.receive(itertools.chain((head,), iter(partial(stream.read, CHUNK), b"")))
         blobs.append(blob.name)
         if (ds := header(store.blob_path(blob.name))) is None:  # too big to hold: parsed from its blob
             store.discard_blobs([blobs.pop()])
             continue
-        _add_file(scans, ds, base, blob)
+        _add_file(scans, ds, dicom_file_name(ds, template), blob)
     return scans
 
 
 def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, blob: Blob) -> None:
-    """Add a blob to its scan, which this header makes if it is the scan's first."""
+    """Add a blob to its scan (as ``base``), which this header makes if it is the scan's first."""
     modality = _text(ds, "Modality") or "OT"
     series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
     series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
@@ -141,12 +188,16 @@ def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, 
             "files": [],
             "_first": ds,
             "_paths": set(),
+            "_names": {},
         }
     scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
-    path, n = base, 1
+    # two files with one name (the same SOP instance twice): both kept, the later one as NAME-2.dcm
+    # (XNAT would replace the first; unverified, and a silent loss, so not copied)
+    path, n = base, scan["_names"].get(base, 1)
     while path in scan["_paths"]:
         n += 1
         path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+    scan["_names"][base] = n
     scan["_paths"].add(path)
     scan["files"].append(
         {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
@@ -160,7 +211,7 @@ def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
     )
     headers = [scan.pop("_first") for scan in ordered]
     for scan in ordered:
-        del scan["_paths"]
+        del scan["_paths"], scan["_names"]
     first = headers[0]
     modalities = [scan["fields"]["modality"] for scan in ordered]
     primary = next((m for m in ("PT", "MR", "CT") if m in modalities), modalities[0])

@@ -63,7 +63,7 @@ def import_service(h: Handler) -> None:
     if project:  # check before reading a possibly large body
         require_write(h, project)
     try:
-        doc = read_session(store, h.body)
+        doc = read_session(store, h.body, h.server.options.dicom_name_template)
     except ImportFailed as exc:
         raise HTTPError(400, str(exc)) from exc
     project = project or doc["labels"]["project"]
