@@ -318,3 +318,121 @@ def test_xnat_put_of_a_folder_passes_its_md5_check(xnat_session, tmp_path: Path)
     files = [str(folder / "t1.nii"), str(folder / "t1.json")]
     with pytest.raises(XNATUploadError, match="symbolic links"):
         xnatutils.put("FID_PUT_MR1", "t1w", *files, resource_name="LINKS", **common)
+
+
+# ---- 11. assessors, reconstructions, sharing, users, accessibility ----------------------------------------
+
+
+def test_pyxnat_assessors_and_reconstructions(
+    pyxnat_interface, populated: ServerHandle, tmp_path: Path
+) -> None:
+    """pyxnat resources_test 01-06 (create, exists, datatype, multi_create) plus resources and params."""
+    project = pyxnat_interface.select.project(PROJECT)
+    experiment = project.subject("FID_DERIVED").experiment("FID_DERIVED_MR1")
+    experiment.create()  # subject too
+    assessor = experiment.assessor("FID_FS")
+    recon = experiment.reconstruction("FID_RECON")
+    assert not assessor.exists() and not recon.exists()
+    assessor.create()  # PUT .../assessors/FID_FS?xsiType=xnat:mrAssessorData
+    recon.create()  # PUT .../reconstructions/FID_RECON?xsiType=xnat:reconstructedImageData
+    assert assessor.exists() and recon.exists()
+    assert assessor.datatype() == "xnat:mrAssessorData"
+    assert re.fullmatch(r"XNAT_E\d{5}", assessor.id())  # an experiment of its own
+    source = tmp_path / "aseg.stats"
+    source.write_text("# stats\n")
+    assessor.out_resource("FS").file("stats/aseg.stats").put(str(source))
+    assessor.in_resource("T1").file("t1.nii").put(str(source))
+
+    def labels(path: str) -> list[str]:
+        rows = api(populated, "GET", f"/data/experiments/{assessor.id()}/{path}").json()["ResultSet"][
+            "Result"
+        ]
+        return [r["label"] for r in rows]
+
+    assert labels("out/resources") == ["FS"] == labels("resources")  # .../resources are the outputs
+    assert labels("in/resources") == ["T1"]
+    assert assessor.out_resource("FS").file("stats/aseg.stats").exists()
+    assessor.set_param("fs_version", "7.4.1")
+    assert assessor.params() == ["fs_version"] and assessor.get_param("fs_version") == "7.4.1"
+    # the session's document holds them; the subject's experiment listing does not list the assessor
+    doc = etree.fromstring(experiment.get())
+    node = doc.find("xnat:assessors/xnat:assessor", NS)
+    assert node.get(f"{{{NS['xsi']}}}type") == "xnat:mrAssessorData" and node.get("label") == "FID_FS"
+    assert node.find("xnat:out/xnat:file", NS).get("label") == "FS"
+    assert doc.find("xnat:reconstructions/xnat:reconstructedImage", NS).get("ID") == "FID_RECON"
+    listed = api(populated, "GET", f"/data/projects/{PROJECT}/subjects/FID_DERIVED/experiments").json()
+    assert [r["label"] for r in listed["ResultSet"]["Result"]] == ["FID_DERIVED_MR1"]
+    # test_06_multi_create: parents created with the types asked for
+    pet = pyxnat_interface.select(
+        f"/projects/{PROJECT}/subjects/FID_PET/experiments/FID_PET_1/assessors/FID_PET_QC"
+    )
+    pet.create(experiments="xnat:petSessionData", assessors="xnat:petAssessorData")
+    assert pet.datatype() == "xnat:petAssessorData"
+    assert project.subject("FID_PET").experiment("FID_PET_1").datatype() == "xnat:petSessionData"
+    # deleting the session deletes what hangs below it
+    assessor_uri = f"/data/experiments/{assessor.id()}"
+    assert api(populated, "GET", assessor_uri, params={"format": "json"}).status_code == 200
+    experiment.delete()
+    assert api(populated, "GET", assessor_uri, params={"format": "json"}).status_code == 404
+
+
+def test_xnatpy_lists_assessors_with_registered_types(xnat_session, populated: ServerHandle) -> None:
+    subject = xnat_session.projects[PROJECT].subjects["SUBJ01"]
+    session = xnat_session.classes.MrSessionData(parent=subject, label="FID_XNATPY_ASSESSED")
+    uri = f"/data/experiments/{session.id}/assessors/FID_QC"
+    created = api(populated, "PUT", uri, params={"xsiType": "xnat:mrAssessorData"})
+    assert created.status_code == 201 and created.text.startswith("XNAT_E")
+    session.clearcache()
+    assessors = session.assessors
+    assert [a.label for a in assessors.values()] == ["FID_QC"]
+    assert assessors["FID_QC"].__xsi_type__ == "xnat:mrAssessorData"
+    refused = api(populated, "PUT", f"{uri}2", params={"xsiType": "xnat:mrSessionData"})
+    assert refused.status_code == 400  # not an assessor type
+
+
+def test_pyxnat_shares_subjects_and_experiments(pyxnat_interface, populated: ServerHandle) -> None:
+    """pyxnat resources_test::test_24_share_subject and test_25_share_experiment."""
+    for project in ("FID_SHARE_A", "FID_SHARE_B"):
+        api(populated, "PUT", f"/data/projects/{project}").raise_for_status()
+    proj_a = pyxnat_interface.select.project("FID_SHARE_A")
+    proj_b = pyxnat_interface.select.project("FID_SHARE_B")
+    proj_a.subject("rs").experiment("rs_MR1").create()
+    subj_a = proj_a.subject("rs")
+    assert not proj_b.subject("rs").exists()
+    subj_a.share("FID_SHARE_B")  # PUT .../subjects/{ID}/projects/FID_SHARE_B?label=rs
+    assert proj_b.subject("rs").exists()
+    assert set(subj_a.shares().get()) == {"FID_SHARE_A", "FID_SHARE_B"}
+    again = api(populated, "PUT", "/data/projects/FID_SHARE_A/subjects/rs/projects/FID_SHARE_B")
+    assert again.status_code == 409 and "Already assigned" in again.text
+    subj_a.unshare("FID_SHARE_B")
+    assert not proj_b.subject("rs").exists()
+
+    exp_a = proj_a.experiment("rs_MR1")
+    assert not proj_b.experiment("rs_MR1").exists()
+    exp_a.share("FID_SHARE_B")
+    assert proj_b.experiment("rs_MR1").exists()  # listed and found in B, still A's experiment
+    assert set(exp_a.shares().get()) == {"FID_SHARE_A", "FID_SHARE_B"}
+    shared_doc = api(
+        populated, "GET", "/data/projects/FID_SHARE_B/experiments/rs_MR1", params={"format": "xml"}
+    )
+    share = etree.fromstring(shared_doc.content).find("xnat:sharing/xnat:share", NS)
+    assert (share.get("project"), share.get("label")) == ("FID_SHARE_B", "rs_MR1")
+    assert etree.fromstring(shared_doc.content).get("project") == "FID_SHARE_A"
+    exp_a.unshare("FID_SHARE_B")
+    assert not proj_b.experiment("rs_MR1").exists()
+    owner = api(populated, "DELETE", "/data/projects/FID_SHARE_A/subjects/rs/projects/FID_SHARE_A")
+    assert owner.status_code == 400  # an object cannot leave its own project by unsharing
+
+
+def test_pyxnat_users_and_project_accessibility(pyxnat_interface) -> None:
+    """pyxnat user_and_project_management_test: /data/users and .../accessibility."""
+    users = pyxnat_interface.manage.users
+    assert users() == ["admin"]
+    assert users.id("admin") == "1" and users.firstname("admin") == ""
+    project = pyxnat_interface.select.project(PROJECT)
+    assert "admin" in project.users()
+    assert project.accessibility() == b"private"
+    project.set_accessibility("protected")
+    assert project.accessibility() == b"protected"
+    project.set_accessibility("private")
+    assert project.accessibility() == b"private"

@@ -206,6 +206,25 @@ def access_projects(h: Handler) -> None:
     h.send_json(rows)
 
 
+def users(h: Handler) -> None:
+    """GET /data/users: every account (pyxnat manage.users). The server keeps no names or e-mail
+    addresses, so those columns are empty; xdat_user_id numbers the accounts in login order."""
+    h.require_user()
+    h.send_result_set(
+        [
+            {
+                "login": login,
+                "firstname": "",
+                "lastname": "",
+                "email": "",
+                "xdat_user_id": str(number),
+                "enabled": "true",
+            }
+            for number, login in enumerate(sorted(h.server.auth.users), start=1)
+        ]
+    )
+
+
 def tokens(h: Handler, parts: list[str]) -> None:
     """Alias tokens: issue[/user/LOGIN], validate/ALIAS/SECRET, invalidate/ALIAS/SECRET."""
     auth = h.server.auth
@@ -269,6 +288,8 @@ SIMPLE_ROUTES: dict[tuple[str, str], Callable[[Handler], None]] = {
     ("GET", "/xapi/schemas"): schema_list,
     ("GET", "/data/search/elements"): search_elements,
     ("GET", "/xapi/access/projects"): access_projects,
+    ("GET", "/data/users"): users,
+    ("GET", "/xapi/users"): lambda h: (h.require_user(), h.send_json(sorted(h.server.auth.users))),
     ("GET", FAULTS_PATH): faults_endpoint,
     ("PUT", FAULTS_PATH): faults_endpoint,
     ("DELETE", FAULTS_PATH): faults_endpoint,

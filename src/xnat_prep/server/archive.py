@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xnat_prep.server import files
-from xnat_prep.server.access import check_delete, check_write
+from xnat_prep.server import files, sharing
+from xnat_prep.server.access import accessibility, check_delete, check_write
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.listings import catalog_xml, items_doc, listing, values_row
 from xnat_prep.server.resolve import Loc, resolve
@@ -35,6 +35,10 @@ def dispatch(h: Handler, parts: list[str]) -> None:
     method = "GET" if h.command == "HEAD" else h.command
     if loc.collection == "users":
         project_users(h, loc)
+    elif loc.collection == "accessibility":
+        accessibility(h, loc)
+    elif loc.collection == "projects" and loc.obj is not None:
+        sharing.handle(h, loc)
     elif loc.collection == "files":
         {
             "GET": files.get_files,
@@ -74,7 +78,7 @@ def dispatch(h: Handler, parts: list[str]) -> None:
         elif method == "PUT":
             check_write(h, loc)
             update(h, obj)
-            h.send_text(obj.id if obj.kind != "scan" else "")
+            h.send_text(obj.id if obj.kind not in ("scan", "reconstruction") else "")
         elif method == "DELETE":
             check_delete(h, loc)
             h.server.store.delete(obj)

@@ -29,8 +29,9 @@ def resources_for(store: Store, loc: Loc) -> list[tuple[Obj, Resource]]:
         owner = loc.obj
         assert owner is not None
         return [(owner, loc.resource)]
-    owners = loc.scan_selection if loc.scan_selection is not None else [loc.obj] if loc.obj else []
-    return [(o, r) for o in owners if o is not None for r in store.resources(o.key)]
+    if loc.scan_selection is not None:
+        return [(o, r) for o in loc.scan_selection for r in store.resources(o.key)]
+    return [(loc.obj, r) for r in store.resources(loc.owner_key)] if loc.obj else []
 
 
 def zip_name(owner: Obj, res: Resource, path: str, loc: Loc) -> str:
@@ -102,7 +103,9 @@ def put_file(h: Handler, loc: Loc) -> None:
     else:
         blob = store.receive(h.body)
         entries = [FileEntry(path, blob.size, blob.md5, blob.name, blob.crc32, **meta)]
-    resource = loc.resource or store.create_resource(owner.key, loc.missing or "", h.query.get("format", ""))
+    resource = loc.resource or store.create_resource(
+        loc.owner_key, loc.missing or "", h.query.get("format", "")
+    )
     try:
         store.put_files(resource.id, entries, overwrite)
     except Conflict as exc:

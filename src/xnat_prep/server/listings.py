@@ -27,7 +27,9 @@ def obj_uri(obj: Obj) -> str:
         return f"/data/projects/{obj.id}"
     if obj.kind == "scan":
         return f"/data/experiments/{obj.experiment_id}/scans/{obj.id}"
-    return f"/data/{obj.kind}s/{obj.id}"
+    if obj.kind == "reconstruction":
+        return f"/data/experiments/{obj.experiment_id}/reconstructions/{obj.id}"
+    return f"/data/{obj.kind}s/{obj.id}"  # an assessor is an experiment: /data/experiments/{ID}
 
 
 def find_project(store: Store, ref: str) -> Obj | None:
@@ -44,7 +46,8 @@ def alias_values(project: Obj) -> list[str]:
 
 
 def family(obj: Obj) -> str:
-    """The shortcut family (schema.SHORTCUTS) of an object."""
+    """What an object is in the REST hierarchy: its kind, or "assessor" for a derived experiment
+    (an image assessor, kept with the experiments). Also its schema.SHORTCUTS family."""
     if obj.kind == "experiment" and schema().is_a(obj.xsi_type, "derivedData"):
         return "assessor"
     return obj.kind
@@ -57,6 +60,10 @@ def data_fields(store: Store, obj: Obj) -> dict[str, Any]:
 
 def values(store: Store, obj: Obj) -> dict[str, Any]:
     """All of an object's values by storage key (schema.py), with XNAT's defaults."""
+    return {k: v for k, v in _values(store, obj).items() if not k.startswith("_")}  # _: server's own
+
+
+def _values(store: Store, obj: Obj) -> dict[str, Any]:
     if obj.kind == "project":
         return {
             "ID": obj.id,
@@ -66,6 +73,10 @@ def values(store: Store, obj: Obj) -> dict[str, Any]:
         }
     if obj.kind == "subject":
         return {"ID": obj.id, "label": obj.label, "project": obj.project, **obj.extra}
+    if family(obj) == "assessor":
+        return {"ID": obj.id, "label": obj.label, "project": obj.project, **obj.extra}
+    if obj.kind == "reconstruction":
+        return {"ID": obj.id, "image_session_ID": obj.experiment_id, "type": "", **obj.extra}
     if obj.kind == "experiment":
         return {
             "ID": obj.id,
@@ -133,6 +144,26 @@ def listing_row(store: Store, obj: Obj) -> dict[str, Any]:
             "label": obj.label,
             "insert_date": obj.insert_date,
             "insert_user": obj.insert_user,
+            "URI": uri,
+        }
+    if family(obj) == "assessor":
+        return {
+            "ID": obj.id,
+            "project": obj.project,
+            "label": obj.label,
+            "xsiType": obj.xsi_type,
+            "session_ID": obj.extra.get("imageSession_ID", ""),
+            "date": d.get("date", ""),
+            "insert_date": obj.insert_date,
+            "URI": uri,
+        }
+    if obj.kind == "reconstruction":
+        return {
+            "xnat_reconstructedimagedata_id": f"{obj.experiment_id}/{obj.id}",
+            "ID": obj.id,
+            "type": d["type"],
+            "baseScanType": d.get("baseScanType", ""),
+            "xsiType": obj.xsi_type,
             "URI": uri,
         }
     if obj.kind == "experiment":
@@ -257,7 +288,7 @@ def listing(h: Handler, loc: Loc) -> None:
         owner = loc.obj
         assert owner is not None
         category = {"scan": "scans", "experiment": "resources"}.get(owner.kind, "resources")
-        h.send_result_set([resource_row(r, category) for r in store.resources(owner.key)])
+        h.send_result_set([resource_row(r, category) for r in store.resources(loc.owner_key)])
         return
     objs: list[Obj]
     if coll == "projects":
@@ -268,10 +299,15 @@ def listing(h: Handler, loc: Loc) -> None:
         objs = store.experiments(
             loc.project.id if loc.project else None, loc.subject.id if loc.subject else None
         )
+        if loc.project is not None:  # assessors are listed with their session, not as the subject's
+            objs = [o for o in objs if family(o) != "assessor"]
+    elif coll == "assessors":
+        assert loc.experiment is not None
+        objs = store.assessors(loc.experiment.id)
     else:
         assert loc.experiment is not None
-        objs = store.scans(loc.experiment.id)
-    visible = h.server.auth.readable_projects(user)
-    if visible is not None and coll != "scans":
-        objs = [o for o in objs if (o.project or o.id) in visible]
+        objs = store.scans(loc.experiment.id, "reconstruction" if coll == "reconstructions" else "scan")
+    visible = h.server.auth.readable_projects(user, listed=coll == "projects")
+    if visible is not None and loc.project is None and coll in ("projects", "subjects", "experiments"):
+        objs = [o for o in objs if (o.project or o.id) in visible]  # a project's path was checked
     h.send_result_set([with_columns(store, o, listing_row(store, o), columns) for o in objs])

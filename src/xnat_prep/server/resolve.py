@@ -14,19 +14,24 @@ from typing import TYPE_CHECKING
 
 from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
-from xnat_prep.server.listings import find_project
+from xnat_prep.server.listings import family, find_project
 from xnat_prep.server.store import Obj, Resource, Store
 
 if TYPE_CHECKING:
     from xnat_prep.server.http import Handler
 
+# what may follow an object of each family (listings.family); "projects" below an object is its
+# sharing, "in"/"out" select an assessor's or reconstruction's input or output resources
 CHILDREN = {
     None: ("projects", "subjects", "experiments"),
-    "project": ("subjects", "experiments", "resources", "users", "files"),
-    "subject": ("experiments", "resources", "files"),
-    "experiment": ("scans", "resources", "files"),
+    "project": ("subjects", "experiments", "resources", "users", "files", "accessibility"),
+    "subject": ("experiments", "resources", "files", "projects"),
+    "experiment": ("scans", "reconstructions", "assessors", "resources", "files", "projects"),
+    "assessor": ("resources", "files", "in", "out", "projects"),
     "scan": ("resources", "files"),
+    "reconstruction": ("resources", "files", "in", "out"),
 }
+TAILS = ("files", "users", "accessibility")  # the rest of the path belongs to the handler
 
 
 @dataclass
@@ -36,17 +41,33 @@ class Loc:
     project: Obj | None = None
     subject: Obj | None = None
     experiment: Obj | None = None
+    assessor: Obj | None = None
     scan: Obj | None = None
+    reconstruction: Obj | None = None
+    side: str | None = None  # "in" or "out": an assessor's or reconstruction's input or output resources
     scan_selection: list[Obj] | None = None
     resource: Resource | None = None
     collection: str | None = None  # a trailing collection name: list it / create in it
     missing: str | None = None  # the trailing item of `collection` that does not exist yet
     missing_subject: str | None = None  # PUT .../subjects/NEW/experiments/NEW creates both
-    rest: list[str] = field(default_factory=list)  # after "files" or "users"
+    rest: list[str] = field(default_factory=list)  # after a TAILS collection, or a sharing "projects"
 
     @property
     def obj(self) -> Obj | None:
-        return self.scan or self.experiment or self.subject or self.project
+        return (
+            self.scan
+            or self.reconstruction
+            or self.assessor
+            or self.experiment
+            or self.subject
+            or self.project
+        )
+
+    @property
+    def owner_key(self) -> str:
+        """The key resources are kept under: the object's, or its inputs' (``.../in/resources``)."""
+        assert self.obj is not None
+        return self.obj.key + ("/in" if self.side == "in" else "")
 
 
 def safe_path(parts: list[str]) -> str:
@@ -69,13 +90,15 @@ def resolve(h: Handler, parts: list[str]) -> Loc:
                 raise HTTPError(404, f"no such resource: /{'/'.join(parts)}")
             loc.collection, loc.rest = "files", parts[i + 1 :]
             return loc
-        if coll not in CHILDREN.get(loc.obj.kind if loc.obj else None, ()):
+        allowed = CHILDREN.get(family(loc.obj) if loc.obj else None, ())
+        if coll not in allowed or (loc.side and coll not in ("resources", "files")):
             raise HTTPError(404, f"no such resource: /{'/'.join(parts)}")
-        if coll == "files":
-            loc.collection, loc.rest = "files", parts[i + 1 :]
-            return loc
-        if coll == "users":
-            loc.collection, loc.rest = "users", parts[i + 1 :]
+        if coll in ("in", "out"):
+            loc.side = coll
+            i += 1
+            continue
+        if coll in TAILS or (coll == "projects" and loc.obj is not None):
+            loc.collection, loc.rest = coll, parts[i + 1 :]
             return loc
         if item is None:
             loc.collection = coll
@@ -84,7 +107,7 @@ def resolve(h: Handler, parts: list[str]) -> Loc:
         if coll == "resources":
             owner = loc.obj
             assert owner is not None
-            loc.resource = store.resource(owner.key, item)
+            loc.resource = store.resource(loc.owner_key, item)
             if loc.resource is None:
                 if last:
                     loc.collection, loc.missing = coll, item
@@ -120,13 +143,17 @@ def resolve(h: Handler, parts: list[str]) -> Loc:
                 return loc
             raise HTTPError(404, f"{coll[:-1]} {item} not found")
         if found.kind in ("project", "subject", "experiment"):
-            check_read(h, found.project or found.id)
-        setattr(loc, found.kind, found)
+            # through a project's path, the project grants access (also to what is shared into it)
+            check_read(h, loc.project.id if loc.project else found.project or found.id)
+        role = family(found)
+        setattr(loc, role, found)
         if found.kind == "subject" and loc.project is None:
             loc.project = store.project(found.project)
         if found.kind == "experiment":
             loc.project = loc.project or store.project(found.project)
             loc.subject = loc.subject or store.subject(found.subject_id)
+        if role == "assessor":
+            loc.experiment = loc.experiment or store.experiment(found.extra.get("imageSession_ID", ""))
         i += 2
     return loc
 
@@ -137,6 +164,15 @@ def lookup(h: Handler, loc: Loc, coll: str, item: str) -> Obj | None:
         return find_project(store, item)
     if coll == "subjects":
         return store.subject(item, loc.project.id if loc.project else None)
+    if coll == "assessors":
+        assert loc.experiment is not None
+        found = store.experiment(item, loc.experiment.project)
+        if found is None or found.extra.get("imageSession_ID") != loc.experiment.id:
+            return None
+        return found
+    if coll == "reconstructions":
+        assert loc.experiment is not None
+        return store.scan(loc.experiment.id, item, "reconstruction")
     if coll == "experiments":
         if loc.project is None:
             return store.experiment(item)

@@ -142,7 +142,7 @@ SHORTCUTS: dict[str, dict[str, str]] = {
         "marker": "marker",
         "stabilization": "stabilization",
     },
-    "recon": {"type": "type", "baseScanType": "baseScanType"},
+    "reconstruction": {"type": "type", "baseScanType": "baseScanType"},
 }
 SHORTCUTS["assessor"] = {
     k: v for k, v in SHORTCUTS["experiment"].items() if "/" in v or k in ("visit_id", "date", "time", "note")
@@ -153,7 +153,7 @@ for _family, _names in (
     ("experiment", ("ID", "label", "project", "subject_ID")),
     ("assessor", ("ID", "label", "project")),
     ("scan", ("ID",)),
-    ("recon", ("ID",)),
+    ("reconstruction", ("ID",)),
 ):
     SHORTCUTS[_family].update({name: name for name in _names})
 

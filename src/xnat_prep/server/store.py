@@ -40,6 +40,7 @@ from typing import IO, Any
 
 CHUNK = 1 << 20
 _MODIFIED = ("projects", "subjects", "experiments")  # tables with XNAT's meta/last_modified
+CHILD_TABLES = {"scan": "scans", "reconstruction": "reconstructions"}  # objects inside a session
 PART_SUFFIX = ".part"
 SYNC_THREADS = 16  # concurrent fsyncs share journal commits; more threads gained nothing measurable
 
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS experiments(
 CREATE TABLE IF NOT EXISTS scans(
     experiment_id TEXT NOT NULL, id TEXT NOT NULL, xsi_type TEXT NOT NULL, seq INTEGER NOT NULL,
     extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(experiment_id, id));
+CREATE TABLE IF NOT EXISTS reconstructions(
+    experiment_id TEXT NOT NULL, id TEXT NOT NULL, xsi_type TEXT NOT NULL, seq INTEGER NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(experiment_id, id));
+CREATE TABLE IF NOT EXISTS shares(
+    kind TEXT NOT NULL, id TEXT NOT NULL, project TEXT NOT NULL, label TEXT NOT NULL,
+    PRIMARY KEY(kind, id, project), UNIQUE(kind, project, label));
 CREATE TABLE IF NOT EXISTS resources(
     id INTEGER PRIMARY KEY AUTOINCREMENT, parent TEXT NOT NULL, label TEXT NOT NULL,
     format TEXT NOT NULL DEFAULT '', content TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '',
@@ -148,6 +155,8 @@ class Obj:
         """The owner key used by resources and custom fields."""
         if self.kind == "scan":
             return f"scan:{self.experiment_id}/{self.id}"
+        if self.kind == "reconstruction":
+            return f"recon:{self.experiment_id}/{self.id}"
         return f"{self.kind}:{self.id}"
 
 
@@ -211,7 +220,7 @@ class Store:
         """
         kind, _, ref = key.partition(":")
         stamp = now_text()
-        if kind == "scan":
+        if kind in ("scan", "recon", "experiment"):  # E/N of a scan or reconstruction, E/in of inputs
             kind, ref = "experiment", ref.partition("/")[0]
         if kind == "experiment":
             db.execute("UPDATE experiments SET last_modified=? WHERE id=?", (stamp, ref))
@@ -313,52 +322,67 @@ class Store:
         rows = self._query("SELECT * FROM projects WHERE id=?", (project_id,))
         return self._obj("project", rows[0]) if rows else None
 
-    def subjects(self, project: str | None = None) -> list[Obj]:
+    def _in_project(self, kind: str, project: str | None, **match: str) -> list[Obj]:
+        """Subjects or experiments of a project: its own, then those shared into it (with the label
+        they have there); of every project when ``project`` is None. ``match``: id, label, subject_id."""
+        columns = "t.id, t.project, {}, t.insert_date, t.insert_user, t.extra, t.last_modified"
+        columns += ", t.subject_id, t.xsi_type" if kind == "experiment" else ""
+
+        def part(label: str, source: str, where: str, args: list[str]) -> tuple[str, list[str]]:
+            for name, value in match.items():
+                where += f" AND {label if name == 'label' else 't.' + name}=?"
+                args.append(value)
+            return f"SELECT {columns.format(label + ' AS label')} FROM {kind}s t{source} WHERE {where}", args  # noqa: S608
+
         if project is None:
-            rows = self._query("SELECT * FROM subjects ORDER BY id")
+            sql, args = part("t.label", "", "1=1", [])
         else:
-            rows = self._query("SELECT * FROM subjects WHERE project=? ORDER BY id", (project,))
-        return [self._obj("subject", r) for r in rows]
+            own, own_args = part("t.label", "", "t.project=?", [project])
+            join = " JOIN shares s ON s.kind=? AND s.id=t.id"
+            shared, shared_args = part("s.label", join, "s.project=?", [kind, project])
+            sql, args = f"{own} UNION ALL {shared}", own_args + shared_args
+        rows = self._query(f"SELECT * FROM ({sql}) ORDER BY id", tuple(args))  # noqa: S608
+        return [self._obj(kind, r) for r in rows]
+
+    def subjects(self, project: str | None = None) -> list[Obj]:
+        return self._in_project("subject", project)
 
     def subject(self, ref: str, project: str | None = None) -> Obj | None:
-        """A subject by accession ID, or by label within ``project``."""
-        rows = self._query("SELECT * FROM subjects WHERE id=?", (ref,))
-        if rows and (project is None or rows[0]["project"] == project):
-            return self._obj("subject", rows[0])
-        if project is not None:
-            rows = self._query("SELECT * FROM subjects WHERE project=? AND label=?", (project, ref))
-            if rows:
-                return self._obj("subject", rows[0])
-        return None
+        """A subject by accession ID, or by label within ``project`` (its own or shared into it)."""
+        return self._one("subject", ref, project)
 
     def experiments(self, project: str | None = None, subject_id: str | None = None) -> list[Obj]:
-        sql, args = "SELECT * FROM experiments WHERE 1=1", []
-        if project is not None:
-            sql += " AND project=?"
-            args.append(project)
-        if subject_id is not None:
-            sql += " AND subject_id=?"
-            args.append(subject_id)
-        return [self._obj("experiment", r) for r in self._query(sql + " ORDER BY id", tuple(args))]
+        if subject_id is None:
+            return self._in_project("experiment", project)
+        return self._in_project("experiment", project, subject_id=subject_id)
 
     def experiment(self, ref: str, project: str | None = None) -> Obj | None:
-        """An experiment by accession ID, or by label within ``project``."""
-        rows = self._query("SELECT * FROM experiments WHERE id=?", (ref,))
-        if rows and (project is None or rows[0]["project"] == project):
-            return self._obj("experiment", rows[0])
-        if project is not None:
-            rows = self._query("SELECT * FROM experiments WHERE project=? AND label=?", (project, ref))
-            if rows:
-                return self._obj("experiment", rows[0])
-        return None
+        """An experiment by accession ID, or by label within ``project`` (its own or shared into it)."""
+        return self._one("experiment", ref, project)
 
-    def scans(self, experiment_id: str) -> list[Obj]:
-        rows = self._query("SELECT * FROM scans WHERE experiment_id=? ORDER BY seq", (experiment_id,))
-        return [self._obj("scan", r) for r in rows]
+    def _one(self, kind: str, ref: str, project: str | None) -> Obj | None:
+        found = self._in_project(kind, project, id=ref)
+        if not found and project is not None:
+            found = self._in_project(kind, project, label=ref)
+        return found[0] if found else None
 
-    def scan(self, experiment_id: str, scan_id: str) -> Obj | None:
-        rows = self._query("SELECT * FROM scans WHERE experiment_id=? AND id=?", (experiment_id, scan_id))
-        return self._obj("scan", rows[0]) if rows else None
+    def scans(self, experiment_id: str, kind: str = "scan") -> list[Obj]:
+        """A session's scans (or, with kind="reconstruction", its reconstructions) in creation order."""
+        sql = f"SELECT * FROM {CHILD_TABLES[kind]} WHERE experiment_id=? ORDER BY seq"  # noqa: S608
+        return [self._obj(kind, r) for r in self._query(sql, (experiment_id,))]
+
+    def scan(self, experiment_id: str, scan_id: str, kind: str = "scan") -> Obj | None:
+        sql = f"SELECT * FROM {CHILD_TABLES[kind]} WHERE experiment_id=? AND id=?"  # noqa: S608
+        rows = self._query(sql, (experiment_id, scan_id))
+        return self._obj(kind, rows[0]) if rows else None
+
+    def assessors(self, experiment_id: str) -> list[Obj]:
+        """The image assessors (derived experiments) of a session."""
+        rows = self._query(
+            "SELECT * FROM experiments WHERE json_extract(extra, '$.imageSession_ID')=? ORDER BY id",
+            (experiment_id,),
+        )
+        return [self._obj("experiment", r) for r in rows]
 
     def create_project(self, project_id: str, user: str, extra: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -428,19 +452,28 @@ class Store:
         self._touch(db, f"experiment:{experiment_id}")
         return experiment_id
 
-    def create_scan(self, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any]) -> None:
+    def create_scan(
+        self, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any], kind: str = "scan"
+    ) -> None:
         with self.transaction() as db:
-            self._create_scan(db, experiment_id, scan_id, xsi_type, extra)
+            self._create_scan(db, experiment_id, scan_id, xsi_type, extra, kind)
 
     @staticmethod
     def _create_scan(
-        db: sqlite3.Connection, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any]
+        db: sqlite3.Connection,
+        experiment_id: str,
+        scan_id: str,
+        xsi_type: str,
+        extra: dict[str, Any],
+        kind: str = "scan",
     ) -> None:
+        table = CHILD_TABLES[kind]
         seq = db.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM scans WHERE experiment_id=?", (experiment_id,)
+            f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE experiment_id=?",  # noqa: S608
+            (experiment_id,),
         ).fetchone()[0]
         db.execute(
-            "INSERT INTO scans(experiment_id, id, xsi_type, seq, extra) VALUES(?,?,?,?,?)",
+            f"INSERT INTO {table}(experiment_id, id, xsi_type, seq, extra) VALUES(?,?,?,?,?)",
             (experiment_id, scan_id, xsi_type, seq, json.dumps(extra)),
         )
         Store._touch(db, f"experiment:{experiment_id}")
@@ -448,13 +481,11 @@ class Store:
     def update(self, obj: Obj, extra: dict[str, Any], label: str | None = None) -> None:
         """Merge data fields into an object (a value of None removes the field); optionally relabel."""
         merged = {k: v for k, v in {**obj.extra, **extra}.items() if v is not None}
-        table = {"project": "projects", "subject": "subjects", "experiment": "experiments", "scan": "scans"}[
-            obj.kind
-        ]
+        table = CHILD_TABLES.get(obj.kind, f"{obj.kind}s")
         with self.transaction() as db:
-            if obj.kind == "scan":
+            if obj.kind in CHILD_TABLES:
                 db.execute(
-                    "UPDATE scans SET extra=? WHERE experiment_id=? AND id=?",
+                    f"UPDATE {table} SET extra=? WHERE experiment_id=? AND id=?",  # noqa: S608
                     (json.dumps(merged), obj.experiment_id, obj.id),
                 )
             else:
@@ -468,7 +499,7 @@ class Store:
         """Delete an object with everything below it, then its blobs."""
         with self.transaction() as db:
             blobs = self._delete(db, obj)
-            if obj.kind == "scan":
+            if obj.kind in CHILD_TABLES:
                 self._touch(db, obj.key)
             elif obj.kind == "experiment":
                 self._touch(db, f"subject:{obj.subject_id}")
@@ -486,15 +517,54 @@ class Store:
                 blobs += self._delete(db, self._obj("experiment", exp))
             db.execute("DELETE FROM subjects WHERE id=?", (obj.id,))
         elif obj.kind == "experiment":
-            for scan in db.execute("SELECT * FROM scans WHERE experiment_id=?", (obj.id,)).fetchall():
-                blobs += self._delete(db, self._obj("scan", scan))
+            below = [("scan", "SELECT * FROM scans WHERE experiment_id=?")]
+            below.append(("reconstruction", "SELECT * FROM reconstructions WHERE experiment_id=?"))
+            below.append(
+                ("experiment", "SELECT * FROM experiments WHERE json_extract(extra, '$.imageSession_ID')=?")
+            )
+            for kind, sql in below:  # scans, reconstructions and assessors go with their session
+                for row in db.execute(sql, (obj.id,)).fetchall():
+                    blobs += self._delete(db, self._obj(kind, row))
             db.execute("DELETE FROM experiments WHERE id=?", (obj.id,))
         else:
-            db.execute("DELETE FROM scans WHERE experiment_id=? AND id=?", (obj.experiment_id, obj.id))
-        for res in db.execute("SELECT id FROM resources WHERE parent=?", (obj.key,)).fetchall():
+            db.execute(
+                f"DELETE FROM {CHILD_TABLES[obj.kind]} WHERE experiment_id=? AND id=?",  # noqa: S608
+                (obj.experiment_id, obj.id),
+            )
+        in_key = f"{obj.key}/in"  # an assessor's or reconstruction's input resources
+        for res in db.execute(
+            "SELECT id FROM resources WHERE parent IN (?, ?)", (obj.key, in_key)
+        ).fetchall():
             blobs += self._delete_resource(db, res[0])
         db.execute("DELETE FROM fields WHERE parent=?", (obj.key,))
+        db.execute("DELETE FROM shares WHERE kind=? AND id=?", (obj.kind, obj.id))
         return blobs
+
+    # ---- sharing ---------------------------------------------------------------------------
+
+    def shares(self, kind: str, obj_id: str) -> dict[str, str]:
+        """project -> label of the projects a subject or experiment is shared into."""
+        rows = self._query(
+            "SELECT project, label FROM shares WHERE kind=? AND id=? ORDER BY project", (kind, obj_id)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def share(self, obj: Obj, project: str, label: str) -> None:
+        """Share a subject or experiment into ``project`` under ``label`` (Conflict if taken there)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO shares(kind, id, project, label) VALUES(?,?,?,?)",
+                (obj.kind, obj.id, project, label),
+            )
+            self._touch(db, obj.key)
+
+    def unshare(self, obj: Obj, project: str) -> bool:
+        with self.transaction() as db:
+            gone = db.execute(
+                "DELETE FROM shares WHERE kind=? AND id=? AND project=?", (obj.kind, obj.id, project)
+            ).rowcount
+            self._touch(db, obj.key)
+        return bool(gone)
 
     # ---- custom fields ---------------------------------------------------------------------
 

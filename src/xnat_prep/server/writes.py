@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from xnat_prep.server.auth import ROLE_GROUPS
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.listings import family, find_project
-from xnat_prep.server.schema import FIELD_KEY, UnknownPath, schema, typed
+from xnat_prep.server.schema import FIELD_KEY, UnknownPath, local, schema, typed
 from xnat_prep.server.store import Obj
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ SESSION_TYPES = (
 )
 
 SCAN_TYPES = ("xnat:mrScanData", "xnat:ctScanData", "xnat:petScanData", "xnat:otherDicomScanData")
+RECONSTRUCTION = "xnat:reconstructedImageData"
 
 # values a PUT names that the server keeps outside the data fields (or takes from the URI)
 IDENTITY = {"ID", "label", "project", "subject_ID", "image_session_ID", "imageSession_ID"}
@@ -96,7 +97,7 @@ def update(h: Handler, obj: Obj) -> None:
     given = updates.identity
     if given.get("ID", obj.id) != obj.id:
         raise HTTPError(400, f"ID cannot be modified ({obj.id}, not {given['ID']})")
-    if given.get("project", obj.project) != obj.project and obj.kind != "scan":
+    if given.get("project", obj.project) != obj.project and obj.kind in ("subject", "experiment"):
         raise HTTPError(
             409, "the project of an object is changed by sharing it (.../projects/P), not by a PUT"
         )
@@ -216,6 +217,19 @@ def create(h: Handler, loc: Loc) -> None:
         )
         store.set_fields(f"experiment:{experiment_id}", updates.custom)
         h.send_text(experiment_id, 201)
+    elif coll == "assessors":
+        create_assessor(h, loc, xsi)
+    elif coll == "reconstructions":
+        assert loc.experiment is not None and name is not None
+        xsi = xsi or RECONSTRUCTION
+        if xsi != RECONSTRUCTION:
+            raise HTTPError(400, f"a reconstruction's xsiType is {RECONSTRUCTION}")
+        updates = parse_updates(h, xsi, "reconstruction")
+        recon_id = updates.identity.get("ID") or name
+        if not LABEL_OK.match(recon_id):
+            raise HTTPError(400, f"invalid reconstruction ID {recon_id!r}")
+        store.create_scan(loc.experiment.id, recon_id, xsi, created(updates.values), "reconstruction")
+        h.send_text(recon_id, 201)
     elif coll == "scans":
         assert loc.experiment is not None and name is not None
         xsi = xsi or SCAN_DEFAULT_TYPES.get(loc.experiment.xsi_type, "xnat:otherDicomScanData")
@@ -232,6 +246,38 @@ def create(h: Handler, loc: Loc) -> None:
         h.send_text(scan_id, 201)
     else:
         raise HTTPError(405, f"cannot create {coll}")
+
+
+def create_assessor(h: Handler, loc: Loc, xsi: str) -> None:
+    """PUT .../experiments/E/assessors/LABEL?xsiType=...: an image assessor of session E, kept as an
+    experiment of E's project and subject (its own accession ID; labels unique in the project)."""
+    store = h.server.store
+    session, label = loc.experiment, loc.missing
+    assert session is not None and label is not None
+    if not schema().is_a(xsi or "-", "imageAssessorData") or local(xsi) not in schema().types:
+        raise HTTPError(
+            400, "creating an assessor needs the xsiType of an image assessor, e.g. xnat:mrAssessorData"
+        )
+    if not schema().is_a(session.xsi_type, "imageSessionData"):
+        raise HTTPError(400, f"{session.label} is not an image session")
+    updates = parse_updates(h, xsi, "assessor")
+    label = updates.identity.get("label") or label
+    check_label(label, "assessor")
+    check_project(updates, session.project)
+    if store.experiment(label, session.project) is not None:
+        raise HTTPError(409, f"experiment {label} already exists in project {session.project}")
+    values = {**created(updates.values), "imageSession_ID": session.id}
+    assessor_id = store.create_experiment(
+        session.project,
+        session.subject_id,
+        label,
+        xsi,
+        h.require_user(),
+        values,
+        new_id(h, updates.identity, store.experiment),
+    )
+    store.set_fields(f"experiment:{assessor_id}", updates.custom)
+    h.send_text(assessor_id, 201)
 
 
 def check_project(updates: Updates, project: str) -> None:
@@ -254,7 +300,7 @@ def resource_put(h: Handler, loc: Loc) -> None:
     label = pick("label") or label
     if not LABEL_OK.match(label):
         raise HTTPError(400, f"invalid resource label {label!r}")
-    h.server.store.create_resource(owner.key, label, pick("format"), pick("content"), pick("tags"))
+    h.server.store.create_resource(loc.owner_key, label, pick("format"), pick("content"), pick("tags"))
     h.send_text("")
 
 

@@ -4,7 +4,8 @@ The root element is the type's global element (``<xnat:MRSession>``, ``<xnat:Sub
 one, such as ``xnat:mrAssessorData``, is written under its type name: *unverified*). Attributes and
 child elements follow the order of ``schemas/xnat.xsd``; empty values are left out. Children XNAT
 includes are included: a subject's experiments, a session's scans, assessors and reconstructions,
-every level's resources (``<xnat:file>`` in a scan) and custom fields. A resource's ``URI`` is its
+every level's resources (``<xnat:file>`` in a scan, ``<xnat:out>``/``<xnat:in>`` in an assessor or
+reconstruction), custom fields and the projects an object is shared into. A resource's ``URI`` is its
 REST URI here, where XNAT gives the path of its catalog file on the server.
 """
 
@@ -46,16 +47,25 @@ def fill(el: ElementTree.Element, store: Store, obj: Obj) -> None:
 
     resources = store.resources(obj.key)
     fields = [{"name": k, "": v} for k, v in store.fields(obj.key).items()]
+    shares = [{"project": p, "label": label} for p, label in store.shares(obj.kind, obj.id).items()]
     children: dict[str, Write] = {
         "fields": in_container(lambda box, m: list_items(box, m, fields)),
         "resources": in_container(lambda box, m: resource_elements(box, m.name, resources)),
         "file": lambda parent, m: resource_elements(parent, m.name, resources),
-        "sharing": lambda parent, m: None,
+        "sharing": in_container(lambda box, m: list_items(box, m, shares)),
     }
     if obj.kind == "subject":
         children["experiments"] = in_container(nested(store.experiments(subject_id=obj.id)))
     if obj.kind == "experiment" and schema().is_a(obj.xsi_type, "imageSessionData"):
         children["scans"] = in_container(nested(store.scans(obj.id)))
+        children["reconstructions"] = in_container(nested(store.scans(obj.id, "reconstruction")))
+        children["assessors"] = in_container(nested(store.assessors(obj.id)))
+    if schema().is_a(obj.xsi_type, "imageAssessorData") or obj.kind == "reconstruction":
+        # .../resources and .../out/resources are one collection: the outputs
+        inputs = store.resources(f"{obj.key}/in")
+        children["resources"] = lambda parent, m: None
+        children["out"] = in_container(lambda box, m: resource_elements(box, m.name, resources))
+        children["in"] = in_container(lambda box, m: resource_elements(box, m.name, inputs))
     present = {k: v for k, v in values(store, obj).items() if v not in (None, "")}
     write_type(el, schema().flat(local(obj.xsi_type)), present, children)
 
