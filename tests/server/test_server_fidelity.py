@@ -10,10 +10,12 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import io
+import os
 import re
 import tarfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,8 @@ import pytest
 from lxml import etree
 from server_helpers import PROJECT, api, archived
 
-from xnat_prep.server.testing import ServerHandle
+from xnat_prep.server.importer import dicom_file_name
+from xnat_prep.server.testing import ServerHandle, running_server
 
 SESSION = f"/data/projects/{PROJECT}/subjects/SUBJ01/experiments/SUBJ01_MR1"
 NS = {"xnat": "http://nrg.wustl.edu/xnat", "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
@@ -436,3 +439,69 @@ def test_pyxnat_users_and_project_accessibility(pyxnat_interface) -> None:
     assert project.accessibility() == b"protected"
     project.set_accessibility("private")
     assert project.accessibility() == b"private"
+
+
+# ---- 10. anonymization on import (off by default) ----------------------------------------------------------
+
+CUSTOM_SCRIPT = """\
+version "6.1"
+// a custom site script within the subset the server runs
+- (0008,1010)
+(0008,0060) = "MR" ? (0008,103E) := "anonymized series"
+project != "Unassigned" ? (0008,1030) := project
+"""
+
+
+@pytest.mark.parametrize("mode", ["off", "default", "custom"])
+def test_import_round_trip_with_and_without_site_anonymization(
+    tmp_path: Path, dicom_zip: Path, mode: str
+) -> None:
+    """Downloaded equals uploaded only where the site does not anonymize (XNAT's default script:
+    StudyDescription := project, PatientName := subject, PatientID := session)."""
+    if mode == "off" and "--anonymize" in os.environ.get("XNAT_PREP_SERVER_ARGS", ""):
+        pytest.skip("XNAT_PREP_SERVER_ARGS turns anonymization on for every server")
+    script = tmp_path / "site.das"
+    script.write_text(CUSTOM_SCRIPT)
+    args = {"off": [], "default": ["--anonymize"], "custom": ["--anonymize-script", str(script)]}[mode]
+    with running_server(tmp_path / "data", extra_args=args) as srv:
+        api(srv, "PUT", "/data/projects/ANON").raise_for_status()
+        labels = {"project": "ANON", "subject": "SUBJ_A", "session": "SESS_A"}
+        uri = api(
+            srv, "POST", "/data/services/import", params=labels, data=dicom_zip.read_bytes()
+        ).text.strip()
+        session = api(srv, "GET", uri, params={"format": "json"}).json()["items"][0]["data_fields"]
+        answer = api(srv, "GET", f"{uri}/scans/1/files", params={"format": "zip"})
+        with zipfile.ZipFile(io.BytesIO(answer.content)) as zf:
+            got = {Path(n).name: zf.read(n) for n in zf.namelist()}
+    sent = archived(dicom_zip, 1)
+    if mode == "off":
+        assert got == sent
+        assert (session["dcmPatientName"], session["dcmPatientId"]) == ("SUBJ01", "SESS01")
+        return
+    originals = {
+        pydicom.dcmread(io.BytesIO(d)).SOPInstanceUID: pydicom.dcmread(io.BytesIO(d)) for d in sent.values()
+    }
+    assert len(got) == len(originals)
+    for name, data in got.items():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        before = originals[ds.SOPInstanceUID]
+        assert ds.PixelData == before.PixelData and ds.StudyDescription == "ANON"
+        assert name == dicom_file_name(ds)  # named after the rewrite
+        if mode == "default":
+            assert (str(ds.PatientName), ds.PatientID) == ("SUBJ_A", "SESS_A")
+            assert ds.SeriesDescription == before.SeriesDescription and ds.StationName == "SCANNER1"
+        else:
+            assert (str(ds.PatientName), ds.PatientID) == ("SUBJ01", "SESS01")
+            assert ds.SeriesDescription == "anonymized series" and "StationName" not in ds
+    if mode == "default":
+        assert (session["dcmPatientName"], session["dcmPatientId"]) == ("SUBJ_A", "SESS_A")
+
+
+def test_a_script_outside_the_subset_stops_the_server(tmp_path: Path) -> None:
+    script = tmp_path / "site.das"
+    script.write_text('version "6.1"\nremoveAllPrivateTags\n')
+    with (
+        pytest.raises(RuntimeError, match=r"site.das:2: not in the DicomEdit subset"),
+        running_server(tmp_path / "data", extra_args=["--anonymize-script", str(script)]),
+    ):
+        pass

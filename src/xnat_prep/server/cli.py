@@ -45,6 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "${HashSOPClassUIDWithSOPInstanceUID}; .dcm is added without an extension)",
     )
     parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="rewrite imported DICOM with XNAT's default anonymization script, as a site with its "
+        "site-wide script enabled: (0008,1030) := project, (0010,0010) := subject, (0010,0020) := session",
+    )
+    parser.add_argument(
+        "--anonymize-script",
+        type=Path,
+        metavar="FILE",
+        help="rewrite imported DICOM with this DicomEdit script instead (a subset: :=, - removal, "
+        "conditions with = != ~; see docs/server.md)",
+    )
+    parser.add_argument(
         "--users",
         type=Path,
         metavar="FILE",
@@ -53,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xnat_prep.server.anonymize import load as load_script
     from xnat_prep.server.app import XNATServer
     from xnat_prep.server.auth import Auth, User, hash_password, load_users_file
     from xnat_prep.server.faults import Faults, parse_spec
@@ -79,11 +93,12 @@ def run(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UserError(f"{args.tls_cert}: cannot load certificate/key: {exc}") from exc
+    script = load_script(args.anonymize_script) if args.anonymize or args.anonymize_script else None
+    options = Options(dicom_name_template=check_template(args.dicom_file_name_template), anonymize=script)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir)
     auth = Auth(store, users, args.session_timeout)
     try:
-        options = Options(dicom_name_template=check_template(args.dicom_file_name_template))
         server = XNATServer((args.host, args.port), store, auth, Faults(plan), context, options)
     except OSError as exc:
         store.close()

@@ -32,6 +32,8 @@ from xnat_prep.server.zipstream import NotAnArchive, iter_members
 if TYPE_CHECKING:
     import pydicom
 
+    from xnat_prep.server.anonymize import Script
+
 SESSION_TYPES = {"PT": "xnat:petSessionData", "MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData"}
 SCAN_TYPES = {"PT": "xnat:petScanData", "MR": "xnat:mrScanData", "CT": "xnat:ctScanData"}
 OTHER_SESSION, OTHER_SCAN = "xnat:otherDicomSessionData", "xnat:otherDicomScanData"
@@ -191,17 +193,22 @@ def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, 
             "_names": {},
         }
     scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
-    # two files with one name (the same SOP instance twice): both kept, the later one as NAME-2.dcm
-    # (XNAT would replace the first; unverified, and a silent loss, so not copied)
-    path, n = base, scan["_names"].get(base, 1)
-    while path in scan["_paths"]:
-        n += 1
-        path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
-    scan["_names"][base] = n
-    scan["_paths"].add(path)
+    path = _unique(base, scan["_names"], scan["_paths"])
     scan["files"].append(
         {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
     )
+
+
+def _unique(base: str, names: dict[str, int], paths: set[str]) -> str:
+    """``base``, or NAME-2.dcm, NAME-3.dcm... if the scan has it already (the same SOP instance twice:
+    both kept; XNAT would replace the first, *unverified*, and a silent loss, so not copied)."""
+    path, n = base, names.get(base, 1)
+    while path in paths:
+        n += 1
+        path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+    names[base] = n
+    paths.add(path)
+    return path
 
 
 def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -256,3 +263,32 @@ def parse_dest(dest: str) -> dict[str, str]:
             raise ImportFailed(f"cannot understand dest {dest!r}")
         out[target] = name
     return out
+
+
+def anonymize_session(
+    store: Store, doc: dict[str, Any], script: Script, variables: dict[str, str], template: str
+) -> None:
+    """Rewrite every file of a session document with an anonymization script (anonymize.py): new
+    blobs (the old ones are dropped), names and session values from the rewritten headers."""
+    from xnat_prep.server.anonymize import rewrite
+
+    first: pydicom.Dataset | None = None
+    for scan in doc["scans"]:
+        names: dict[str, int] = {}
+        paths: set[str] = set()
+        files = []
+        for f in scan["files"]:
+            data, ds = rewrite(store.blob_path(f["blob"]).read_bytes(), script, variables)
+            first = first or ds
+            blob = store.receive(iter((data,)))
+            path = _unique(dicom_file_name(ds, template), names, paths)
+            files.append(
+                {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
+            )
+            store.discard_blobs([f["blob"]])
+            f["blob"] = blob.name  # so that a failure below discards the new blob, not the old
+        scan["files"] = sorted(files, key=lambda f: f["path"])
+    if first is not None:
+        for key, keyword in (("dcmPatientId", "PatientID"), ("dcmPatientName", "PatientName")):
+            doc["fields"][key] = _text(first, keyword)
+        doc["fields"] = {k: v for k, v in doc["fields"].items() if v}
