@@ -12,6 +12,7 @@ import requests
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from xnat_prep.server.importer import dicom_file_name
 from xnat_prep.server.testing import ServerHandle
 
 PROJECT = "PROJ1"
@@ -93,3 +94,15 @@ def make_dicom_zip(
                     ),
                 )
     return {number: slices for number, _, _, slices in series}
+
+
+def archived(zip_path: Path, series: int) -> dict[str, bytes]:
+    """{name the server archives it under: bytes} for one series of ``make_dicom_zip``'s zip.
+
+    The server names archived DICOM files as XNAT does (its file-name template), not as uploaded.
+    """
+    with zipfile.ZipFile(zip_path) as zf:
+        members = [zf.read(n) for n in zf.namelist() if f"/{series:03d}/" in n]
+    return {
+        dicom_file_name(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)): data for data in members
+    }

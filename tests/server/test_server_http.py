@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from server_helpers import PROJECT, api, make_dicom_zip
+from server_helpers import PROJECT, api, archived, make_dicom_zip
 
 from xnat_prep.server.testing import ServerHandle, running_server
 
@@ -31,7 +31,7 @@ def zip_names(data: bytes) -> list[str]:
         return sorted(zf.namelist())
 
 
-def test_path_aliases_and_listing_shapes(populated: ServerHandle) -> None:
+def test_path_aliases_and_listing_shapes(populated: ServerHandle, dicom_zip: Path) -> None:
     subjects = rows(populated, f"/REST/projects/{PROJECT}/subjects")
     assert rows(populated, f"/data/archive/projects/{PROJECT}/subjects") == subjects
     subject_id = next(r["ID"] for r in subjects if r["label"] == "SUBJ01")
@@ -48,7 +48,8 @@ def test_path_aliases_and_listing_shapes(populated: ServerHandle) -> None:
     files = rows(populated, f"{SESSION}/scans/1/resources/DICOM/files")
     assert "ID" not in files[0]
     rid = resources[0]["xnat_abstractresource_id"]
-    assert files[0]["URI"] == f"/data/experiments/{experiment['ID']}/scans/1/resources/{rid}/files/IM0001.dcm"
+    first = sorted(archived(dicom_zip, 1))[0]
+    assert files[0]["URI"] == f"/data/experiments/{experiment['ID']}/scans/1/resources/{rid}/files/{first}"
     body = api(populated, "GET", files[0]["URI"]).content
     assert hashlib.md5(body).hexdigest() == files[0]["digest"] and len(body) == int(files[0]["Size"])
     csv = api(populated, "GET", f"/data/projects/{PROJECT}/subjects", params={"format": "csv"}).text
@@ -84,7 +85,7 @@ def test_tiny_files_round_trip(populated: ServerHandle, payload: bytes) -> None:
     assert got.headers["Content-Length"] == str(len(payload))
 
 
-def test_zip_selections_by_id_list_type_and_resource(populated: ServerHandle) -> None:
+def test_zip_selections_by_id_list_type_and_resource(populated: ServerHandle, dicom_zip: Path) -> None:
     def names(path: str) -> list[str]:
         response = api(populated, "GET", path, params={"format": "zip"})
         assert response.status_code == 200 and response.headers["Content-Type"] == "application/zip"
@@ -104,7 +105,7 @@ def test_zip_selections_by_id_list_type_and_resource(populated: ServerHandle) ->
     assert (
         by_id
         == names(f"{SESSION}/scans/5/resources/DICOM/files")
-        == [f"SUBJ01_MR1/scans/5-localizer/resources/DICOM/files/IM000{i}.dcm" for i in (1, 2)]
+        == [f"SUBJ01_MR1/scans/5-localizer/resources/DICOM/files/{n}" for n in sorted(archived(dicom_zip, 5))]
     )
     assert len([r for r in rows(populated, f"{SESSION}/scans/ALL/files") if r["collection"] == "DICOM"]) == 7
     assert api(populated, "GET", f"{SESSION}/scans/99/files", params={"format": "zip"}).status_code == 404
@@ -307,7 +308,7 @@ def test_import_dest_paths_and_prearchive_rest(populated: ServerHandle, dicom_zi
     assert rows(populated, pre)[0]["status"] == "READY"
     scan_zip = api(populated, "GET", f"{pre}/scans/2").content
     assert zip_names(scan_zip) == [
-        f"SESS01/scans/2-rest_fMRI/resources/DICOM/files/IM000{i}.dcm" for i in (1, 2)
+        f"SESS01/scans/2-rest_fMRI/resources/DICOM/files/{n}" for n in sorted(archived(dicom_zip, 2))
     ]
     assert api(populated, "DELETE", pre).status_code == 200
     assert pre.removeprefix("/data") not in [r["url"] for r in rows(populated, "/data/prearchive/projects")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 import signal
 import socket
 import tarfile
@@ -18,7 +19,7 @@ import pytest
 from server_helpers import api, dicom_slice
 
 from xnat_prep.server import store as store_module
-from xnat_prep.server.importer import IN_MEMORY, read_session
+from xnat_prep.server.importer import IN_MEMORY, dicom_file_name, read_session
 from xnat_prep.server.store import FileEntry, Store
 from xnat_prep.server.testing import ServerHandle, running_server
 
@@ -66,9 +67,11 @@ def listing(server: ServerHandle, path: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
 def test_import_keeps_dicom_members_and_skips_the_rest(tmp_path: Path, kind: str) -> None:
+    first = slice_bytes(2, 1)
     dicom = {
-        "a/IM1.dcm": slice_bytes(2, 1),
-        "b/IM1.dcm": slice_bytes(2, 2),  # same name in another folder: kept as IM1-2.dcm
+        "a/IM1.dcm": first,
+        "b/IM1.dcm": slice_bytes(2, 2),  # same name in another folder: another file
+        "c/IM1.dcm": first,  # the same SOP instance again: kept, as NAME-2.dcm
         "IM3": slice_bytes(10, 1),
         "big.dcm": slice_bytes(10, 2, pixels=IN_MEMORY),  # header parsed from its blob, not memory
     }
@@ -92,12 +95,21 @@ def test_import_keeps_dicom_members_and_skips_the_rest(tmp_path: Path, kind: str
         uri = response.text.strip()
         scans = listing(srv, f"{uri}/scans")
         assert [(s["ID"], s["type"], s["frames"]) for s in scans] == [
-            ("2", "series 2", "2"),
+            ("2", "series 2", "3"),
             ("10", "series 10", "2"),
-        ]  # sorted by SeriesNumber as numbers, not text
+        ]  # sorted by SeriesNumber as numbers, not text; frames count every file kept
         files = {(f["Name"], f["Size"], f["digest"]) for f in listing(srv, f"{uri}/scans/ALL/files")}
-        sent = [("IM1.dcm", dicom["a/IM1.dcm"]), ("IM1-2.dcm", dicom["b/IM1.dcm"])]
-        sent += [("IM3", dicom["IM3"]), ("big.dcm", dicom["big.dcm"])]
+        # archived under XNAT's default file-name template, not the upload's names
+        names = {
+            k: dicom_file_name(pydicom.dcmread(io.BytesIO(v), stop_before_pixels=True))
+            for k, v in dicom.items()
+        }
+        assert re.fullmatch(
+            r"1\.2\.3-2-1-[0-9a-z]+\.dcm", names["a/IM1.dcm"]
+        )  # StudyUID-Series-Instance-hash
+        again = names["c/IM1.dcm"].replace(".dcm", "-2.dcm")
+        sent = [(names[k], dicom[k]) for k in ("a/IM1.dcm", "b/IM1.dcm", "IM3", "big.dcm")]
+        sent.append((again, dicom["c/IM1.dcm"]))
         assert files == {(name, str(len(data)), hashlib.md5(data).hexdigest()) for name, data in sent}
         assert len(blob_files(srv.data_dir)) == len(dicom)  # skipped members left no blob behind
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 import trustme
 import xnat
-from server_helpers import PROJECT, api
+from server_helpers import PROJECT, api, archived
 
 from xnat_prep.server.testing import ServerHandle, running_server
 
@@ -35,7 +35,9 @@ def test_https_with_xnatpy_verifying_the_ca(tmp_path: Path, monkeypatch: pytest.
             api(srv, "GET", "/data/auth", verify=True)  # not signed by a system CA
 
 
-def test_pyxnat_lists_downloads_and_writes_a_field(populated: ServerHandle, tmp_path: Path) -> None:
+def test_pyxnat_lists_downloads_and_writes_a_field(
+    populated: ServerHandle, dicom_zip: Path, tmp_path: Path
+) -> None:
     from pyxnat import Interface
 
     interface = Interface(server=populated.url, user="admin", password="admin")
@@ -48,16 +50,17 @@ def test_pyxnat_lists_downloads_and_writes_a_field(populated: ServerHandle, tmp_
         assert experiment.datatype() == "xnat:mrSessionData"
         assert sorted(experiment.scans().get()) == ["1", "2", "5"]
         dicom = experiment.scan("1").resource("DICOM")
-        assert sorted(dicom.files().get()) == ["IM0001.dcm", "IM0002.dcm", "IM0003.dcm"]
-        target = tmp_path / "IM0001.dcm"
-        dicom.file("IM0001.dcm").get(str(target))
+        names = sorted(archived(dicom_zip, 1))
+        assert sorted(dicom.files().get()) == names
+        target = tmp_path / "first.dcm"
+        dicom.file(names[0]).get(str(target))
         listing = api(
             populated,
             "GET",
             f"/data/projects/{PROJECT}/subjects/SUBJ01/experiments/SUBJ01_MR1/scans/1/resources/DICOM/files",
             params={"format": "json"},
         ).json()
-        digest = next(r["digest"] for r in listing["ResultSet"]["Result"] if r["Name"] == "IM0001.dcm")
+        digest = next(r["digest"] for r in listing["ResultSet"]["Result"] if r["Name"] == names[0])
         assert hashlib.md5(target.read_bytes()).hexdigest() == digest
         source = tmp_path / "upload.txt"
         source.write_text("from pyxnat")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import xnat
-from server_helpers import PROJECT, api
+from server_helpers import PROJECT, api, archived
 from xnat.exceptions import XNATLoginFailedError, XNATObjectAlreadyExistsError, XNATUploadError
 
 from xnat_prep.server.testing import ServerHandle
@@ -22,12 +22,7 @@ def zip_members(path: Path) -> dict[str, bytes]:
         return {Path(name).name: zf.read(name) for name in zf.namelist()}
 
 
-def source_series(dicom_zip: Path, series: int) -> dict[str, bytes]:
-    with zipfile.ZipFile(dicom_zip) as zf:
-        return {Path(n).name: zf.read(n) for n in zf.namelist() if f"/{series:03d}/" in n}
-
-
-def test_connect_with_password_and_list_every_level(populated: ServerHandle) -> None:
+def test_connect_with_password_and_list_every_level(populated: ServerHandle, dicom_zip: Path) -> None:
     with xnat.connect(populated.url, user="admin", password="admin", loglevel="ERROR") as session:
         assert session.logged_in_user == "admin"
         assert PROJECT in session.projects
@@ -50,7 +45,7 @@ def test_connect_with_password_and_list_every_level(populated: ServerHandle) -> 
         resource = scan.resources["DICOM"]
         assert (resource.data["format"], resource.data["content"]) == ("DICOM", "RAW")
         assert resource.file_count == 3
-        assert sorted(resource.files.keys()) == ["IM0001.dcm", "IM0002.dcm", "IM0003.dcm"]
+        assert sorted(resource.files.keys()) == sorted(archived(dicom_zip, 1))
         assert "SUBJ01_MR1" in [e.label for e in session.experiments.values()]
 
 
@@ -90,9 +85,9 @@ def test_download_scan_zip_and_single_files(xnat_session, dicom_zip: Path, tmp_p
     scan.download(str(target), verbose=False)
     with zipfile.ZipFile(target) as zf:
         assert sorted(zf.namelist()) == [
-            f"SUBJ01_MR1/scans/1-T1w_MPRAGE/resources/DICOM/files/IM000{i}.dcm" for i in (1, 2, 3)
+            f"SUBJ01_MR1/scans/1-T1w_MPRAGE/resources/DICOM/files/{n}" for n in sorted(archived(dicom_zip, 1))
         ]
-    original = source_series(dicom_zip, 1)
+    original = archived(dicom_zip, 1)
     assert zip_members(target) == original
     for name, file_ in scan.resources["DICOM"].files.items():
         out = tmp_path / name

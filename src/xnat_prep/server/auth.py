@@ -47,6 +47,8 @@ WRITE_ROLES = ("owner", "member")
 # XNAT's group names in /data/projects/P/users/{Group}/{login}
 ROLE_GROUPS = {"owners": "owner", "members": "member", "collaborators": "collaborator"}
 TOKEN_LIFETIME = 48 * 3600.0
+ACCESSIBILITY = ("private", "protected", "public")
+ACCESS_KEY = "_accessibility"  # kept in the project's stored values, never shown as one
 _SCRYPT = (2**14, 8, 1)
 
 
@@ -237,17 +239,24 @@ class Auth:
         """login -> role for one project."""
         return {login: role for login in self.users if (role := self.roles(login).get(project))}
 
+    def accessibility(self, project: str) -> str:
+        found = self.store.project(project)
+        return found.extra.get(ACCESS_KEY, "private") if found else "private"
+
     def can_read(self, login: str, project: str) -> bool:
-        return self.role(login, project) is not None
+        return self.role(login, project) is not None or self.accessibility(project) == "public"
 
     def can_write(self, login: str, project: str) -> bool:
         return self.role(login, project) in WRITE_ROLES
 
-    def readable_projects(self, login: str) -> set[str] | None:
-        """Projects the user may see, or None for all (admin)."""
+    def readable_projects(self, login: str, listed: bool = False) -> set[str] | None:
+        """Projects whose data the user may read (``listed``: that the user sees in the project
+        listing, which adds protected ones), or None for all (admin)."""
         if self.is_admin(login):
             return None
-        return set(self.roles(login))
+        levels = ("public", "protected") if listed else ("public",)
+        shown = {p.id for p in self.store.projects() if p.extra.get(ACCESS_KEY) in levels}
+        return set(self.roles(login)) | shown
 
 
 def _looks_like_alias(login: str) -> bool:

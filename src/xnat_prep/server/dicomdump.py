@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xnat_prep.server.archive import check_read
+from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
 
 if TYPE_CHECKING:
     import pydicom
 
-    from xnat_prep.server.app import Handler
+    from xnat_prep.server.http import Handler
 
 
 def _tag(tag: Any) -> str:

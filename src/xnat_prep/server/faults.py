@@ -35,6 +35,7 @@ from typing import Any
 
 from xnat_prep.errors import UserError
 
+FAULTS_PATH = "/xapi/xnatprep/faults"  # the endpoint that sets the plan; never faulted itself
 DEFAULT_STATUSES = (500, 502, 503, 429)
 _RATES = ("error", "reset", "truncate", "latency", "expire")
 

@@ -32,6 +32,8 @@ from xnat_prep.server.zipstream import NotAnArchive, iter_members
 if TYPE_CHECKING:
     import pydicom
 
+    from xnat_prep.server.anonymize import Script
+
 SESSION_TYPES = {"PT": "xnat:petSessionData", "MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData"}
 SCAN_TYPES = {"PT": "xnat:petScanData", "MR": "xnat:mrScanData", "CT": "xnat:ctScanData"}
 OTHER_SESSION, OTHER_SCAN = "xnat:otherDicomSessionData", "xnat:otherDicomScanData"
@@ -40,7 +42,13 @@ HEADER_TAGS = [
     "SeriesNumber", "SeriesInstanceUID", "SeriesDescription", "Modality", "NumberOfFrames",
     "StudyDate", "StudyTime", "StudyInstanceUID", "StudyDescription", "StationName",
     "InstitutionName", "PatientID", "PatientName", "MagneticFieldStrength",
+    "SOPClassUID", "SOPInstanceUID", "InstanceNumber",
 ]  # fmt: skip
+# XNAT's default dicomFileNameTemplate (TemplatizedDicomFileNamer; ".dcm" is added when it has no extension)
+DEFAULT_NAME_TEMPLATE = (
+    "${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-${HashSOPClassUIDWithSOPInstanceUID}"
+)
+TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 IN_MEMORY = 4 << 20  # members up to this size are parsed from memory, bigger ones from their blob
 
 
@@ -66,14 +74,53 @@ def _time(value: str) -> str:
     return f"{value[:2]}:{value[2:4]}:{value[4:6]}" if re.match(r"\d{6}", value) else ""
 
 
-def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
-    """Receive an upload and parse it into a session document; its DICOM files become blobs."""
+def dicom_file_name(ds: pydicom.Dataset, template: str = DEFAULT_NAME_TEMPLATE) -> str:
+    """The name XNAT gives an archived DICOM file, from its naming template.
+
+    ``${Keyword}`` is the element's value (``no-value-for-Keyword`` when absent); ``${HashAWithB}`` is
+    the Java ``List.hashCode`` of those values as an unsigned base-36 number, as XNAT computes it.
+    """
+    values = {}
+    for variable in TEMPLATE_VARIABLE.findall(template):
+        for keyword in variable[4:].split("With") if variable.startswith("Hash") else [variable]:
+            values[keyword] = _text(ds, keyword) or f"no-value-for-{keyword}"
+
+    def substitute(match: re.Match[str]) -> str:
+        variable = match.group(1)
+        if variable.startswith("Hash"):
+            return _java_list_hash([values[k] for k in variable[4:].split("With")])
+        return values[variable]
+
+    name = TEMPLATE_VARIABLE.sub(substitute, template)
+    return name if re.search(r"\.[A-Za-z0-9]+$", template) else name + ".dcm"
+
+
+def _java_list_hash(items: list[str]) -> str:
+    h = 1
+    for item in items:
+        s = 0
+        data = item.encode("utf-16-be")  # String.hashCode works on UTF-16 code units
+        for i in range(0, len(data), 2):
+            s = (31 * s + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+        h = (31 * h + s) & 0xFFFFFFFF
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        h, rest = divmod(h, 36)
+        out = digits[rest] + out
+        if not h:
+            return out
+
+
+def read_session(store: Store, body: IO[bytes], template: str = DEFAULT_NAME_TEMPLATE) -> dict[str, Any]:
+    """Receive an upload and parse it into a session document; its DICOM files become blobs, named
+    with XNAT's DICOM file-name template (the upload's names are not kept, as in XNAT)."""
     blobs: list[str] = []
     try:
         with tempfile.TemporaryFile(dir=store.data_dir, prefix=".import-") as upload:
             for chunk in iter(lambda: body.read(1 << 20), b""):
                 upload.write(chunk)
-            scans = _receive_scans(store, upload, blobs)
+            scans = _receive_scans(store, upload, blobs, template)
     except NotAnArchive as exc:
         store.discard_blobs(blobs)
         raise ImportFailed(str(exc)) from exc
@@ -85,7 +132,9 @@ def read_session(store: Store, body: IO[bytes]) -> dict[str, Any]:
     return _session(scans)
 
 
-def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[str, dict[str, Any]]:
+def _receive_scans(
+    store: Store, upload: IO[bytes], blobs: list[str], template: str
+) -> dict[str, dict[str, Any]]:
     """Store each DICOM member as a blob and group them by SeriesNumber (header kept in ``_first``)."""
     import pydicom  # deferred: it costs a quarter second of server start-up
     from pydicom.errors import InvalidDicomError
@@ -108,19 +157,19 @@ def _receive_scans(store: Store, upload: IO[bytes], blobs: list[str]) -> dict[st
             if (ds := header(io.BytesIO(head))) is not None:
                 blob = store.receive(iter((head,)))
                 blobs.append(blob.name)
-                _add_file(scans, ds, base, blob)
+                _add_file(scans, ds, dicom_file_name(ds, template), blob)
             continue
         blob = store.receive(itertools.chain((head,), iter(partial(stream.read, CHUNK), b"")))
         blobs.append(blob.name)
         if (ds := header(store.blob_path(blob.name))) is None:  # too big to hold: parsed from its blob
             store.discard_blobs([blobs.pop()])
             continue
-        _add_file(scans, ds, base, blob)
+        _add_file(scans, ds, dicom_file_name(ds, template), blob)
     return scans
 
 
 def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, blob: Blob) -> None:
-    """Add a blob to its scan, which this header makes if it is the scan's first."""
+    """Add a blob to its scan (as ``base``), which this header makes if it is the scan's first."""
     modality = _text(ds, "Modality") or "OT"
     series = _text(ds, "SeriesNumber") or _text(ds, "SeriesInstanceUID") or "1"
     series = series if re.fullmatch(r"[A-Za-z0-9_.-]+", series) else xnat_label(series)
@@ -141,16 +190,25 @@ def _add_file(scans: dict[str, dict[str, Any]], ds: pydicom.Dataset, base: str, 
             "files": [],
             "_first": ds,
             "_paths": set(),
+            "_names": {},
         }
     scan["fields"]["frames"] += int(ds.get("NumberOfFrames", 1) or 1)
-    path, n = base, 1
-    while path in scan["_paths"]:
-        n += 1
-        path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
-    scan["_paths"].add(path)
+    path = _unique(base, scan["_names"], scan["_paths"])
     scan["files"].append(
         {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
     )
+
+
+def _unique(base: str, names: dict[str, int], paths: set[str]) -> str:
+    """``base``, or NAME-2.dcm, NAME-3.dcm... if the scan has it already (the same SOP instance twice:
+    both kept; XNAT would replace the first, *unverified*, and a silent loss, so not copied)."""
+    path, n = base, names.get(base, 1)
+    while path in paths:
+        n += 1
+        path = f"{PurePosixPath(base).stem}-{n}{PurePosixPath(base).suffix}"
+    names[base] = n
+    paths.add(path)
+    return path
 
 
 def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -160,7 +218,7 @@ def _session(scans: dict[str, dict[str, Any]]) -> dict[str, Any]:
     )
     headers = [scan.pop("_first") for scan in ordered]
     for scan in ordered:
-        del scan["_paths"]
+        del scan["_paths"], scan["_names"]
     first = headers[0]
     modalities = [scan["fields"]["modality"] for scan in ordered]
     primary = next((m for m in ("PT", "MR", "CT") if m in modalities), modalities[0])
@@ -205,3 +263,32 @@ def parse_dest(dest: str) -> dict[str, str]:
             raise ImportFailed(f"cannot understand dest {dest!r}")
         out[target] = name
     return out
+
+
+def anonymize_session(
+    store: Store, doc: dict[str, Any], script: Script, variables: dict[str, str], template: str
+) -> None:
+    """Rewrite every file of a session document with an anonymization script (anonymize.py): new
+    blobs (the old ones are dropped), names and session values from the rewritten headers."""
+    from xnat_prep.server.anonymize import rewrite
+
+    first: pydicom.Dataset | None = None
+    for scan in doc["scans"]:
+        names: dict[str, int] = {}
+        paths: set[str] = set()
+        files = []
+        for f in scan["files"]:
+            data, ds = rewrite(store.blob_path(f["blob"]).read_bytes(), script, variables)
+            first = first or ds
+            blob = store.receive(iter((data,)))
+            path = _unique(dicom_file_name(ds, template), names, paths)
+            files.append(
+                {"path": path, "size": blob.size, "md5": blob.md5, "crc32": blob.crc32, "blob": blob.name}
+            )
+            store.discard_blobs([f["blob"]])
+            f["blob"] = blob.name  # so that a failure below discards the new blob, not the old
+        scan["files"] = sorted(files, key=lambda f: f["path"])
+    if first is not None:
+        for key, keyword in (("dcmPatientId", "PatientID"), ("dcmPatientName", "PatientName")):
+            doc["fields"][key] = _text(first, keyword)
+        doc["fields"] = {k: v for k, v in doc["fields"].items() if v}

@@ -15,14 +15,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from xnat_prep.server.archive import check_read, safe_path, scan_zip_name
+from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
-from xnat_prep.server.importer import ImportFailed, parse_dest, read_session, xnat_label
+from xnat_prep.server.importer import ImportFailed, anonymize_session, parse_dest, read_session, xnat_label
+from xnat_prep.server.resolve import safe_path
 from xnat_prep.server.store import Conflict
-from xnat_prep.server.zipstream import ZipEntry
+from xnat_prep.server.zipstream import ZipEntry, scan_zip_name
 
 if TYPE_CHECKING:
-    from xnat_prep.server.app import Handler
+    from xnat_prep.server.http import Handler
 
 _stamp_lock = threading.Lock()
 _last_stamp = [""]
@@ -62,13 +63,12 @@ def import_service(h: Handler) -> None:
     if project:  # check before reading a possibly large body
         require_write(h, project)
     try:
-        doc = read_session(store, h.body)
+        doc = read_session(store, h.body, h.server.options.dicom_name_template)
     except ImportFailed as exc:
         raise HTTPError(400, str(exc)) from exc
     project = project or doc["labels"]["project"]
     subject = q.get("subject") or q.get("SUBJECT_ID") or dest.get("subject") or doc["labels"]["subject"]
     session = q.get("session") or q.get("EXPT_LABEL") or dest.get("session") or doc["labels"]["session"]
-    blobs = [f["blob"] for s in doc["scans"] for f in s["files"]]
     try:
         if not project or not subject or not session:
             raise HTTPError(
@@ -77,6 +77,10 @@ def import_service(h: Handler) -> None:
                 "or set StudyDescription, PatientName and PatientID in the DICOM",
             )
         require_write(h, project)
+        options = h.server.options
+        if options.anonymize is not None:
+            labels = {"project": project, "subject": subject, "session": session}
+            anonymize_session(store, doc, options.anonymize, labels, options.dicom_name_template)
         if dest["area"] == "prearchive":
             stamp = timestamp()
             name = xnat_label(session)
@@ -86,19 +90,23 @@ def import_service(h: Handler) -> None:
             return
         experiment_id = store.archive_session(doc, project, subject, session, overwrite, user)
     except Conflict as exc:
-        store.discard_blobs(blobs)
+        store.discard_blobs(blobs(doc))
         raise HTTPError(
             409,
             f"session {exc} already exists in project {project}; use overwrite=append or overwrite=delete",
         ) from exc
     except BaseException:
-        store.discard_blobs(blobs)
+        store.discard_blobs(blobs(doc))
         raise
     experiment = store.experiment(experiment_id)
     assert experiment is not None
     h.send_text(
         f"/data/archive/projects/{project}/subjects/{experiment.subject_id}/experiments/{experiment_id}\r\n"
     )
+
+
+def blobs(doc: dict[str, Any]) -> list[str]:
+    return [f["blob"] for s in doc["scans"] for f in s["files"]]
 
 
 def parse_src(src: str) -> tuple[str, str, str]:

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1 << 20
+_MODIFIED = ("projects", "subjects", "experiments")  # tables with XNAT's meta/last_modified
+CHILD_TABLES = {"scan": "scans", "reconstruction": "reconstructions"}  # objects inside a session
 PART_SUFFIX = ".part"
 SYNC_THREADS = 16  # concurrent fsyncs share journal commits; more threads gained nothing measurable
 
@@ -58,6 +60,12 @@ CREATE TABLE IF NOT EXISTS experiments(
 CREATE TABLE IF NOT EXISTS scans(
     experiment_id TEXT NOT NULL, id TEXT NOT NULL, xsi_type TEXT NOT NULL, seq INTEGER NOT NULL,
     extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(experiment_id, id));
+CREATE TABLE IF NOT EXISTS reconstructions(
+    experiment_id TEXT NOT NULL, id TEXT NOT NULL, xsi_type TEXT NOT NULL, seq INTEGER NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(experiment_id, id));
+CREATE TABLE IF NOT EXISTS shares(
+    kind TEXT NOT NULL, id TEXT NOT NULL, project TEXT NOT NULL, label TEXT NOT NULL,
+    PRIMARY KEY(kind, id, project), UNIQUE(kind, project, label));
 CREATE TABLE IF NOT EXISTS resources(
     id INTEGER PRIMARY KEY AUTOINCREMENT, parent TEXT NOT NULL, label TEXT NOT NULL,
     format TEXT NOT NULL DEFAULT '', content TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '',
@@ -138,6 +146,7 @@ class Obj:
     experiment_id: str = ""
     xsi_type: str = ""
     insert_date: str = ""
+    last_modified: str = ""
     insert_user: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -146,6 +155,8 @@ class Obj:
         """The owner key used by resources and custom fields."""
         if self.kind == "scan":
             return f"scan:{self.experiment_id}/{self.id}"
+        if self.kind == "reconstruction":
+            return f"recon:{self.experiment_id}/{self.id}"
         return f"{self.kind}:{self.id}"
 
 
@@ -171,6 +182,9 @@ class Store:
         self._db.executescript(SCHEMA)
         if "crc32" not in {r[1] for r in self._db.execute("PRAGMA table_info(files)")}:
             self._db.execute("ALTER TABLE files ADD COLUMN crc32 INTEGER")  # data dirs from before 0.1.0
+        for table in _MODIFIED:  # data dirs from before last_modified was kept
+            if "last_modified" not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN last_modified TEXT")
         self._collect_garbage()
 
     def close(self) -> None:
@@ -197,6 +211,23 @@ class Store:
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _touch(db: sqlite3.Connection, key: str) -> None:
+        """Mark an object, and the experiment and subject above it, modified now (XNAT's last_modified).
+
+        ``key`` is an owner key (``Obj.key``, a resource's parent): a scan counts as its experiment.
+        """
+        kind, _, ref = key.partition(":")
+        stamp = now_text()
+        if kind in ("scan", "recon", "experiment"):  # E/N of a scan or reconstruction, E/in of inputs
+            kind, ref = "experiment", ref.partition("/")[0]
+        if kind == "experiment":
+            db.execute("UPDATE experiments SET last_modified=? WHERE id=?", (stamp, ref))
+            row = db.execute("SELECT subject_id FROM experiments WHERE id=?", (ref,)).fetchone()
+            kind, ref = ("subject", row[0]) if row else ("", "")
+        if kind in ("subject", "project"):
+            db.execute(f"UPDATE {kind}s SET last_modified=? WHERE id=?", (stamp, ref))  # noqa: S608
 
     def _next_id(self, db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
@@ -277,63 +308,81 @@ class Store:
             experiment_id=row["experiment_id"] if "experiment_id" in keys else "",
             xsi_type=row["xsi_type"] if "xsi_type" in keys else f"xnat:{kind}Data",
             insert_date=row["insert_date"] if "insert_date" in keys else "",
+            last_modified=(row["last_modified"] if "last_modified" in keys else "") or "",
             insert_user=row["insert_user"] if "insert_user" in keys else "",
             extra=json.loads(row["extra"]),
         )
 
     def projects(self) -> list[Obj]:
-        return [self._obj("project", r) for r in self._query("SELECT * FROM projects ORDER BY id")]
+        # XNAT lists projects case-insensitively (dummydicomproject before TRAINING; xnatpy's tests)
+        rows = self._query("SELECT * FROM projects ORDER BY id COLLATE NOCASE, id")
+        return [self._obj("project", r) for r in rows]
 
     def project(self, project_id: str) -> Obj | None:
         rows = self._query("SELECT * FROM projects WHERE id=?", (project_id,))
         return self._obj("project", rows[0]) if rows else None
 
-    def subjects(self, project: str | None = None) -> list[Obj]:
+    def _in_project(self, kind: str, project: str | None, **match: str) -> list[Obj]:
+        """Subjects or experiments of a project: its own, then those shared into it (with the label
+        they have there); of every project when ``project`` is None. ``match``: id, label, subject_id."""
+        columns = "t.id, t.project, {}, t.insert_date, t.insert_user, t.extra, t.last_modified"
+        columns += ", t.subject_id, t.xsi_type" if kind == "experiment" else ""
+
+        def part(label: str, source: str, where: str, args: list[str]) -> tuple[str, list[str]]:
+            for name, value in match.items():
+                where += f" AND {label if name == 'label' else 't.' + name}=?"
+                args.append(value)
+            return f"SELECT {columns.format(label + ' AS label')} FROM {kind}s t{source} WHERE {where}", args  # noqa: S608
+
         if project is None:
-            rows = self._query("SELECT * FROM subjects ORDER BY id")
+            sql, args = part("t.label", "", "1=1", [])
         else:
-            rows = self._query("SELECT * FROM subjects WHERE project=? ORDER BY id", (project,))
-        return [self._obj("subject", r) for r in rows]
+            own, own_args = part("t.label", "", "t.project=?", [project])
+            join = " JOIN shares s ON s.kind=? AND s.id=t.id"
+            shared, shared_args = part("s.label", join, "s.project=?", [kind, project])
+            sql, args = f"{own} UNION ALL {shared}", own_args + shared_args
+        rows = self._query(f"SELECT * FROM ({sql}) ORDER BY id", tuple(args))  # noqa: S608
+        return [self._obj(kind, r) for r in rows]
+
+    def subjects(self, project: str | None = None) -> list[Obj]:
+        return self._in_project("subject", project)
 
     def subject(self, ref: str, project: str | None = None) -> Obj | None:
-        """A subject by accession ID, or by label within ``project``."""
-        rows = self._query("SELECT * FROM subjects WHERE id=?", (ref,))
-        if rows and (project is None or rows[0]["project"] == project):
-            return self._obj("subject", rows[0])
-        if project is not None:
-            rows = self._query("SELECT * FROM subjects WHERE project=? AND label=?", (project, ref))
-            if rows:
-                return self._obj("subject", rows[0])
-        return None
+        """A subject by accession ID, or by label within ``project`` (its own or shared into it)."""
+        return self._one("subject", ref, project)
 
     def experiments(self, project: str | None = None, subject_id: str | None = None) -> list[Obj]:
-        sql, args = "SELECT * FROM experiments WHERE 1=1", []
-        if project is not None:
-            sql += " AND project=?"
-            args.append(project)
-        if subject_id is not None:
-            sql += " AND subject_id=?"
-            args.append(subject_id)
-        return [self._obj("experiment", r) for r in self._query(sql + " ORDER BY id", tuple(args))]
+        if subject_id is None:
+            return self._in_project("experiment", project)
+        return self._in_project("experiment", project, subject_id=subject_id)
 
     def experiment(self, ref: str, project: str | None = None) -> Obj | None:
-        """An experiment by accession ID, or by label within ``project``."""
-        rows = self._query("SELECT * FROM experiments WHERE id=?", (ref,))
-        if rows and (project is None or rows[0]["project"] == project):
-            return self._obj("experiment", rows[0])
-        if project is not None:
-            rows = self._query("SELECT * FROM experiments WHERE project=? AND label=?", (project, ref))
-            if rows:
-                return self._obj("experiment", rows[0])
-        return None
+        """An experiment by accession ID, or by label within ``project`` (its own or shared into it)."""
+        return self._one("experiment", ref, project)
 
-    def scans(self, experiment_id: str) -> list[Obj]:
-        rows = self._query("SELECT * FROM scans WHERE experiment_id=? ORDER BY seq", (experiment_id,))
-        return [self._obj("scan", r) for r in rows]
+    def _one(self, kind: str, ref: str, project: str | None) -> Obj | None:
+        found = self._in_project(kind, project, id=ref)
+        if not found and project is not None:
+            found = self._in_project(kind, project, label=ref)
+        return found[0] if found else None
 
-    def scan(self, experiment_id: str, scan_id: str) -> Obj | None:
-        rows = self._query("SELECT * FROM scans WHERE experiment_id=? AND id=?", (experiment_id, scan_id))
-        return self._obj("scan", rows[0]) if rows else None
+    def scans(self, experiment_id: str, kind: str = "scan") -> list[Obj]:
+        """A session's scans (or, with kind="reconstruction", its reconstructions) in creation order."""
+        sql = f"SELECT * FROM {CHILD_TABLES[kind]} WHERE experiment_id=? ORDER BY seq"  # noqa: S608
+        return [self._obj(kind, r) for r in self._query(sql, (experiment_id,))]
+
+    def scan(self, experiment_id: str, scan_id: str, kind: str = "scan") -> Obj | None:
+        sql = f"SELECT * FROM {CHILD_TABLES[kind]} WHERE experiment_id=? AND id=?"  # noqa: S608
+        rows = self._query(sql, (experiment_id, scan_id))
+        return self._obj(kind, rows[0]) if rows else None
+
+    def assessors(self, experiment_id: str) -> list[Obj]:
+        """The image assessors (derived experiments) of a session."""
+        rows = self._query(
+            "SELECT * FROM experiments WHERE json_extract(extra, '$.imageSession_ID')=? ORDER BY id",
+            (experiment_id,),
+        )
+        return [self._obj("experiment", r) for r in rows]
 
     def create_project(self, project_id: str, user: str, extra: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -341,26 +390,47 @@ class Store:
                 "INSERT INTO projects(id, insert_date, insert_user, extra) VALUES(?,?,?,?)",
                 (project_id, now_text(), user, json.dumps(extra)),
             )
+            self._touch(db, f"project:{project_id}")
 
-    def create_subject(self, project: str, label: str, user: str, extra: dict[str, Any]) -> str:
+    def create_subject(
+        self, project: str, label: str, user: str, extra: dict[str, Any], subject_id: str | None = None
+    ) -> str:
+        """Create a subject; its accession ID is the next XNAT_Snnnnn unless ``subject_id`` is given."""
         with self.transaction() as db:
-            return self._create_subject(db, project, label, user, extra)
+            return self._create_subject(db, project, label, user, extra, subject_id)
 
     def _create_subject(
-        self, db: sqlite3.Connection, project: str, label: str, user: str, extra: dict[str, Any]
+        self,
+        db: sqlite3.Connection,
+        project: str,
+        label: str,
+        user: str,
+        extra: dict[str, Any],
+        subject_id: str | None = None,
     ) -> str:
-        subject_id = f"XNAT_S{self._next_id(db, 'subject'):05d}"
+        subject_id = subject_id or f"XNAT_S{self._next_id(db, 'subject'):05d}"
         db.execute(
             "INSERT INTO subjects(id, project, label, insert_date, insert_user, extra) VALUES(?,?,?,?,?,?)",
             (subject_id, project, label, now_text(), user, json.dumps(extra)),
         )
+        self._touch(db, f"subject:{subject_id}")
         return subject_id
 
     def create_experiment(
-        self, project: str, subject_id: str, label: str, xsi_type: str, user: str, extra: dict[str, Any]
+        self,
+        project: str,
+        subject_id: str,
+        label: str,
+        xsi_type: str,
+        user: str,
+        extra: dict[str, Any],
+        experiment_id: str | None = None,
     ) -> str:
+        """Create an experiment; its accession ID is the next XNAT_Ennnnn unless given."""
         with self.transaction() as db:
-            return self._create_experiment(db, project, subject_id, label, xsi_type, user, extra)
+            return self._create_experiment(
+                db, project, subject_id, label, xsi_type, user, extra, experiment_id
+            )
 
     def _create_experiment(
         self,
@@ -371,53 +441,68 @@ class Store:
         xsi_type: str,
         user: str,
         extra: dict[str, Any],
+        experiment_id: str | None = None,
     ) -> str:
-        experiment_id = f"XNAT_E{self._next_id(db, 'experiment'):05d}"
+        experiment_id = experiment_id or f"XNAT_E{self._next_id(db, 'experiment'):05d}"
         db.execute(
             "INSERT INTO experiments(id, project, subject_id, label, xsi_type, insert_date, "
             "insert_user, extra) VALUES(?,?,?,?,?,?,?,?)",
             (experiment_id, project, subject_id, label, xsi_type, now_text(), user, json.dumps(extra)),
         )
+        self._touch(db, f"experiment:{experiment_id}")
         return experiment_id
 
-    def create_scan(self, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any]) -> None:
+    def create_scan(
+        self, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any], kind: str = "scan"
+    ) -> None:
         with self.transaction() as db:
-            self._create_scan(db, experiment_id, scan_id, xsi_type, extra)
+            self._create_scan(db, experiment_id, scan_id, xsi_type, extra, kind)
 
     @staticmethod
     def _create_scan(
-        db: sqlite3.Connection, experiment_id: str, scan_id: str, xsi_type: str, extra: dict[str, Any]
+        db: sqlite3.Connection,
+        experiment_id: str,
+        scan_id: str,
+        xsi_type: str,
+        extra: dict[str, Any],
+        kind: str = "scan",
     ) -> None:
+        table = CHILD_TABLES[kind]
         seq = db.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM scans WHERE experiment_id=?", (experiment_id,)
+            f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE experiment_id=?",  # noqa: S608
+            (experiment_id,),
         ).fetchone()[0]
         db.execute(
-            "INSERT INTO scans(experiment_id, id, xsi_type, seq, extra) VALUES(?,?,?,?,?)",
+            f"INSERT INTO {table}(experiment_id, id, xsi_type, seq, extra) VALUES(?,?,?,?,?)",
             (experiment_id, scan_id, xsi_type, seq, json.dumps(extra)),
         )
+        Store._touch(db, f"experiment:{experiment_id}")
 
     def update(self, obj: Obj, extra: dict[str, Any], label: str | None = None) -> None:
         """Merge data fields into an object (a value of None removes the field); optionally relabel."""
         merged = {k: v for k, v in {**obj.extra, **extra}.items() if v is not None}
-        table = {"project": "projects", "subject": "subjects", "experiment": "experiments", "scan": "scans"}[
-            obj.kind
-        ]
+        table = CHILD_TABLES.get(obj.kind, f"{obj.kind}s")
         with self.transaction() as db:
-            if obj.kind == "scan":
+            if obj.kind in CHILD_TABLES:
                 db.execute(
-                    "UPDATE scans SET extra=? WHERE experiment_id=? AND id=?",
+                    f"UPDATE {table} SET extra=? WHERE experiment_id=? AND id=?",  # noqa: S608
                     (json.dumps(merged), obj.experiment_id, obj.id),
                 )
             else:
                 db.execute(f"UPDATE {table} SET extra=? WHERE id=?", (json.dumps(merged), obj.id))  # noqa: S608
             if label is not None and label != obj.label and obj.kind in ("subject", "experiment"):
                 db.execute(f"UPDATE {table} SET label=? WHERE id=?", (label, obj.id))  # noqa: S608
+            self._touch(db, obj.key)
         obj.extra = merged
 
     def delete(self, obj: Obj) -> None:
         """Delete an object with everything below it, then its blobs."""
         with self.transaction() as db:
             blobs = self._delete(db, obj)
+            if obj.kind in CHILD_TABLES:
+                self._touch(db, obj.key)
+            elif obj.kind == "experiment":
+                self._touch(db, f"subject:{obj.subject_id}")
         self.discard_blobs(blobs)
 
     def _delete(self, db: sqlite3.Connection, obj: Obj) -> list[str]:
@@ -432,15 +517,54 @@ class Store:
                 blobs += self._delete(db, self._obj("experiment", exp))
             db.execute("DELETE FROM subjects WHERE id=?", (obj.id,))
         elif obj.kind == "experiment":
-            for scan in db.execute("SELECT * FROM scans WHERE experiment_id=?", (obj.id,)).fetchall():
-                blobs += self._delete(db, self._obj("scan", scan))
+            below = [("scan", "SELECT * FROM scans WHERE experiment_id=?")]
+            below.append(("reconstruction", "SELECT * FROM reconstructions WHERE experiment_id=?"))
+            below.append(
+                ("experiment", "SELECT * FROM experiments WHERE json_extract(extra, '$.imageSession_ID')=?")
+            )
+            for kind, sql in below:  # scans, reconstructions and assessors go with their session
+                for row in db.execute(sql, (obj.id,)).fetchall():
+                    blobs += self._delete(db, self._obj(kind, row))
             db.execute("DELETE FROM experiments WHERE id=?", (obj.id,))
         else:
-            db.execute("DELETE FROM scans WHERE experiment_id=? AND id=?", (obj.experiment_id, obj.id))
-        for res in db.execute("SELECT id FROM resources WHERE parent=?", (obj.key,)).fetchall():
+            db.execute(
+                f"DELETE FROM {CHILD_TABLES[obj.kind]} WHERE experiment_id=? AND id=?",  # noqa: S608
+                (obj.experiment_id, obj.id),
+            )
+        in_key = f"{obj.key}/in"  # an assessor's or reconstruction's input resources
+        for res in db.execute(
+            "SELECT id FROM resources WHERE parent IN (?, ?)", (obj.key, in_key)
+        ).fetchall():
             blobs += self._delete_resource(db, res[0])
         db.execute("DELETE FROM fields WHERE parent=?", (obj.key,))
+        db.execute("DELETE FROM shares WHERE kind=? AND id=?", (obj.kind, obj.id))
         return blobs
+
+    # ---- sharing ---------------------------------------------------------------------------
+
+    def shares(self, kind: str, obj_id: str) -> dict[str, str]:
+        """project -> label of the projects a subject or experiment is shared into."""
+        rows = self._query(
+            "SELECT project, label FROM shares WHERE kind=? AND id=? ORDER BY project", (kind, obj_id)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def share(self, obj: Obj, project: str, label: str) -> None:
+        """Share a subject or experiment into ``project`` under ``label`` (Conflict if taken there)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO shares(kind, id, project, label) VALUES(?,?,?,?)",
+                (obj.kind, obj.id, project, label),
+            )
+            self._touch(db, obj.key)
+
+    def unshare(self, obj: Obj, project: str) -> bool:
+        with self.transaction() as db:
+            gone = db.execute(
+                "DELETE FROM shares WHERE kind=? AND id=? AND project=?", (obj.kind, obj.id, project)
+            ).rowcount
+            self._touch(db, obj.key)
+        return bool(gone)
 
     # ---- custom fields ---------------------------------------------------------------------
 
@@ -459,6 +583,7 @@ class Store:
                         "INSERT OR REPLACE INTO fields(parent, name, value) VALUES(?,?,?)",
                         (parent, name, value),
                     )
+            self._touch(db, parent)
 
     # ---- resources and files ---------------------------------------------------------------
 
@@ -510,6 +635,7 @@ class Store:
                 for column, value in (("format", fmt), ("content", content), ("tags", tags)):
                     if value:
                         db.execute(f"UPDATE resources SET {column}=? WHERE id=?", (value, row[0]))  # noqa: S608
+            self._touch(db, parent)
         resource = self.resource(parent, label)
         assert resource is not None
         return resource
@@ -520,7 +646,14 @@ class Store:
         self.discard_blobs(blobs)
 
     @staticmethod
+    def _touch_resource(db: sqlite3.Connection, resource_id: int) -> None:
+        row = db.execute("SELECT parent FROM resources WHERE id=?", (resource_id,)).fetchone()
+        if row is not None:
+            Store._touch(db, row[0])
+
+    @staticmethod
     def _delete_resource(db: sqlite3.Connection, resource_id: int) -> list[str]:
+        Store._touch_resource(db, resource_id)
         blobs = [r[0] for r in db.execute("SELECT blob FROM files WHERE resource_id=?", (resource_id,))]
         db.execute("DELETE FROM files WHERE resource_id=?", (resource_id,))
         db.execute("DELETE FROM resources WHERE id=?", (resource_id,))
@@ -563,6 +696,7 @@ class Store:
                         "content, tags) VALUES(?,?,?,?,?,?,?,?,?)",
                         (resource_id, e.path, e.size, e.md5, e.blob, e.crc32, e.format, e.content, e.tags),
                     )
+                self._touch_resource(db, resource_id)
         except BaseException:
             self.discard_blobs([e.blob for e in entries])
             raise
@@ -576,6 +710,7 @@ class Store:
             if row is None:
                 return False
             db.execute("DELETE FROM files WHERE resource_id=? AND path=?", (resource_id, path))
+            self._touch_resource(db, resource_id)
         self.discard_blobs([row[0]])
         return True
 
@@ -619,6 +754,7 @@ class Store:
                     "UPDATE experiments SET extra=?, xsi_type=? WHERE id=?",
                     (json.dumps({**current, **doc["fields"]}), doc["xsi_type"], experiment_id),
                 )
+                self._touch(db, f"experiment:{experiment_id}")
             for scan in doc["scans"]:
                 if (
                     db.execute(

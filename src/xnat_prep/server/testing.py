@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def running_server(
 ) -> Iterator[ServerHandle]:
     """Start ``xnat-prep server --port 0`` on ``data_dir``, yield its handle, SIGTERM it on exit.
 
-    ``tls`` is (certificate file, key file).
+    ``tls`` is (certificate file, key file). The environment variable ``XNAT_PREP_SERVER_ARGS`` adds
+    server options to every server the tests start (``--anonymize``: a site that anonymizes).
     """
     data_dir = Path(data_dir)
     cmd = [sys.executable, "-m", "xnat_prep.cli", "server", "--data-dir", str(data_dir), "--port", "0"]
@@ -59,6 +61,8 @@ def running_server(
     if tls is not None:
         cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     cmd += list(extra_args)
+    # e.g. XNAT_PREP_SERVER_ARGS=--anonymize runs every test's server as a site that anonymizes on import
+    cmd += shlex.split(os.environ.get("XNAT_PREP_SERVER_ARGS", ""))
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr)
         try:

@@ -12,6 +12,8 @@ memory use independent of the archive size. ZIP64 records are added where sizes 
 
 from __future__ import annotations
 
+import re
+import stat
 import struct
 import tarfile
 import time
@@ -31,14 +33,20 @@ class NotAnArchive(Exception):
     """The upload is neither a zip nor a tar(.gz)."""
 
 
-def iter_members(fh: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
-    """(name, stream) of every regular file in a seekable zip or tar(.gz) file object."""
+def iter_members(fh: IO[bytes], links: list[str] | None = None) -> Iterator[tuple[str, IO[bytes]]]:
+    """(name, stream) of every regular file in a seekable zip or tar(.gz) file object.
+
+    Symbolic links are not files: they are skipped, and their names added to ``links``.
+    """
     fh.seek(0)
+    links = [] if links is None else links
     if zipfile.is_zipfile(fh):
         fh.seek(0)
         with zipfile.ZipFile(fh) as zf:
             for info in zf.infolist():
-                if not info.is_dir():
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    links.append(info.filename)
+                elif not info.is_dir():
                     with zf.open(info) as stream:
                         yield info.filename, stream
         return
@@ -49,6 +57,8 @@ def iter_members(fh: IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
         raise NotAnArchive("the upload is neither a zip nor a tar(.gz) archive") from exc
     with tf:
         for info in tf:
+            if info.issym():
+                links.append(info.name)
             stream = tf.extractfile(info) if info.isfile() else None
             if stream is not None:
                 with stream:
@@ -161,3 +171,13 @@ def zip_layout(entries: list[ZipEntry]) -> tuple[list[Part], int]:
     )
     parts.append(directory + tail)
     return parts, offset + len(directory) + len(tail)
+
+
+def sanitise(text: str) -> str:
+    """XNAT's zip path cleaning of scan types: anything but letters and digits becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", text)
+
+
+def scan_zip_name(session: str, scan_id: str, scan_type: str, resource: str, path: str) -> str:
+    """XNAT's zip layout: {session}/scans/{id}-{type}/resources/{label}/files/{path}."""
+    return f"{session}/scans/{scan_id}-{sanitise(scan_type)}/resources/{resource}/files/{path}"
