@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "discover": ("xnat_prep.discover", "list subjects' sessions, scans and files into a manifest"),
     "download-session": ("xnat_prep.download", "download a session's scans' DICOM, verified and resumable"),
     "convert-scan": ("xnat_prep.convert", "convert one scan's DICOM to NIfTI with dcm2niix"),
+    "pseudonymise": (
+        "xnat_prep.commands.pseudonymise",
+        "pseudonymise a subject's DICOM (keyed, PS3.15 profile)",
+    ),
     "upload-session": ("xnat_prep.upload", "upload a session's NIfTI results to XNAT"),
     "set-variables": ("xnat_prep.variables", "write custom variables on a session"),
     "report": ("xnat_prep.report", "summarise a run"),
