@@ -117,7 +117,7 @@ def make_reference_series(session: Path, out: Path) -> None:
     unknown.add_new(0x01, "LO", PLANTED["private_name"])
     philips = d.private_block(0x2005, PHILIPS_MR, create=True)
     philips.add_new(0x40, "UI", str(base.SeriesInstanceUID))
-    philips.add_new(0x41, "LO", f"ref {base.SOPInstanceUID}")
+    philips.add_new(0x41, "LT", f"ref {base.SOPInstanceUID}")
     philips.add_new(0x42, "LO", PLANTED["private_name"])
     philips.add_new(0x43, "DA", PLANTED["nested_date"])
     d.Rows, d.Columns, d.SamplesPerPixel, d.PhotometricInterpretation = 4, 4, 1, "MONOCHROME2"

@@ -82,6 +82,7 @@ _DUMMY = {
     "CS": "ANONYMOUS",
 }
 _DATE = re.compile(r"^\d{8}$")
+_UID_IN_TEXT = re.compile(r"(?<![\d.])[0-9]+(?:\.[0-9]+){3,}(?![\d.])")  # a UID written into text
 _PIXEL_DATA = 0x7FE00010
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 
@@ -221,6 +222,7 @@ class Pseudonymiser:
         )
 
         def clean(text: str) -> str:
+            text = _UID_IN_TEXT.sub(lambda m: self.uid(m.group(0)), text)
             return pattern.sub("", text) if pattern else text
 
         return clean
