@@ -66,7 +66,14 @@ def make_reference_series(session: Path, out: Path) -> None:
     base = t1[0]
     d = Dataset()
     d.file_meta = base.file_meta.copy()
-    for kw in ("SpecificCharacterSet", "StudyDate", "StudyTime", "PatientName", "PatientID", "PatientBirthDate"):
+    for kw in (
+        "SpecificCharacterSet",
+        "StudyDate",
+        "StudyTime",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+    ):
         setattr(d, kw, getattr(base, kw))
     d.SOPClassUID = ENHANCED_MR
     d.SOPInstanceUID = generate_uid(entropy_srcs=["derived", str(base.SOPInstanceUID)])
@@ -142,7 +149,9 @@ def walk_uids(ds: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
             for i, item in enumerate(elem.value):
                 yield from walk_uids(item, f"{p}[{i}]")
         elif elem.VR == "UI" and elem.value:
-            values = elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
+            values = (
+                elem.value if isinstance(elem.value, list | pydicom.multival.MultiValue) else [elem.value]
+            )
             for v in values:
                 yield p, str(v)
 
@@ -195,8 +204,8 @@ def identifying_values(folder: Path, extra: tuple[str, ...] = ()) -> set[str]:
         for kw in keywords:
             for v in _values(ds.get(kw)):
                 found.add(v)
-        for _, uid in walk_uids(ds):
-            if not uid.startswith("1.2.840.10008."):
+        for path, uid in walk_uids(ds):  # the implementation UID names the writing software
+            if not uid.startswith("1.2.840.10008.") and path != "meta/(0002,0012)":
                 found.add(uid)
         for elem in _all(ds):
             if elem.VR in _DATE_VRS:
@@ -243,7 +252,20 @@ def convert(dicom_dir: Path, out_dir: Path) -> list[dict]:
     sorted by shape and voxel hash, so outputs compare whatever their names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [dcm2niix_binary(), "-b", "y", "-ba", "y", "-z", "n", "-f", "%s_%e", "-o", str(out_dir), str(dicom_dir)],
+        [
+            dcm2niix_binary(),
+            "-b",
+            "y",
+            "-ba",
+            "y",
+            "-z",
+            "n",
+            "-f",
+            "%s_%e",
+            "-o",
+            str(out_dir),
+            str(dicom_dir),
+        ],
         capture_output=True,
         check=True,
     )
@@ -294,11 +316,15 @@ def same_conversion(a: list[dict], b: list[dict]) -> list[str]:
         if not np.allclose(x["affine"], y["affine"], atol=1e-6):
             problems.append(f"{x['name']}: affine differs")
         for ext in ("bval", "bvec"):
-            if (x[ext] is None) != (y[ext] is None) or (x[ext] is not None and not np.allclose(x[ext], y[ext])):
+            if (x[ext] is None) != (y[ext] is None) or (
+                x[ext] is not None and not np.allclose(x[ext], y[ext])
+            ):
                 problems.append(f"{x['name']}: {ext} differs")
         for key in sorted(set(x["sidecar"]) | set(y["sidecar"])):
             if key not in EXPECTED_SIDECAR_CHANGES and x["sidecar"].get(key) != y["sidecar"].get(key):
-                problems.append(f"{x['name']}: sidecar {key}: {x['sidecar'].get(key)!r} -> {y['sidecar'].get(key)!r}")
+                problems.append(
+                    f"{x['name']}: sidecar {key}: {x['sidecar'].get(key)!r} -> {y['sidecar'].get(key)!r}"
+                )
     return problems
 
 

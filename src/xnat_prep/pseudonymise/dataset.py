@@ -58,6 +58,13 @@ KEEP_PRIVATE: dict[tuple[str, int], frozenset[int] | None] = {
     ("Philips MR Imaging DD 001", 0x2005): None,
     ("Philips MR Imaging DD 005", 0x2005): None,
 }
+# In blocks kept whole, free text is dropped except these elements (names of sequences, which
+# dcm2niix reports): free text is where a scanner or a person puts a name.
+KEEP_PRIVATE_TEXT: dict[tuple[str, int], frozenset[int]] = {
+    ("GEMS_ACQU_01", 0x0019): frozenset({0x9C, 0x9E}),  # pulse sequence name, internal name
+    ("Philips Imaging DD 001", 0x2001): frozenset({0x20}),  # scanning technique
+}
+_FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 CSA_CREATOR = "SIEMENS CSA HEADER"
 
 # SOP classes whose content is, or may be, burned-in or free text: never converted or pushed.
@@ -364,6 +371,11 @@ class Pseudonymiser:
             creator = creators.get((group, block), "")
             allowed = KEEP_PRIVATE.get((creator, group), frozenset())
             if (group, block) not in kept_blocks or (allowed is not None and (elem_no & 0xFF) not in allowed):
+                del ds[tag]
+                self.stats.private_removed += 1
+                continue
+            free_text = allowed is None and ds[tag].VR in _FREE_TEXT_VRS
+            if free_text and (elem_no & 0xFF) not in KEEP_PRIVATE_TEXT.get((creator, group), ()):
                 del ds[tag]
                 self.stats.private_removed += 1
                 continue

@@ -66,14 +66,47 @@ def input_files(source: str | Path) -> Iterator[tuple[str, Callable[[], bytes | 
 
 
 def read_dicom(name: str, data: bytes | Path) -> pydicom.Dataset:
-    """A whole DICOM file; anything else is a UserError naming it."""
+    """A whole DICOM file; anything else is a UserError naming it.
+
+    pydicom reads a truncated file without complaint, so two checks stand in: a file cut in
+    its header lacks the SOP instance UID, one cut in its pixels has fewer bytes than its
+    rows, columns, samples, bits and frames say.
+    """
     try:
         src = io.BytesIO(data) if isinstance(data, bytes) else data
-        return pydicom.dcmread(src)
+        ds = pydicom.dcmread(src)
     except InvalidDicomError:
         raise UserError(f"{name}: not a DICOM file (no DICM preamble)") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise UserError(f"{name}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
+    if not ds.get("SOPInstanceUID") or not ds.get("SOPClassUID"):
+        raise UserError(f"{name}: unreadable DICOM (no SOP class or instance UID: truncated?)")
+    expected = _native_pixel_bytes(ds)
+    if expected and len(ds.PixelData) < expected:
+        raise UserError(
+            f"{name}: unreadable DICOM (pixel data truncated: {len(ds.PixelData)} of {expected} bytes)"
+        )
+    return ds
+
+
+def _native_pixel_bytes(ds: pydicom.Dataset) -> int:
+    """Bytes an uncompressed PixelData must hold (0 if compressed or not an image)."""
+    meta = getattr(ds, "file_meta", None)
+    if "PixelData" not in ds or meta is None or meta.get("TransferSyntaxUID") is None:
+        return 0
+    if meta.TransferSyntaxUID.is_compressed:
+        return 0
+    try:
+        bits = int(ds.BitsAllocated)
+        count = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(ds.get("SamplesPerPixel", 1))
+            * int(ds.get("NumberOfFrames", 1) or 1)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return (count * bits + 7) // 8
 
 
 def pseudonymise_tree(
