@@ -293,6 +293,7 @@ def convert(dicom_dir: Path, out_dir: Path) -> list[dict]:
 EXPECTED_SIDECAR_CHANGES = frozenset(
     {
         "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
         "InstitutionName",
         "InstitutionAddress",
         "StationName",
