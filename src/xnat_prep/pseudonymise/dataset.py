@@ -12,15 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from xnat_prep import __version__
@@ -116,18 +118,28 @@ def _has_pixels(ds: Dataset) -> bool:
 
 def quarantine_reason(ds: Dataset) -> str:
     """Why the file may carry burned-in or free-text identity ("" if it is an ordinary image)."""
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_class = first_value(ds, 0x00080016)
     for prefix, what in QUARANTINE_SOP_CLASSES:
         if sop_class == prefix or sop_class.startswith(prefix + ("" if prefix.endswith(".") else ".")):
             return f"{what} (SOP class {sop_class})"
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if first_value(ds, 0x00280301).upper() == "YES":
         return "BurnedInAnnotation is YES"
-    image_type = [str(v).upper() for v in _as_list(ds.get("ImageType", []))]
+    image_type = (
+        [v.upper() for v in _texts(ds, 0x00080008, ds.get_item(0x00080008))] if 0x00080008 in ds else []
+    )
     if "SCREEN SAVE" in image_type:
         return "ImageType says SCREEN SAVE"
     if not _has_pixels(ds):
         return f"no pixel data (SOP class {sop_class or 'missing'})"
     return ""
+
+
+def first_value(ds: Dataset, tag: int) -> str:
+    """The first value of a text or UI element as a string ("" if absent), without conversion."""
+    if tag not in ds:
+        return ""
+    texts = _texts(ds, tag, ds.get_item(tag))
+    return texts[0] if texts else ""
 
 
 def _as_list(value) -> list:
@@ -183,12 +195,23 @@ class Pseudonymiser:
         self.pseudonym = pseudonym or key.pseudonym(subject_id)
         self.offset_days = key.date_offset_days(subject_id) if self.profile.shifts_dates else 0
         self.stats = Stats()
-        self._method = [
+        self._method = [  # LO is at most 64 characters a value: three values
             f"xnat-prep {__version__} pseudonymise",
             f"PS3.15 {table()['edition']} Table E.1-1",
             f"key {key.fingerprint}",
         ]
-        self._codes = self.profile.codes()
+        self._identifying_tags: dict[int, bool] = {}
+        self._bookkeeping_raw: dict[tuple, list] = {}
+        # The same for every file: built once (the elements are only ever written, never changed).
+        codes = Sequence([_code(v, m) for v, m in self.profile.codes()])
+        self._bookkeeping = [
+            DataElement(PATIENT_NAME, "PN", self.pseudonym),
+            DataElement(PATIENT_ID, "LO", self.pseudonym),
+            DataElement(0x00120062, "CS", "YES"),  # Patient Identity Removed
+            DataElement(0x00120063, "LO", self._method),  # De-identification Method
+            DataElement(0x00120064, "SQ", codes),  # De-identification Method Code Sequence
+            DataElement(0x00280303, "CS", "MODIFIED" if self.profile.shifts_dates else "UNMODIFIED"),
+        ]
 
     # --- values -----------------------------------------------------------------------
     def uid(self, original: str) -> str:
@@ -200,33 +223,27 @@ class Pseudonymiser:
             new = self.stats.uids[original] = self.key.uid(original)
         return new
 
-    def _identifiers(self, ds: Dataset) -> list[str]:
-        """Strings of this dataset that the profile removes or replaces (names, IDs, dates,
-        institution, ...), longest first: cleaning removes them wherever text is kept."""
-        found = {self.subject_id}
-        for elem in _iter_public(ds):
-            tag = int(elem.tag)
+    def _identifies(self, tag: int) -> bool:
+        """Whether a text attribute's value is identifying: the profile removes or replaces it."""
+        found = self._identifying_tags.get(tag)
+        if found is None:
             action = self.profile.action(tag)
-            if elem.VR in ("DA", "DT"):
-                if not (self.profile.shifts_dates or action in ("X", "Z", "D")):
-                    continue
-            elif elem.VR not in _TEXT_VRS or (
-                action not in ("X", "Z", "D", "U") and tag not in (PATIENT_NAME, PATIENT_ID)
-            ):
-                continue
-            for v in _as_list(elem.value):
-                text = str(v).strip()[:8] if elem.VR == "DT" else str(v).strip()
-                parts = [text] + (text.split("^") if elem.VR == "PN" else [])
-                for part in parts:
-                    part = part.strip()
-                    if len(part) >= (4 if part.isdigit() else 3):
-                        found.add(part)
-        return sorted(found, key=len, reverse=True)
+            found = self._identifying_tags[tag] = action in ("X", "Z", "D", "U") or tag in (
+                PATIENT_NAME,
+                PATIENT_ID,
+            )
+        return found
 
-    def _cleaner(self, identifiers: Iterable[str]):
-        pattern = (
-            re.compile("|".join(re.escape(s) for s in identifiers), re.IGNORECASE) if identifiers else None
-        )
+    def _note(self, found: set[str], texts: list[str], vr: str) -> None:
+        for text in texts:
+            text = text[:8] if vr == "DT" else text
+            for part in [text] + (text.split("^") if vr == "PN" else []):
+                part = part.strip()
+                if len(part) >= (4 if part.isdigit() else 3):
+                    found.add(part)
+
+    def _cleaner(self, identifiers: tuple[str, ...]):
+        pattern = _pattern(identifiers)
 
         def clean(text: str) -> str:
             text = _UID_IN_TEXT.sub(lambda m: self.uid(m.group(0)), text)
@@ -236,65 +253,84 @@ class Pseudonymiser:
 
     # --- the dataset ------------------------------------------------------------------
     def dataset(self, ds: Dataset) -> None:
-        """Pseudonymise ``ds`` (and its file meta) in place."""
-        identifiers = self._identifiers(ds)
+        """Pseudonymise ``ds`` (and its file meta) in place.
+
+        One pass over every element does the profile's actions and notes the identifying
+        strings of the file (the values it removes or replaces: names, IDs, dates, ...); the
+        text it keeps but cleans (descriptions, kept private text) is cleaned after that pass,
+        of every identifying string wherever it stood.
+        """
+        st = _Pass({self.subject_id})
+        self._walk(ds, st)
+        identifiers = tuple(sorted(st.found, key=lambda s: (-len(s), s)))
         clean = self._cleaner(identifiers)
-        binary_markers = [s.encode("latin-1", "ignore") for s in identifiers] + [
-            u.encode() for u in self._dataset_uids(ds)
-        ]
-        self._walk(ds, clean, binary_markers)
-        for tag in (PATIENT_NAME, PATIENT_ID):
-            ds[tag] = DataElement(tag, _public_vr(tag), self.pseudonym)
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = list(self._method)
-        ds.DeidentificationMethodCodeSequence = Sequence([_code(v, m) for v, m in self._codes])
-        if self.profile.shifts_dates:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        markers: list[bytes] = []
+
+        def binary_markers() -> list[bytes]:  # only files with kept private binary data need them
+            if not markers:
+                markers.extend(s.encode("latin-1", "ignore") for s in identifiers)
+                markers.extend(u.encode() for u in st.uids)
+            return markers
+
+        while st.texts or st.private:
+            while st.texts:
+                d, tag, raw, vr = st.texts.pop()
+                _rewrite(d, tag, raw, vr, lambda vs: [clean(v) for v in vs])
+            while st.private:
+                d, creators = st.private.pop()
+                self._private(d, creators, clean, binary_markers, st)
+        for elem in self._bookkeeping_for(getattr(ds, "original_encoding", (None, None))):
+            ds[elem.tag] = elem
         self._file_meta(ds)
 
-    def _dataset_uids(self, ds: Dataset) -> list[str]:
-        out = []
-        for elem in _iter_public(ds):
-            if elem.VR == "UI" and not _fixed_uid(int(elem.tag)):
-                out += [str(v) for v in _as_list(elem.value) if v and not is_well_known(str(v))]
-        return out
+    def _bookkeeping_for(self, encoding: tuple[bool | None, bool | None]) -> list:
+        """The bookkeeping elements, encoded once per transfer syntax as raw elements (written
+        as they are) when the dataset's encoding is known."""
+        if None in encoding:
+            return self._bookkeeping
+        found = self._bookkeeping_raw.get(encoding)
+        if found is None:
+            found = self._bookkeeping_raw[encoding] = [_to_raw(e, *encoding) for e in self._bookkeeping]
+        return found
 
     def _file_meta(self, ds: Dataset) -> None:
+        """File meta in place: instance UIDs follow the dataset, the writer is us, no source AE."""
         meta = getattr(ds, "file_meta", None)
-        new = FileMetaDataset()
-        if meta is not None:
-            for elem in meta:
-                tag = int(elem.tag)
-                if tag in (0x00020000, 0x00020001, 0x00020016, 0x00020012, 0x00020013):
-                    continue  # group length/version are rewritten; source AE, implementation: ours
-                if elem.VR == "UI" and not _fixed_uid(tag):
-                    elem = DataElement(tag, "UI", self._map_uids(elem.value))
-                new.add(elem)
-        if "SOPInstanceUID" in ds:
-            new.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if "SOPClassUID" in ds:
-            new.MediaStorageSOPClassUID = ds.SOPClassUID
-        new.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        new.ImplementationVersionName = "XNATPREP_PSEUDO"
-        ds.file_meta = new
+        if meta is None:
+            meta = ds.file_meta = FileMetaDataset()
+        for tag in list(meta.keys()):
+            tag = int(tag)
+            raw = meta.get_item(tag)
+            if tag == 0x00020016:  # Source Application Entity Title: names a device
+                del meta[tag]
+            elif (raw.VR or _public_vr(tag)) == "UI" and not _fixed_uid(tag) and tag != 0x00020012:
+                _rewrite(meta, tag, raw, "UI", lambda vs: [self.uid(v) for v in vs])
+        for tag, source in ((0x00020003, 0x00080018), (0x00020002, 0x00080016)):
+            if source in ds:
+                meta[tag] = _meta_element(tag, "UI", _texts(ds, source, ds.get_item(source))[0])
+        meta[0x00020012] = _IMPLEMENTATION_UID
+        meta[0x00020013] = _IMPLEMENTATION_NAME
 
     def _map_uids(self, value):
         if isinstance(value, (list, MultiValue)):
             return [self.uid(str(v)) for v in value]
         return self.uid(str(value)) if value else value
 
-    def _walk(self, ds: Dataset, clean, binary_markers: list[bytes]) -> None:
+    def _walk(self, ds: Dataset, st: _Pass) -> None:
         creators: dict[tuple[int, int], str] = {}
-        for tag in list(ds.keys()):
+        shift_days = self.offset_days if self.profile.shifts_dates else None
+        # pydicom's element dict, read directly: get_item() per tag costs a Tag() and more.
+        private = False
+        for tag, raw in list(ds._dict.items()):
             tag = int(tag)
             group = tag >> 16
             if group & 1:
+                private = True
                 if 0x10 <= (tag & 0xFFFF) <= 0xFF:
                     creators[(group, tag & 0xFF)] = str(ds[tag].value or "").strip()
                 continue
-            raw = ds.get_item(tag)
+            if tag == _PIXEL_DATA:
+                continue
             vr = raw.VR or _public_vr(tag)
             if vr == "UN" and raw.VR is None:
                 vr = ds[tag].VR
@@ -306,32 +342,38 @@ class Pseudonymiser:
                     ds[tag].value = Sequence()
                 else:
                     for item in ds[tag].value:
-                        self._walk(item, clean, binary_markers)
+                        self._walk(item, st)
                 continue
             if vr == "UI":
                 if action == "X":
                     del ds[tag]
                 elif action == "Z":
-                    ds[tag].value = ""
+                    _empty(ds, tag, raw, vr)
                 elif not _fixed_uid(tag):
-                    elem = ds[tag]
-                    elem.value = self._map_uids(elem.value)
+                    texts = _texts(ds, tag, raw)
+                    st.uids.extend(t for t in texts if t)
+                    _put(ds, tag, raw, vr, [self.uid(v) for v in texts])
                 continue
-            if action is None or action == "K":
-                if vr in ("DA", "DT") and self.profile.shifts_dates:
-                    self._shift(ds[tag], vr)
-                continue
+            dated = vr in ("DA", "DT")
+            if dated and (shift_days is not None or action in ("X", "Z", "D")):
+                texts = _texts(ds, tag, raw)
+                self._note(st.found, texts, vr)
+                if shift_days is not None and action in (None, "K", "C"):
+                    f = shift_date if vr == "DA" else shift_datetime
+                    _put(ds, tag, raw, vr, [f(v, shift_days) for v in texts])
+                    continue
+            elif vr in _TEXT_VRS and self._identifies(tag):
+                self._note(st.found, _texts(ds, tag, raw), vr)
             if action == "X":
                 del ds[tag]
             elif action == "Z":
-                ds[tag].value = (
-                    b"" if vr in _BINARY_VRS else ("" if vr in _TEXT_VRS or vr in _DUMMY else None)
-                )
+                _empty(ds, tag, raw, vr)
             elif action == "D":
-                self._dummy(ds, tag, vr)
-            elif action == "C":
-                self._clean(ds[tag], vr, clean)
-        self._private(ds, creators, clean, binary_markers)
+                self._dummy(ds, tag, raw, vr)
+            elif action == "C" and vr in _TEXT_VRS:
+                st.texts.append((ds, tag, raw, vr))
+        if private:
+            st.private.append((ds, creators))
 
     def _shift(self, elem: DataElement, vr: str) -> None:
         if not elem.value:
@@ -340,23 +382,16 @@ class Pseudonymiser:
         values = [shift(str(v), self.offset_days) for v in _as_list(elem.value)]
         elem.value = values if len(values) > 1 else values[0]
 
-    def _dummy(self, ds: Dataset, tag: int, vr: str) -> None:
+    def _dummy(self, ds: Dataset, tag: int, raw, vr: str) -> None:
         if vr in _BINARY_VRS:
             ds[tag].value = b""
         elif vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
             ds[tag].value = 0
         else:
-            ds[tag].value = _DUMMY.get(vr, "ANONYMOUS")
+            dummy = _DUMMY.get(vr, "ANONYMOUS")
+            _rewrite(ds, tag, raw, vr, lambda vs: [dummy])
 
-    def _clean(self, elem: DataElement, vr: str, clean) -> None:
-        if vr in ("DA", "DT"):
-            if self.profile.shifts_dates:
-                self._shift(elem, vr)
-        elif vr in _TEXT_VRS and elem.value:
-            values = [clean(str(v)) for v in _as_list(elem.value)]
-            elem.value = values if len(values) > 1 else values[0]
-
-    def _private(self, ds: Dataset, creators: dict[tuple[int, int], str], clean, binary_markers) -> None:
+    def _private(self, ds: Dataset, creators: dict[tuple[int, int], str], clean, binary_markers, st) -> None:
         kept_blocks = {
             (group, block) for (group, block), creator in creators.items() if (creator, group) in KEEP_PRIVATE
         }
@@ -380,14 +415,14 @@ class Pseudonymiser:
                 self.stats.private_removed += 1
                 continue
             self.stats.private_kept += 1
-            self._kept_private(ds, tag, creator, clean, binary_markers)
+            self._kept_private(ds, tag, creator, clean, binary_markers, st)
 
-    def _kept_private(self, ds: Dataset, tag: int, creator: str, clean, binary_markers) -> None:
+    def _kept_private(self, ds: Dataset, tag: int, creator: str, clean, binary_markers, st) -> None:
         elem = ds[tag]
         vr = elem.VR
         if vr == "SQ":
             for item in elem.value:
-                self._walk(item, clean, binary_markers)
+                self._walk(item, st)  # its deferred cleaning joins the caller's queue
         elif vr == "UI":
             elem.value = self._map_uids(elem.value)
         elif vr in ("DA", "DT"):
@@ -416,9 +451,115 @@ class Pseudonymiser:
                     del ds[tag]
                     self.stats.binary_dropped += 1
                     return
-            if any(m and m in data for m in binary_markers):
+            if any(m and m in data for m in binary_markers()):
                 del ds[tag]
                 self.stats.binary_dropped += 1
+
+
+def _to_raw(elem: DataElement, implicit: bool, little: bool) -> RawDataElement:
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = implicit, little
+    write_data_element(fp, elem)
+    data = fp.getvalue()
+    header = 8 if implicit or elem.VR not in ("SQ", "OB", "OW", "UN", "UT", "UC", "UR") else 12
+    value = data[header:]
+    return RawDataElement(
+        elem.tag, None if implicit else elem.VR, len(value), value, 0, implicit, little, True, False
+    )
+
+
+@dataclass
+class _Pass:
+    """What one pass over a file collects: identifying strings, its UIDs, and the cleaning left
+    for after the pass (text elements to clean, datasets whose private elements to sort)."""
+
+    found: set[str]
+    uids: list[str] = field(default_factory=list)
+    texts: list[tuple] = field(default_factory=list)
+    private: list[tuple] = field(default_factory=list)
+
+
+def _texts(ds: Dataset, tag: int, raw) -> list[str]:
+    """An element's values as strings, from its raw bytes when it can (no conversion)."""
+    texts = _raw_texts(raw)
+    if texts is not None:
+        return texts
+    value = ds[tag].value
+    return [str(v).strip(" \0") for v in _as_list(value)]
+
+
+def _put(ds: Dataset, tag: int, raw, vr: str, values: list[str]) -> None:
+    """Set an element's values (raw bytes when the element was raw ASCII)."""
+    text = "\\".join(values)
+    if raw.is_raw and text.isascii():
+        data = text.encode("ascii")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+        ds._dict[raw.tag] = raw._replace(value=data, length=len(data))
+        return
+    ds[tag] = DataElement(tag, vr, values if len(values) > 1 else (values[0] if values else ""))
+
+
+def _meta_element(tag: int, vr: str, text: str) -> RawDataElement:
+    """A file meta element (explicit VR little endian), raw: pydicom deep-copies the file meta
+    on every write, which costs little for raw elements."""
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True, True, False)
+
+
+_IMPLEMENTATION_UID = _meta_element(0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID)
+_IMPLEMENTATION_NAME = _meta_element(0x00020013, "SH", "XNATPREP_PSEUDO")
+
+
+def _raw_texts(raw) -> list[str] | None:
+    """The values of a raw (not yet converted) ASCII element; None if it is not one."""
+    if not raw.is_raw or not isinstance(raw.value, bytes) or not raw.value.isascii():
+        return None
+    return [v.strip(" \0") for v in raw.value.decode("ascii").split("\\")]
+
+
+def _rewrite(ds: Dataset, tag: int, raw, vr: str, fn) -> None:
+    """Replace a text or UI element's values by ``fn(values)``.
+
+    A raw element gets new raw bytes (pydicom writes raw values as they are: converting and
+    re-encoding every element costs more than reading and writing the file); anything else goes
+    through pydicom's conversion.
+    """
+    if raw.is_raw and not raw.value:
+        return
+    texts = _raw_texts(raw)
+    if texts is not None:
+        text = "\\".join(fn(texts))
+        if text.isascii():
+            data = text.encode("ascii")
+            if len(data) % 2:
+                data += b"\0" if vr == "UI" else b" "
+            ds[tag] = raw._replace(value=data, length=len(data))
+            return
+    elem = ds[tag]
+    if elem.value in (None, ""):
+        return
+    values = fn([str(v) for v in _as_list(elem.value)])
+    elem.value = values if len(values) > 1 else (values[0] if values else "")
+
+
+def _empty(ds: Dataset, tag: int, raw, vr: str) -> None:
+    if raw.is_raw:
+        ds[tag] = raw._replace(value=b"", length=0)
+    else:
+        ds[tag].value = (
+            b"" if vr in _BINARY_VRS else ("" if vr in _TEXT_VRS or vr in _DUMMY or vr == "UI" else None)
+        )
+
+
+@lru_cache(maxsize=256)
+def _pattern(identifiers: tuple[str, ...]) -> re.Pattern | None:
+    """One regex for a file's identifiers (the files of a series share them: compiled once)."""
+    if not identifiers:
+        return None
+    return re.compile("|".join(re.escape(s) for s in identifiers), re.IGNORECASE)
 
 
 def _code(value: str, meaning: str) -> Dataset:
@@ -427,18 +568,3 @@ def _code(value: str, meaning: str) -> Dataset:
     item.CodingSchemeDesignator = "DCM"
     item.CodeMeaning = meaning
     return item
-
-
-def _iter_public(ds: Dataset):
-    """Every public element at every depth whose VR is text, date or UI (values converted)."""
-    for tag in list(ds.keys()):
-        tag = int(tag)
-        if (tag >> 16) & 1 or tag == _PIXEL_DATA:
-            continue
-        raw = ds.get_item(tag)
-        vr = raw.VR or _public_vr(tag)
-        if vr == "SQ":
-            for item in ds[tag].value:
-                yield from _iter_public(item)
-        elif vr in _TEXT_VRS or vr in ("DA", "DT", "UI"):
-            yield ds[tag]

@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from xnat_prep import __version__
 from xnat_prep.errors import UserError
-from xnat_prep.pseudonymise.dataset import Pseudonymiser, quarantine_reason
+from xnat_prep.pseudonymise.dataset import Pseudonymiser, first_value, quarantine_reason
 from xnat_prep.pseudonymise.keys import Key
 from xnat_prep.pseudonymise.profile import Profile
 
@@ -79,13 +79,13 @@ def read_dicom(name: str, data: bytes | Path) -> pydicom.Dataset:
         raise UserError(f"{name}: not a DICOM file (no DICM preamble)") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         raise UserError(f"{name}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
-    if not ds.get("SOPInstanceUID") or not ds.get("SOPClassUID"):
+    if not first_value(ds, 0x00080018) or not first_value(ds, 0x00080016):
         raise UserError(f"{name}: unreadable DICOM (no SOP class or instance UID: truncated?)")
     expected = _native_pixel_bytes(ds)
-    if expected and len(ds.PixelData) < expected:
-        raise UserError(
-            f"{name}: unreadable DICOM (pixel data truncated: {len(ds.PixelData)} of {expected} bytes)"
-        )
+    if expected:
+        got = len(ds.get_item(0x7FE00010).value or b"")
+        if got < expected:
+            raise UserError(f"{name}: unreadable DICOM (pixel data truncated: {got} of {expected} bytes)")
     return ds
 
 
@@ -147,12 +147,9 @@ def pseudonymise_tree(
                 )
                 continue
             p.dataset(ds)
-            sop = str(ds.get("SOPInstanceUID", "")) or ""
-            if not sop:
-                raise UserError(f"{name}: has no SOPInstanceUID")
-            target = tmp / (
-                f"{ds.get('SeriesInstanceUID', 'unknown')}/{sop}.dcm" if layout == "series" else f"{sop}.dcm"
-            )
+            sop = first_value(ds, 0x00080018)
+            series = first_value(ds, 0x0020000E) or "unknown"
+            target = tmp / (f"{series}/{sop}.dcm" if layout == "series" else f"{sop}.dcm")
             if target.exists():
                 raise UserError(f"{name}: a second file with the same SOPInstanceUID as another input")
             target.parent.mkdir(exist_ok=True)
