@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from bench import bigscan, clients, machine, measure, scale, study, table, workflow
+from bench import pseudonymise as pseudo
 from bench.table import Row
 from xnat_prep import manifest, paths
 from xnat_prep.server.testing import ServerHandle
@@ -221,6 +222,7 @@ def define_rows(mode: Mode) -> dict[str, Row]:
             "x",
         ),
     ]
+    rows += pseudo.rows()
     assert tuple(r.key for r in rows) == table.ROW_KEYS
     return {r.key: r for r in rows}
 
@@ -539,6 +541,7 @@ def ratios(ctx: Ctx) -> None:
     r["convert.vs_dcm2niix"].ratio = val("convert.workflow") / val("convert.dcm2niix")
     r["scale.noop_vs_dryrun"].ratio = val("scale.noop_rerun") / val("scale.dryrun_done")
     r["latency.vs_baseline"].ratio = val("latency.baseline") / val("latency.workflow")
+    pseudo.ratios(r)
     for key in (
         "requests.transfer_per_scan",
         "requests.noop_rerun",
@@ -612,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["transfer", "pipeline", "scale", "big"],
+        choices=["transfer", "pipeline", "scale", "big", "pseudonymise"],
         help="run only these parts (the others' rows stay empty)",
     )
     args = parser.parse_args(argv)
@@ -639,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{started:%Y-%m-%d}{'-quick' if args.quick else ''}.md"
     parts = {"transfer": transfer_and_convert, "pipeline": pipeline, "scale": scale_rows, "big": big_scan}
+    parts["pseudonymise"] = pseudo.measure
     for name, part in parts.items():
         if args.only is None or name in args.only:
             t0 = time.perf_counter()

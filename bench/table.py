@@ -39,6 +39,9 @@ ROW_KEYS = (
     "latency.baseline",
     "latency.workflow",
     "latency.vs_baseline",
+    "pseudo.floor",
+    "pseudo.workflow",
+    "pseudo.vs_floor",
 )
 
 # Rows computed from other rows (a ratio, no samples of their own).
@@ -52,6 +55,7 @@ DERIVED = frozenset(
         "convert.vs_dcm2niix",
         "scale.noop_vs_dryrun",
         "latency.vs_baseline",
+        "pseudo.vs_floor",
     }
 )
 
