@@ -73,7 +73,9 @@ def test_expired_session_logs_in_again_on_every_method(tmp_path):
 def test_a_post_that_xnat_may_have_acted_on_is_not_repeated(tmp_path):
     with running_server(tmp_path / "xnat", faults="error=1,statuses=500,path=^/data/projects/P9$") as server:
         with Client(Connection(server.url), ADMIN, retry=FAST_RETRY) as client:
-            with pytest.raises(XnatError, match=r"POST .*/P9 failed \(_Retryable: HTTP 500\); not repeated"):
+            with pytest.raises(
+                XnatError, match=r"POST .*/P9: XNAT answered HTTP 500 \(a server error\); not repeated"
+            ):
                 client.post("/data/projects/P9")
             with pytest.raises(XnatError, match="failed after 8 attempts"):
                 client.put("/data/projects/P9")  # idempotent: retried until the budget is spent
