@@ -149,6 +149,11 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
     for scan in sorted(picked, key=lambda s: natural_key(str(s["ID"]))):
         scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
         files = by_scan.get(scan_id, [])
+        unsafe = _unsafe_path(files)
+        if unsafe:  # refused here, before any download job could write anything
+            message = f"scan {scan_id}: {unsafe}; scan skipped"
+            out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
+            continue
         if not files:
             log.info(
                 "%s scan %s (%r): no %s files; not selected", session.session, scan_id, scan_type, RESOURCE
@@ -186,6 +191,16 @@ def _session_scans(xs: Client, session: SessionIdentity, selection: Selection) -
     else:
         log.info("%s: no scan matches the selection", session.session)
     return out
+
+
+def _unsafe_path(files: Iterable[FileRow]) -> str:
+    """Why a scan's file list cannot be written safely (absolute path, ``..``, NUL), else ""."""
+    for row in files:
+        try:
+            paths.safe_relpath(row.path)
+        except ValueError as exc:
+            return str(exc)
+    return ""
 
 
 def discover(
