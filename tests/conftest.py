@@ -16,6 +16,24 @@ import pytest
 from xnat_prep.server.testing import ServerHandle, running_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the heavy reliability suite (marker reliability_full; figures in "
+        "tests/workflow/RELIABILITY.md)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="heavy reliability case: run with --full")
+    for item in items:
+        if "reliability_full" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def xnat_server(tmp_path: Path) -> Iterator[ServerHandle]:
     with running_server(tmp_path / "xnat-data") as server:

@@ -32,6 +32,8 @@ HOST_ENV = "XNAT_HOST"
 CA_BUNDLE_ENV = "XNAT_CA_BUNDLE"
 INSECURE_ENV = "XNAT_INSECURE"
 MAX_CONNECTIONS_ENV = "XNAT_MAX_CONNECTIONS"
+DOWN_FILE_ENV = "XNAT_DOWN_FILE"  # the access layer's circuit breaker, shared by a run's jobs
+DOWN_FILE = ".snakemake/xnat-prep/xnat-down"  # relative to the workflow's working directory
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
 # What the schema's patterns mean, for error messages.
 PATTERN_HINTS = {
@@ -213,7 +215,8 @@ def export_for_jobs(
     ``xnat-prep`` of ``python`` comes first on PATH, and the config's server, TLS and connection
     settings go where the commands look for them by default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``,
     ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``). Not ``params:``, so no rerun trigger, and no
-    password: that comes from the environment, ~/.netrc or ~/.xnat as always.
+    password: that comes from the environment, ~/.netrc or ~/.xnat as always. ``XNAT_DOWN_FILE``
+    lets a job that finds XNAT down tell the jobs after it (``xnat_api.http``'s circuit breaker).
     """
     bindir = os.path.dirname(python)
     if environ.get("PATH", "").split(os.pathsep)[0] != bindir:
@@ -221,6 +224,7 @@ def export_for_jobs(
     settings = connection(config)
     environ[HOST_ENV] = settings.host
     environ[MAX_CONNECTIONS_ENV] = str(config["xnat"]["max_connections"])
+    environ[DOWN_FILE_ENV] = os.path.abspath(DOWN_FILE)
     environ.pop(CA_BUNDLE_ENV, None)
     environ.pop(INSECURE_ENV, None)
     if isinstance(settings.verify, str):

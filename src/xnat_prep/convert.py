@@ -3,7 +3,10 @@
 Non-image scans (secondary capture, structured reports, PDFs, raw data, presentation states,
 files without pixel data) are ``skipped`` with the reason and dcm2niix is not run. A scan that
 dcm2niix rejects, or of which it converts fewer files than were downloaded, is ``failed`` with
-dcm2niix's own words; the job still succeeds so the other scans go on. Outputs go in the folder
+dcm2niix's own words; the job still succeeds so the other scans go on. A conversion that did not
+get to judge the series (dcm2niix killed by a signal, e.g. the kernel's OOM killer; the disk
+full; the output folder unusable) is no verdict on the data: nothing is recorded and the job
+fails (``Interrupted``), so Snakemake's retry or the next run converts the scan. Outputs go in the folder
 named like the receipt without ``.json`` (``paths.outputs_of``), written to a temporary directory
 next to it and renamed into place only on success.
 
@@ -15,6 +18,7 @@ the SOP class is read from the DICOM file meta by a few lines of ``struct`` (pyd
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import importlib.util
@@ -24,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -51,6 +56,24 @@ _PIXEL_TAGS = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")  #
 _NOT_LITTLE_ENDIAN = ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _CONVERTED = re.compile(r"^Convert (\d+) DICOM as ", re.MULTILINE)
+# dcm2niix exit statuses that blame the machine, not the DICOM (nii_dicom_batch.h): input folder
+# invalid, output folder invalid, output folder read-only, rename error
+_ENVIRONMENT_EXIT = {
+    5: "input folder invalid",
+    6: "output folder invalid",
+    7: "output folder read-only",
+    9: "cannot rename its output",
+}
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Interrupted(UserError):
+    """The conversion was stopped by the machine, not judged by dcm2niix: the job fails, nothing is
+    recorded, and the scan is converted again by the next attempt."""
+
+    exit_code = 1
+
+
 _VERSION = re.compile(r"dcm2niiX version (\S+)")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -84,17 +107,22 @@ def convert_scan(
         "dcm2niix_version": None,
     }
     reason = "no DICOM files" if not dicoms else non_image_reason(dicoms[0])
-    if reason:
-        data.update(status="skipped", reason=reason)
-        _replace_dir(None, out_dir)
-    else:
-        data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress))
-    data.update(
-        date=datetime.now(UTC).date().isoformat(),
-        duration_s=round(time.monotonic() - started, 3),
-        xnat_prep_version=__version__,
-    )
-    receipts.write(receipt, data)
+    try:
+        if reason:
+            data.update(status="skipped", reason=reason)
+            _replace_dir(None, out_dir)
+        else:
+            data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress))
+        data.update(
+            date=datetime.now(UTC).date().isoformat(),
+            duration_s=round(time.monotonic() - started, 3),
+            xnat_prep_version=__version__,
+        )
+        receipts.write(receipt, data)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise Interrupted(f"{dicom_dir}: {exc.strerror} writing {exc.filename or out_dir}") from None
+        raise
     log.info("%s: %s%s", dicom_dir, data["status"], f" ({data['reason']})" if data["reason"] else "")
     return data
 
@@ -129,6 +157,7 @@ def _run_dcm2niix(
             "dcm2niix_version": version.group(1) if version else None,
             "dcm2niix_args": ["-b", "y", "-ba", "y", "-z", "y" if compress else "n", *shlex.split(extra)],
         }
+        _check_not_interrupted(proc.returncode, output, dicom_dir)
         produced = sorted(tmp.iterdir())
         if proc.returncode != 0 or not any(p.name.endswith(NIFTI_SUFFIXES) for p in produced):
             reason = f"dcm2niix exit status {proc.returncode}: {_last_errors(output)}"
@@ -143,6 +172,23 @@ def _run_dcm2niix(
         return result | {"status": "converted", "outputs": outputs}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_not_interrupted(returncode: int, output: str, dicom_dir: Path) -> None:
+    """Raise ``Interrupted`` when dcm2niix was stopped by the machine rather than by the data."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else -returncode
+        hint = (
+            " (out of memory? the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
+        )
+        raise Interrupted(f"{dicom_dir}: dcm2niix was killed by {name}{hint}; not recorded, run again")
+    if returncode in _ENVIRONMENT_EXIT:
+        raise Interrupted(
+            f"{dicom_dir}: dcm2niix exit status {returncode} ({_ENVIRONMENT_EXIT[returncode]}): "
+            f"{_last_errors(output)}; not recorded, run again"
+        )
+    if "No space left on device" in output or "Disk quota exceeded" in output:
+        raise Interrupted(f"{dicom_dir}: dcm2niix ran out of disk space; not recorded, run again")
 
 
 def _replace_dir(new: Path | None, out_dir: Path) -> None:

@@ -2,8 +2,10 @@
 
 Order: ``XNAT_USER``/``XNAT_PASS`` (or ``XNATPY_USER``/``XNATPY_PASS``) environment →
 netrc (``NETRC`` or ``~/.netrc``; ``machine host:port``, then ``machine host``) → YAML file
-(``XNAT_CREDENTIALS_FILE`` or ``~/.xnat``; refused when group/other can read it). No prompt:
-a batch job waiting on ``getpass`` hangs until its wall time runs out.
+(``XNAT_CREDENTIALS_FILE`` or ``~/.xnat``). Either file is refused when group/other can read it,
+and a file that does not parse is named with its line, never quoted (the parsers' messages
+echo the text around the error, which may be the password). No prompt: a batch job waiting on
+``getpass`` hangs until its wall time runs out.
 """
 
 from __future__ import annotations
@@ -57,10 +59,15 @@ def _from_netrc(host: str) -> Credentials | None:
     path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     if not path.is_file():
         return None
+    _check_private(path, "netrc file")
     try:
         entries = netrc.netrc(str(path))
-    except (netrc.NetrcParseError, OSError) as exc:
-        raise UserError(f"cannot read netrc file {path}: {exc}") from None
+    except netrc.NetrcParseError as exc:
+        raise UserError(
+            f"netrc file {path}, line {exc.lineno}: not valid netrc syntax (content not shown)"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read netrc file {path}: {exc.strerror}") from None
     url = urlsplit(host)
     for machine in dict.fromkeys((url.netloc.rpartition("@")[2], url.hostname or "")):
         auth = entries.authenticators(machine) if machine else None
@@ -76,14 +83,19 @@ def _from_yaml(host: str) -> Credentials | None:
         if explicit:
             raise UserError(f"XNAT_CREDENTIALS_FILE names {path}, which is not a file")
         return None
-    if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        raise UserError(f"credentials file {path} is readable by other users; fix with: chmod 600 {path}")
+    _check_private(path, "credentials file")
     import yaml  # only here: most runs take credentials from the environment
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, OSError) as exc:
-        raise UserError(f"cannot read credentials file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        raise UserError(f"credentials file {path}{line}: not valid YAML (content not shown)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"cannot read credentials file {path}: {getattr(exc, 'strerror', None) or 'not UTF-8'}"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"credentials file {path}: expected a mapping with username: and password:")
     per_host = data.get("hosts") or {}
@@ -92,12 +104,20 @@ def _from_yaml(host: str) -> Credentials | None:
     entry = per_host.get(host) or per_host.get(host.rstrip("/")) or per_host.get(host.rstrip("/") + "/")
     where = f"credentials file {path}" + (f" (hosts: {host})" if entry else "")
     entry = entry or data
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected username: and password: under the server URL")
     user, password = entry.get("username"), entry.get("password")
     if user is None and password is None:
         return None
     if not user or not password:
         raise UserError(f"{where}: needs both username: and password:")
     return Credentials(str(user), str(password), where)
+
+
+def _check_private(path: Path, what: str) -> None:
+    """Refuse a file of passwords that group or others can read (like ssh and curl do)."""
+    if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        raise UserError(f"{what} {path} is readable by other users; fix with: chmod 600 {path}")
 
 
 def export_lines(token: Credentials) -> str:

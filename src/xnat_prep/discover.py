@@ -261,6 +261,11 @@ def _session_scans(xs: Client, listed: _Listed) -> Discovery:
         scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
         files = by_scan.get(scan_id, [])
         description = scan.get("series_description") or ""
+        unsafe = _unsafe_path(files)
+        if unsafe:  # refused here, before any download job could write anything
+            message = f"scan {scan_id}: {unsafe}; scan skipped"
+            out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
+            continue
         if not files:
             log.info(
                 "%s scan %s (%r): no %s files; not selected", session.session, scan_id, scan_type, RESOURCE
@@ -302,6 +307,16 @@ def _session_scans(xs: Client, listed: _Listed) -> Discovery:
     else:
         log.info("%s: no scan matches the selection", session.session)
     return out
+
+
+def _unsafe_path(files: Iterable[FileRow]) -> str:
+    """Why a scan's file list cannot be written safely (absolute path, ``..``, NUL), else ""."""
+    for row in files:
+        try:
+            paths.safe_relpath(row.path)
+        except ValueError as exc:
+            return str(exc)
+    return ""
 
 
 def discover(

@@ -50,6 +50,7 @@ from xnat_prep.xnat_api import (
     Session,
     XnatError,
     copy_hashing,
+    refuse_html,
     stream_to,
 )
 
@@ -497,7 +498,8 @@ def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> li
 
 
 def _save_zip(tmp: Path, response: Response) -> zipfile.ZipFile:
-    """Stream the zip to ``tmp`` and open it; an unreadable archive is retried."""
+    """Stream the zip to ``tmp`` and open it; an unreadable archive is retried, an HTML page is not."""
+    refuse_html(response, "a zip")
     with open(tmp, "wb") as out:
         stream_to(response, out)
     try:

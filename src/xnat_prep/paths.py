@@ -52,11 +52,13 @@ def safe_component(label: str) -> str:
 def safe_relpath(path: str) -> PurePosixPath:
     """A resource file path (``a/b/c.dcm``) as a relative path, each part sanitised.
 
-    Absolute paths and ``..`` parts are refused (ValueError): a server must not make us write
+    Absolute paths, ``..`` parts and NUL characters are refused (ValueError): a server must not make us write
     outside the scan's directory. Empty parts and ``.`` (``a//b``, ``./a``) are dropped.
     """
     if path.startswith("/") or path.startswith("\\"):
         raise ValueError(f"absolute file path {path!r} in a resource")
+    if "\0" in path:
+        raise ValueError(f"file path {path!r} in a resource holds a NUL character")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts:
         raise ValueError(f"empty file path {path!r} in a resource")

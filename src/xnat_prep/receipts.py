@@ -31,3 +31,23 @@ def read(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a valid receipt (expected a JSON object)")
     return data
+
+
+def write_denied(path: str | Path, *, step: str, host: str, session_id: str, project: str) -> dict[str, Any]:
+    """The receipt of a session write XNAT refused (HTTP 403): final, reported once per session.
+
+    A read-only user's run still downloads and converts; a rerun after write access is granted
+    needs ``-R upload_session set_variables`` (the report says so).
+    """
+    from xnat_prep import __version__
+
+    data = {
+        "step": step,
+        "host": host,
+        "session_id": session_id,
+        "status": "denied",
+        "reason": f"no write permission on project {project}" if project else "no write permission",
+        "xnat_prep_version": __version__,
+    }
+    write(path, data)
+    return data

@@ -1,7 +1,8 @@
 """``report``: what a run did, from the manifest and the receipts (no XNAT request).
 
 ``summary.tsv`` has one row per selected scan (state, file counts and bytes, each step's outcome)
-plus one per discovery error; ``data_amount.tsv`` sums DICOM and NIfTI per project; the plot
+plus one per discovery error and one per session whose writes XNAT refused (state ``denied``:
+a read-only user); ``data_amount.tsv`` sums DICOM and NIfTI per project; the plot
 shows both per project. :func:`problems` turns the summary into one line per problem.
 """
 
@@ -19,7 +20,8 @@ from xnat_prep.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PROBLEM_STATES = ("error", "failed", "missing")
+PROBLEM_STATES = ("error", "failed", "missing", "denied")
+DENIED = "denied"  # a session's state when XNAT refused its upload or variables (HTTP 403)
 
 
 @dataclass
@@ -32,7 +34,7 @@ class ScanSummary:
     scan_id: str
     scan_type: str
     scan: str
-    state: str  # ok | skipped | failed | missing | error
+    state: str  # ok | skipped | failed | missing | error | denied (a session row)
     dicom_files: int = 0
     dicom_bytes: int = 0
     nifti_files: int = 0
@@ -100,14 +102,26 @@ def summarize(root: str | Path, *, upload: bool = True, variables: bool = True) 
         if upload:
             entry = (uploaded or {}).get("scans", {}).get(scan.scan_id)
             row.upload = "missing" if entry is None else "uploaded" if entry["status"] == "converted" else "-"
+            row.upload = _denied(uploaded) or row.upload
             if row.upload == "missing" and row.state == "ok":
                 row.state, row.message = "missing", "not uploaded"
         if variables:
-            row.variables = "set" if variables_set else "missing"
+            row.variables = _denied(variables_set) or ("set" if variables_set else "missing")
             if not variables_set and row.state == "ok":
                 row.state, row.message = "missing", "session variables not set"
         rows.append(row)
+    for (project, subject, session), written in session_receipts.items():
+        refused = [r for r in written if _denied(r)]
+        if refused:
+            steps = ", ".join(r["step"] for r in refused)
+            message = f"{refused[0]['reason']} ({steps})"
+            rows.append(ScanSummary(project, subject, session, "", "", "", DENIED, message=message))
     return rows
+
+
+def _denied(receipt: Mapping[str, Any] | None) -> str:
+    """``denied`` for the receipt of a write XNAT refused, else ""."""
+    return DENIED if receipt and receipt.get("status") == DENIED else ""
 
 
 def amounts(rows: Sequence[ScanSummary]) -> list[dict[str, Any]]:
@@ -214,6 +228,7 @@ def covers_manifest(summary: str | Path, root: str | Path) -> bool:
             rows = {
                 (r["project"], r["subject"], r["session"], r["scan_id"])
                 for r in csv.DictReader(fh, delimiter="\t")
+                if r["state"] != DENIED  # a session row of the report's own
             }
     except FileNotFoundError:
         return False

@@ -41,11 +41,19 @@ def start(config: Mapping, environ: MutableMapping[str, str] = os.environ) -> Ru
     connection = config_mod.connection(config)
     creds = credentials.resolve(connection.host)
     state = RunState(connection)
+    if environ.get(config_mod.DOWN_FILE_ENV):  # XNAT found down by an earlier run: try it again
+        Path(environ[config_mod.DOWN_FILE_ENV]).unlink(missing_ok=True)
     if config["xnat"]["alias_token"]:
         with Client(connection, creds) as client:
             state.token = client.mint_token()
         environ.update(XNAT_USER=state.token.user, XNAT_PASS=state.token.password)
     return state
+
+
+def problems_standing(config: Mapping) -> bool:
+    """Whether the last report lists problems (read when the workflow is parsed: cheap, offline)."""
+    root = Path(os.path.normpath(config["output_root"]))
+    return bool(report.problems(root / paths.SUMMARY_TSV))
 
 
 def finish(config: Mapping, state: RunState, *, succeeded: bool, full_run: bool) -> Outcome:
@@ -75,5 +83,10 @@ def finish(config: Mapping, state: RunState, *, succeeded: bool, full_run: bool)
         out.lines.append(f"xnat-prep: {len(problems)} problem(s); details in {summary}")
         if manifest.read_errors(root / paths.ERRORS_TSV):
             out.lines.append("xnat-prep: to list the subjects on XNAT again once fixed, add: -R discover")
+        if any(f": {report.DENIED}: " in line for line in problems):
+            out.lines.append(
+                "xnat-prep: to write to XNAT once you have write permission, "
+                "add: -R upload_session set_variables"
+            )
         out.exit_code = 1
     return out

@@ -4,7 +4,8 @@ Idempotent: the resource's file listing (with md5 digests) is compared with the 
 first and only missing or different files are sent; afterwards the listing is read again and
 every digest must equal the local md5. A second run sends no modifying request. Files on XNAT
 that the conversion no longer produces are listed in the receipt, never deleted. Scans that
-were skipped or failed are not uploaded.
+were skipped or failed are not uploaded. A user without write permission on the project gets a
+``denied`` receipt (one problem in the report), not a failed job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from xnat_prep import __version__, paths, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
-from xnat_prep.xnat_api import Client, Connection, NotFound, RetryPolicy
+from xnat_prep.xnat_api import AccessDenied, Client, Connection, NotFound, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +31,25 @@ def upload_session(
     convert_receipts: Sequence[str | Path],
     resource: str = "NIFTI",
     receipt: str | Path,
+    project: str = "",
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Upload each converted scan's outputs (the folder beside each convert receipt)."""
+    """Upload each converted scan's outputs (the folder beside each convert receipt).
+
+    ``project`` (the session's) names the project when XNAT refuses the write."""
     results: dict[str, dict[str, Any]] = {}
     dcm2niix_versions: set[str] = set()
     with Client(connection, credentials, retry=retry) as client:
-        for convert_receipt in convert_receipts:
-            converted = receipts.read(convert_receipt)
-            scan_id = str(converted.get("scan_id", ""))
-            if not scan_id:
-                raise UserError(
-                    f"{convert_receipt}: the convert receipt names no scan_id; rerun the conversion"
-                )
-            if converted["status"] != "converted":
-                results[scan_id] = {"status": converted["status"], "reason": converted.get("reason", "")}
-                continue
-            if converted.get("dcm2niix_version"):
-                dcm2niix_versions.add(converted["dcm2niix_version"])
-            local = _local_files(paths.outputs_of(convert_receipt), converted["outputs"])
-            results[scan_id] = _sync(client, session_id, scan_id, resource, local)
+        try:
+            _upload_all(client, session_id, convert_receipts, resource, results, dcm2niix_versions)
+        except AccessDenied as exc:
+            if exc.action != "write":
+                raise
+            log.error("%s", exc)
+            return receipts.write_denied(
+                receipt, step="upload_session", host=connection.host, session_id=session_id, project=project
+            )
     data = {
         "step": "upload_session",
         "host": connection.host,
@@ -63,6 +62,29 @@ def upload_session(
     receipts.write(receipt, data)
     log.info("session %s: %d file(s) sent", session_id, data["sent"])
     return data
+
+
+def _upload_all(
+    client: Client,
+    session_id: str,
+    convert_receipts: Sequence[str | Path],
+    resource: str,
+    results: dict[str, dict[str, Any]],
+    dcm2niix_versions: set[str],
+) -> None:
+    """Sync each converted scan, filling ``results`` (scan ID -> receipt entry) and the versions."""
+    for convert_receipt in convert_receipts:
+        converted = receipts.read(convert_receipt)
+        scan_id = str(converted.get("scan_id", ""))
+        if not scan_id:
+            raise UserError(f"{convert_receipt}: the convert receipt names no scan_id; rerun the conversion")
+        if converted["status"] != "converted":
+            results[scan_id] = {"status": converted["status"], "reason": converted.get("reason", "")}
+            continue
+        if converted.get("dcm2niix_version"):
+            dcm2niix_versions.add(converted["dcm2niix_version"])
+        local = _local_files(paths.outputs_of(convert_receipt), converted["outputs"])
+        results[scan_id] = _sync(client, session_id, scan_id, resource, local)
 
 
 def _local_files(out_dir: Path, outputs: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:

@@ -14,7 +14,8 @@ session (label or accession ID) and ignores the others, which belong to other jo
 label names a session of the project at all is for discovery to check: only it lists the project.
 
 Writing compares first: only variables whose value differs are sent, all in one PUT, then the
-session is read back and every value verified. A second run sends no modifying request.
+session is read back and every value verified. A second run sends no modifying request. A user
+without write permission on the project gets a ``denied`` receipt (one problem in the report).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from xnat_prep import __version__, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError, where
 from xnat_prep.manifest import natural_key
-from xnat_prep.xnat_api import Client, Connection, RetryPolicy
+from xnat_prep.xnat_api import AccessDenied, Client, Connection, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +171,31 @@ def set_variables(
     session_id: str,
     values: Mapping[str, str],
     receipt: str | Path,
+    project: str = "",
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
-    """Write the variables that differ (one PUT), verify them all, write the receipt."""
+    """Write the variables that differ (one PUT), verify them all, write the receipt.
+
+    ``project`` (the session's) names the project when XNAT refuses the write."""
     values = {k.lower(): str(v) for k, v in values.items()}
     with Client(connection, credentials, retry=retry) as client:
         xsi_type, before = client.experiment(session_id)
         changed = {k: v for k, v in values.items() if before.get(k) != v}
         if changed:
-            client.set_fields(session_id, xsi_type, changed)
+            try:
+                client.set_fields(session_id, xsi_type, changed)
+            except AccessDenied as exc:
+                if exc.action != "write":
+                    raise
+                log.error("%s", exc)
+                return receipts.write_denied(
+                    receipt,
+                    step="set_variables",
+                    host=connection.host,
+                    session_id=session_id,
+                    project=project,
+                )
             after = client.experiment(session_id)[1]
         else:
             after = before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,33 @@ def test_common_path_imports_neither_pydicom_nor_nibabel(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["converted", "False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("kill -9 $$", "dcm2niix was killed by SIGKILL (out of memory?"),
+        ("echo 'Error: No space left on device' >&2; exit 1", "ran out of disk space"),
+        ("exit 7", "exit status 7 (output folder read-only)"),
+    ],
+)
+def test_a_conversion_stopped_by_the_machine_fails_the_job_and_records_nothing(tmp_path, script, said):
+    """Not a verdict on the data: the job fails (exit 1, one line), no receipt, no output folder,
+    so Snakemake's retry or the next run converts the scan. The real dcm2niix then does."""
+    write_series(tmp_path / "dicom", n_slices=2)
+    fake = tmp_path / "bin" / "dcm2niix"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    receipt = tmp_path / "nifti" / "1-T1w.json"
+    command = [sys.executable, "-m", "xnat_prep.cli", "--log", str(tmp_path / "log"), "convert-scan"]
+    command += ["--dicom", str(tmp_path / "dicom")]
+    command += ["--receipt", str(receipt), "--name", "x"]
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert said in line and line.startswith("xnat-prep convert-scan: error: ") and "run again" in line
+    assert sorted(p.name for p in receipt.parent.iterdir()) == []  # no receipt, no output, no temp
+    result, _ = run(tmp_path, tmp_path / "dicom")
+    assert result["status"] == "converted"

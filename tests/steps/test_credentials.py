@@ -90,3 +90,32 @@ def test_repr_and_str_hide_the_password():
     assert "s3cr3t-value" not in repr(found)
     assert "s3cr3t-value" not in str(found)
     assert "someone" in repr(found)
+
+
+SECRET = "Pa55-in-the-file"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        (".xnat", f"username: me\npassword: {SECRET}: oops\n", 2),
+        (".xnat", f"username: me\npassword: [{SECRET}\n", 3),
+        (".xnat", f"username: me\n\tpassword: {SECRET}\n", 2),
+        (".netrc", f"machine 127.0.0.1:18080 login me password {SECRET} bogus {SECRET}\n", 1),
+    ],
+)
+def test_parse_errors_name_file_and_line_never_the_content(clean_env, name, text, line):
+    write(clean_env / name, text)
+    with pytest.raises(UserError) as info:
+        credentials.resolve(HOST)
+    message = str(info.value)
+    assert str(clean_env / name) in message and f"line {line}" in message
+    assert SECRET not in message and "\n" not in message
+
+
+def test_netrc_readable_by_others_is_refused(clean_env):
+    path = write(clean_env / ".netrc", f"machine 127.0.0.1:18080 login me password {SECRET}\n", mode=0o644)
+    with pytest.raises(
+        UserError, match=rf"netrc file {path} is readable by other users; fix with: chmod 600"
+    ):
+        credentials.resolve(HOST)

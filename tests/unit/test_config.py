@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from xnat_prep import config
@@ -166,6 +168,7 @@ def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
         "XNAT_HOST": "https://h.example.org",
         "XNAT_CA_BUNDLE": "/ca.pem",
         "XNAT_MAX_CONNECTIONS": "4",
+        "XNAT_DOWN_FILE": str(Path.cwd() / ".snakemake/xnat-prep/xnat-down"),  # the circuit breaker's
         "XNAT_USER": "u",  # credentials are not the config's business
     }
     config.export_for_jobs(data, environ, python="/venv/bin/python")

@@ -128,3 +128,41 @@ def test_transient_errors_are_retried(seeded, tmp_path: Path) -> None:
         requests.delete(faults, auth=("admin", "admin"), timeout=10).raise_for_status()
     assert any(r["status"] == 503 for r in requests_seen)  # faults were injected ...
     assert result.errors == [] and len(result.sessions) == 2  # ... and retried away
+
+
+class ListingStub:
+    """A client whose session lists one scan with the given file paths."""
+
+    def __init__(self, paths_listed: list[str]):
+        self.paths = paths_listed
+
+    def scans(self, session_id: str) -> list[dict]:
+        return [{"ID": "1", "type": "T1w", "series_description": "t1"}]
+
+    def session_files(self, session_id: str) -> list[dict]:
+        return [
+            {
+                "URI": f"/data/experiments/E/scans/1/resources/DICOM/files/{p}",
+                "collection": "DICOM",
+                "Size": "1",
+            }
+            for p in self.paths
+        ]
+
+
+@pytest.mark.parametrize(
+    ("listed", "why"),
+    [
+        (["a.dcm", "../../etc/evil"], "leaves its directory"),
+        (["a.dcm", "%2Fetc%2Fpasswd"], "absolute file path"),
+        (["a%00.dcm"], "NUL character"),
+    ],
+)
+def test_unsafe_paths_in_a_listing_skip_the_scan_with_one_error(listed, why) -> None:
+    from xnat_prep.manifest import SessionIdentity
+
+    session = SessionIdentity("P", "S", "SID", "E1", "E", "xnat:mrSessionData")
+    found = discover._session_scans(ListingStub(listed), session, Selection())  # type: ignore[arg-type]
+    assert found.scans == [] and found.files == {} and found.sessions == []
+    [error] = found.errors
+    assert error.session == "E1" and error.message.startswith("scan 1: ") and why in error.message

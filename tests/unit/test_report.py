@@ -104,3 +104,29 @@ def test_written_report_and_problem_lines(tmp_path: Path) -> None:
         "Q/S1/E1 scan 1 (T1): missing: session variables not set",
     ]
     assert report.problems(tmp_path / "none.tsv") == []
+
+
+def test_refused_writes_are_one_problem_per_session(tmp_path: Path) -> None:
+    """A read-only user: the scans are fine locally, the session's writes were refused (once)."""
+    build(tmp_path)
+    for step, path in (("upload_session", paths.upload_receipt), ("set_variables", paths.variables_receipt)):
+        receipts.write_denied(
+            path(tmp_path, "Q", "S1", "E1"), step=step, host="h", session_id="X", project="Q"
+        )
+    rows = report.summarize(tmp_path)
+    q = [r for r in rows if r.project == "Q"]
+    assert [(r.scan_id, r.state, r.upload, r.variables) for r in q] == [
+        ("1", "ok", "denied", "denied"),
+        ("", "denied", "", ""),
+    ]
+    summary = tmp_path / "s.tsv"
+    report.write_report(
+        tmp_path,
+        upload=True,
+        variables=True,
+        summary=summary,
+        amounts_tsv=tmp_path / "a.tsv",
+        plot_png=tmp_path / "p.png",
+    )
+    denied = [line for line in report.problems(summary) if line.startswith("Q/")]
+    assert denied == ["Q/S1/E1: denied: no write permission on project Q (upload_session, set_variables)"]

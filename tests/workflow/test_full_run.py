@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel
@@ -139,13 +140,18 @@ def test_password_never_written_nor_on_a_command_line(main_run: Run, study: Stud
     assert main_run.watch.samples > 20 and main_run.watch.hits == []
 
 
-def test_rerun_does_nothing_and_sends_nothing(main_run: Run, study: Study) -> None:
-    before = {p: p.stat().st_mtime_ns for p in all_files(main_run.root)}
+def test_rerun_lists_the_standing_problems_and_sends_nothing(main_run: Run, study: Study) -> None:
+    """The rejected series still stand: a rerun says so again and exits 1 (only the report is
+    rebuilt; no request, no other file touched). Without problems a rerun is "Nothing to be done"
+    (tests/workflow/test_reliability.py)."""
+    report = main_run.root / "report"
+    before = {p: p.stat().st_mtime_ns for p in all_files(main_run.root) if report not in p.parents}
     result = study.snakemake(main_run.workdir, main_run.config)
-    assert result.rc == 0, result.output[-2000:]
-    assert "Nothing to be done" in result.output
+    assert result.rc == 1, result.output[-2000:]
+    problems = result.lines("xnat-prep: problem: ")
+    assert problems == main_run.result.lines("xnat-prep: problem: ") and problems
     assert result.requests == []
-    assert {p: p.stat().st_mtime_ns for p in all_files(main_run.root)} == before
+    assert {p: p.stat().st_mtime_ns for p in all_files(main_run.root) if report not in p.parents} == before
 
 
 def test_connection_settings_are_not_rerun_triggers(main_run: Run, study: Study, tmp_path: Path) -> None:
@@ -156,7 +162,9 @@ def test_connection_settings_are_not_rerun_triggers(main_run: Run, study: Study,
 
     config_file.write_text(yaml.safe_dump(config))
     result = study.snakemake(main_run.workdir, None, "-n", "--configfile", str(config_file))
-    assert result.rc == 0 and "Nothing to be done" in result.output, result.output[-2000:]
+    # only the report, rebuilt while the rejected series stand (common.smk), would run
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    assert result.rc == 0 and set(jobs) == {"report", "default", "total"}, result.output[-2000:]
 
 
 def test_dry_run_and_lint(study: Study, tmp_path: Path) -> None:

@@ -51,7 +51,9 @@ def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: P
     problems = result.lines("xnat-prep: problem: ")
     assert len(problems) == 3, problems
     assert any(p.startswith("DEMO/NOPE: error: subject not found") for p in problems)
-    assert any(p.startswith("SECRET/S01: error: ") and "no access" in p for p in problems)
+    assert any(
+        p.startswith("SECRET/S01: error: ") and "no read permission on project SECRET" in p for p in problems
+    )
     assert any(p.startswith("DEMO/001/001_MR9: error: session 001_MR9 not found") for p in problems)
     # the subject that is fine went all the way
     [scan] = manifest.read_scans(tmp_path / "results" / paths.SCANS_TSV)

@@ -23,6 +23,7 @@ from xnat_prep.server.testing import ServerHandle
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = "runner"
+ROLES = {RUNNER: "member", "owner1": "owner", "collab": "collaborator", "nobody": "none"}
 PASSWORD = f"Wf-{secrets.token_hex(8)}"
 ADMIN = ("admin", "admin-" + secrets.token_hex(4))
 SUBJECTS = ["001", "SUB002"]
@@ -137,7 +138,8 @@ def clean_env(workdir: Path) -> dict[str, str]:
 
 
 def users_file(path: Path) -> Path:
-    """admin (site admin) and runner (member of DEMO only), via the `xnat-prep users` CLI."""
+    """admin (site admin), runner (member of DEMO only) and one user per other role on DEMO
+    (``ROLES``), via the `xnat-prep users` CLI."""
 
     def users(*args: str, password: str | None = None) -> None:
         subprocess.run(
@@ -149,8 +151,10 @@ def users_file(path: Path) -> Path:
         )
 
     users("add", "admin", "--admin", password=ADMIN[1] + "\n")
-    users("add", RUNNER, password=PASSWORD + "\n")
-    users("role", RUNNER, "DEMO", "member")
+    for login, role in ROLES.items():  # one user per role on DEMO, all with the distinctive password
+        users("add", login, password=PASSWORD + "\n")
+        if role != "none":
+            users("role", login, "DEMO", role)
     return path
 
 

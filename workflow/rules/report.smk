@@ -19,5 +19,6 @@ rule report:
     params:
         root=output_root("summary", paths.SUMMARY_TSV),
         steps=("" if UPLOAD else " --no-upload") + ("" if VARIABLES else " --no-variables"),
+        standing=STANDING,  # see common.smk: a rerun lists the problems still standing
     shell:
         "xnat-prep --log {log:q} report --output-root {params.root:q}{params.steps}"

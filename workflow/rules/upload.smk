@@ -14,5 +14,5 @@ rule upload_session:
         session_id=get_session_id,
         resource=config["upload"]["resource"],
     shell:
-        "xnat-prep --log {log:q} upload-session --session-id {params.session_id:q}"
+        "xnat-prep --log {log:q} upload-session --project {wildcards.project:q} --session-id {params.session_id:q}"
         " --convert-receipts {input.converts:q} --resource {params.resource:q} --receipt {output.receipt:q}"

@@ -14,6 +14,6 @@ rule set_variables:
         prefix=config["custom_variables"]["prefix"],
         derived=as_json(config["custom_variables"]["derived"]),
     shell:
-        "xnat-prep --log {log:q} set-variables --session-id {params.session_id:q} --session {wildcards.session:q}"
-        " --convert-receipts {input.converts:q} --values-csv {input.values:q} --prefix {params.prefix:q}"
-        " --derived {params.derived:q} --receipt {output.receipt:q}"
+        "xnat-prep --log {log:q} set-variables --project {wildcards.project:q} --session-id {params.session_id:q}"
+        " --session {wildcards.session:q} --convert-receipts {input.converts:q} --values-csv {input.values:q}"
+        " --prefix {params.prefix:q} --derived {params.derived:q} --receipt {output.receipt:q}"

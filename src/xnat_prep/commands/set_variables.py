@@ -11,6 +11,7 @@ from xnat_prep.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-id", required=True, help="the session's XNAT accession ID")
+    parser.add_argument("--project", default="", help="the session's project (named when a write is refused)")
     parser.add_argument(
         "--session", default="", help="the session's label (to pick its rows of --values-csv)"
     )
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if not values:
         raise UserError("nothing to set: give --convert-receipts and/or --values-csv")
     variables.set_variables(
-        options.connection(args), session_id=args.session_id, values=values, receipt=args.receipt
+        options.connection(args),
+        session_id=args.session_id,
+        values=values,
+        receipt=args.receipt,
+        project=args.project,
     )
     return 0

@@ -10,6 +10,7 @@ from xnat_prep.commands import options
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-id", required=True, help="the session's XNAT accession ID")
+    parser.add_argument("--project", default="", help="the session's project (named when a write is refused)")
     parser.add_argument(
         "--convert-receipts",
         nargs="+",
@@ -31,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
         convert_receipts=args.convert_receipts,
         resource=args.resource,
         receipt=args.receipt,
+        project=args.project,
     )
     return 0

@@ -24,6 +24,7 @@ from xnat_prep.xnat_api.http import (
     XnatError,
     copy_hashing,
     public_url,
+    refuse_html,
     stream_to,
 )
 
@@ -42,5 +43,6 @@ __all__ = [
     "XnatError",
     "copy_hashing",
     "public_url",
+    "refuse_html",
     "stream_to",
 ]

@@ -14,6 +14,13 @@ TLS: verification on unless the connection says otherwise, a CA bundle passed on
 (requests lets ``REQUESTS_CA_BUNDLE`` override a session-level setting), and a loud one-line
 warning on stderr when it is off.
 
+Circuit breaker: when no connection can be made to a host (refused, DNS, connect timeout) for
+``RetryPolicy.down_seconds`` in a row, every request of the process to that host fails at once
+with ``Unreachable``, so a job stops trying its remaining work instead of paying the whole retry
+budget per request. With ``XNAT_DOWN_FILE`` set (the workflow sets it for its jobs) the breaker
+also leaves that file behind: a job that starts while it exists gives up at its first failed
+connection; the first connection that works removes it.
+
 Every request is counted and logged at DEBUG level without credentials (alias-token secrets in
 paths are masked).
 """
@@ -24,6 +31,7 @@ import email.utils
 import hashlib
 import http.cookiejar
 import logging
+import os
 import random
 import re
 import sys
@@ -32,11 +40,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
 from xnat_prep import credentials as creds_mod
+from xnat_prep.config import DOWN_FILE_ENV
 from xnat_prep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -64,11 +73,16 @@ class Unreachable(XnatError):
 
 
 class CredentialsRefused(XnatError):
-    """HTTP 401 to fresh credentials."""
+    """HTTP 401 to fresh credentials (Basic auth), never to an expired session cookie."""
 
 
 class AccessDenied(XnatError):
-    """HTTP 403: the user may not do this."""
+    """HTTP 403: the user may not do this; ``action`` is "read" or "write", ``project`` if known."""
+
+    def __init__(self, message: str, status: int | None = None, *, action: str = "", project: str = ""):
+        super().__init__(message, status)
+        self.action = action
+        self.project = project
 
 
 class NotFound(XnatError):
@@ -103,6 +117,8 @@ class RetryPolicy:
     total_seconds: float = 1800.0
     backoff: float = 1.0
     max_backoff: float = 60.0
+    # no connection at all for this long: XNAT is down, give up on everything (the circuit breaker)
+    down_seconds: float = 12.0
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff, but never shorter than the server asked for."""
@@ -126,6 +142,50 @@ _TRANSIENT = (
     requests.exceptions.ContentDecodingError,
     requests.Timeout,
 )
+
+
+class _Breaker:
+    """Connection failures to one host, shared by every ``Session`` of the process (threads too)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.first_failure: float | None = None  # start of the current run of failed connections
+        self.tripped: str | None = None  # the message every later request fails with
+        marker = os.environ.get(DOWN_FILE_ENV)
+        self.marker = Path(marker) if marker else None
+        self.known_down = self.marker is not None and self.marker.exists()
+
+    def connected(self) -> None:
+        self.first_failure = None
+        if self.known_down and self.marker is not None:
+            self.known_down = False
+            self.marker.unlink(missing_ok=True)
+
+    def failed(self) -> float:
+        """Record a failed connection; how long connections have been failing (inf: known down)."""
+        now = time.monotonic()
+        if self.first_failure is None:
+            self.first_failure = now
+        return float("inf") if self.known_down else now - self.first_failure
+
+    def trip(self, message: str) -> Unreachable:
+        self.tripped = message
+        if self.marker is not None:
+            try:
+                self.marker.parent.mkdir(parents=True, exist_ok=True)
+                self.marker.write_text(f"{self.host}\n", encoding="utf-8")
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.marker, exc)
+        return Unreachable(message)
+
+
+_breakers: dict[str, _Breaker] = {}
+
+
+def _breaker(host: str) -> _Breaker:
+    if host not in _breakers:
+        _breakers[host] = _Breaker(host)
+    return _breakers[host]
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -161,6 +221,7 @@ class Session:
         self._jsession: str | None = None
         self._http = requests.Session()
         self._http.cookies.set_policy(_NoCookies())
+        self._breaker = _breaker(self.host)
         if connection.verify is False:
             _warn_insecure(self.host)
 
@@ -222,13 +283,17 @@ class Session:
         n = 0
         while True:
             n += 1
+            if self._breaker.tripped:
+                raise Unreachable(self._breaker.tripped)
             try:
                 return attempt()
             except requests.exceptions.SSLError as exc:
-                raise Unreachable(f"cannot reach XNAT at {self.host}: TLS: {_short(exc)}") from None
+                raise Unreachable(f"cannot reach XNAT at {self.host}: {_tls_problem(exc)}") from None
             except _TRANSIENT as exc:
                 if method not in IDEMPOTENT and _maybe_processed(exc):
-                    raise XnatError(f"{method} {shown} failed ({_short(exc)}); not repeated") from None
+                    raise XnatError(
+                        f"{method} {shown}: {_what(exc)}; not repeated (XNAT may have acted on it)"
+                    ) from None
                 self._pause(method, n, time.monotonic() - start, shown, exc)
 
     def get(self, path: str, handle: Callable[[requests.Response], T], params: Params | None = None) -> T:
@@ -301,6 +366,7 @@ class Session:
             if fh is not None:
                 fh.close()
         self.requests += 1
+        self._breaker.connected()
         log.debug(
             "%s %s%s -> %d (%.0f ms)",
             method,
@@ -334,7 +400,16 @@ class Session:
                 f"XNAT at {self.host} refused the credentials from {self.credentials.source}", status
             )
         if status == 403:
-            raise AccessDenied(f"{what}: no access (HTTP 403) for user {self.credentials.user}", status)
+            action = "read" if method in ("GET", "HEAD") else "write"
+            project = _project_of(urlsplit(self.url(path)).path)
+            target = f"project {project}" if project else what
+            raise AccessDenied(
+                f"no {action} permission on {target} for XNAT user {self.credentials.user} "
+                f"(HTTP 403 to {what})",
+                status,
+                action=action,
+                project=project,
+            )
         if status == 404:
             raise NotFound(f"{what}: not found (HTTP 404)", status)
         raise XnatError(f"{what}: HTTP {status}", status)
@@ -342,17 +417,25 @@ class Session:
     def _pause(self, method: str, attempt: int, elapsed: float, shown: str, exc: Exception) -> None:
         """Sleep before the next attempt, or raise when the budget is spent."""
         wait = self.retry.wait(attempt, getattr(exc, "retry_after", None))
+        if _no_connection(exc):
+            down = self._breaker.failed()
+            if down + wait > self.retry.down_seconds:
+                for_how_long = "" if down == float("inf") else f" for {down:.0f} s"
+                raise self._breaker.trip(
+                    f"cannot reach XNAT at {self.host}: {_short(exc)}{for_how_long}; "
+                    "stopped trying (is it down? run again once it answers)"
+                ) from None
         if attempt >= self.retry.attempts or elapsed + wait > self.retry.total_seconds:
             if isinstance(exc, requests.ConnectionError | requests.Timeout):
                 raise Unreachable(
                     f"cannot reach XNAT at {self.host}: {_short(exc)} ({method} {shown}, {attempt} attempts)"
                 ) from None
-            raise XnatError(f"{method} {shown} failed after {attempt} attempts: {_short(exc)}") from None
+            raise XnatError(f"{method} {shown} failed after {attempt} attempts: {_what(exc)}") from None
         log.warning(
             "%s %s: %s; retry %d/%d in %.1f s",
             method,
             shown,
-            _short(exc),
+            _what(exc),
             attempt,
             self.retry.attempts - 1,
             wait,
@@ -360,27 +443,46 @@ class Session:
         time.sleep(wait)
 
 
+def _no_connection(exc: Exception) -> bool:
+    """Whether the request failed before any connection was made (refused, DNS, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.SSLError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return "NewConnectionError" in type(reason).__name__ or "NameResolution" in type(reason).__name__
+    return False
+
+
 def _maybe_processed(exc: Exception) -> bool:
     """Whether XNAT may have acted on a request that failed this way (so repeating is unsafe)."""
     if isinstance(exc, _Retryable):
         return exc.processed
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return False
-    if isinstance(exc, requests.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        return "NewConnectionError" not in type(reason).__name__
-    return True
+    return not _no_connection(exc)
+
+
+def _project_of(path: str) -> str:
+    """The project a request path names (``/data/projects/P/...``), else ""."""
+    match = re.match(r"/data/(?:archive/)?projects/([^/]+)", path)
+    return unquote(match.group(1)) if match else ""
+
+
+def refuse_html(response: requests.Response, expected: str, body: bytes = b"") -> None:
+    """An HTML page where ``expected`` (JSON, a zip) was asked for is final, not a glitch to retry:
+    a login page (expired SSO session) or a proxy's page answers every retry the same way."""
+    html = "html" in response.headers.get("Content-Type", "").lower() or body.lstrip()[:1] == b"<"
+    if html:
+        raise XnatError(
+            f"GET {response.url.split('?')[0]}: XNAT answered an HTML page, not {expected} "
+            "(a login page or a proxy?)"
+        )
 
 
 def _json(response: requests.Response) -> Any:
-    kind = response.headers.get("Content-Type", "")
-    if "html" in kind.lower():
-        raise XnatError(
-            f"{response.url.split('?')[0]}: XNAT answered an HTML page, not JSON (a login page or a proxy?)"
-        )
+    refuse_html(response, "JSON")
     try:
         return response.json()
     except ValueError:
+        refuse_html(response, "JSON", response.content)  # HTML sent as something else
         raise Corrupt(f"{response.url.split('?')[0]}: the JSON answer is cut off or malformed") from None
 
 
@@ -451,6 +553,33 @@ def _pairs(params: Params) -> list[tuple[str, str]]:
 
 def _shown(url: str, params: Params | None) -> str:
     return _redact(url) + ("?" + "&".join(f"{k}={v}" for k, v in _pairs(params)) if params else "")
+
+
+def _tls_problem(exc: BaseException) -> str:
+    """What went wrong in a TLS handshake, with what to do about an untrusted certificate."""
+    whole = str(exc)
+    verify = re.search(r"certificate verify failed: ([^(')\]]+)", whole)
+    if verify:
+        return (
+            f"TLS certificate not trusted ({verify.group(1).strip()}); give your site's CA file "
+            "in xnat.ca_bundle (or --ca-bundle / XNAT_CA_BUNDLE)"
+        )
+    ssl_error = re.search(r"\[SSL: [A-Z_]+\][^(')\]]+", whole)
+    return f"TLS handshake failed ({ssl_error.group(0).strip() if ssl_error else _short(exc)})"
+
+
+def _what(exc: BaseException) -> str:
+    """What a retried failure was: our own messages as they are, others shortened."""
+    if isinstance(exc, _Retryable):
+        status = str(exc)
+        return (
+            f"XNAT answered {status} (a server error)"
+            if status != "HTTP 429"
+            else "XNAT answered HTTP 429 (too many requests)"
+        )
+    if isinstance(exc, Corrupt):
+        return str(exc)
+    return _short(exc)
 
 
 def _short(exc: BaseException) -> str:
