@@ -162,7 +162,8 @@ def test_unsafe_paths_in_a_listing_skip_the_scan_with_one_error(listed, why) -> 
     from xnat_prep.manifest import SessionIdentity
 
     session = SessionIdentity("P", "S", "SID", "E1", "E", "xnat:mrSessionData")
-    found = discover._session_scans(ListingStub(listed), session, Selection())  # type: ignore[arg-type]
+    stub = ListingStub(listed)
+    found = discover._session_scans(stub, discover._session_listing(stub, session, Selection()))  # type: ignore[arg-type]
     assert found.scans == [] and found.files == {} and found.sessions == []
     [error] = found.errors
     assert error.session == "E1" and error.message.startswith("scan 1: ") and why in error.message
