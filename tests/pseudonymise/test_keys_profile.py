@@ -20,7 +20,7 @@ from xnat_prep.pseudonymise.profile import table
 uids = st.from_regex(r"\A[1-9][0-9]{0,5}(\.(0|[1-9][0-9]{0,12})){1,8}\Z")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(uids)
 def test_uid_form(uid: str) -> None:
     new = Key(KEY.encode()).uid(uid)
@@ -31,7 +31,7 @@ def test_uid_form(uid: str) -> None:
     assert new != uid
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.lists(uids, min_size=2, max_size=200, unique=True))
 def test_uid_injective(originals: list[str]) -> None:
     k = Key(KEY.encode())

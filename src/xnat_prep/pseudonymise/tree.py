@@ -90,23 +90,29 @@ def read_dicom(name: str, data: bytes | Path) -> pydicom.Dataset:
 
 
 def _native_pixel_bytes(ds: pydicom.Dataset) -> int:
-    """Bytes an uncompressed PixelData must hold (0 if compressed or not an image)."""
+    """Bytes an uncompressed PixelData must hold (0 if compressed, not an image, or unknown)."""
     meta = getattr(ds, "file_meta", None)
-    if "PixelData" not in ds or meta is None or meta.get("TransferSyntaxUID") is None:
+    if 0x7FE00010 not in ds or meta is None or meta.get("TransferSyntaxUID") is None:
         return 0
     if meta.TransferSyntaxUID.is_compressed:
         return 0
     try:
-        bits = int(ds.BitsAllocated)
-        count = (
-            int(ds.Rows)
-            * int(ds.Columns)
-            * int(ds.get("SamplesPerPixel", 1))
-            * int(ds.get("NumberOfFrames", 1) or 1)
-        )
-    except (AttributeError, TypeError, ValueError):
+        bits, rows, cols = (_us(ds, t) for t in (0x00280100, 0x00280010, 0x00280011))
+        samples = _us(ds, 0x00280002) if 0x00280002 in ds else 1
+        frames = int(first_value(ds, 0x00280008) or 1) if 0x00280008 in ds else 1
+    except (KeyError, ValueError):
         return 0
-    return (count * bits + 7) // 8
+    return (rows * cols * samples * frames * bits + 7) // 8
+
+
+def _us(ds: pydicom.Dataset, tag: int) -> int:
+    """An US value, from its raw two bytes when it can (KeyError if absent)."""
+    raw = ds.get_item(tag)
+    if raw is None:
+        raise KeyError(tag)
+    if raw.is_raw and isinstance(raw.value, bytes) and len(raw.value) == 2:
+        return int.from_bytes(raw.value, "little" if raw.is_little_endian else "big")
+    return int(ds[tag].value)
 
 
 def pseudonymise_tree(
