@@ -44,6 +44,22 @@ def world_readable_xnat_file(workdir: Path) -> None:
     path.chmod(0o644)
 
 
+def home_file(name: str, text: str, mode: int = 0o600) -> Callable[[Path], None]:
+    """A setup writing ``~/name`` of the run (HOME is in the work dir)."""
+
+    def setup(workdir: Path) -> None:
+        path = workdir / "home" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
+    return setup
+
+
+def values_csv(text: str) -> dict[str, Any]:
+    return {"custom_variables": {"values_csv": "VALUES", "_text": text}}
+
+
 HEADER = '"Project","Subject","M/F"\n'
 CASES = {
     "csv-missing-file": Case("subjects.csv: file not found", config={"subjects": {"csv": "subjects.csv"}}),
@@ -83,6 +99,39 @@ CASES = {
         "is readable by other users; fix with: chmod 600", credentials=False, setup=world_readable_xnat_file
     ),
     "credentials-missing": Case("no XNAT credentials for", credentials=False),
+    "credentials-yaml-malformed": Case(
+        ".xnat, line 2: not valid YAML (content not shown)",
+        credentials=False,
+        setup=home_file(".xnat", f"username: {RUNNER}\npassword: {PASSWORD}: oops\n"),
+    ),
+    "credentials-netrc-world-readable": Case(
+        ".netrc is readable by other users; fix with: chmod 600",
+        credentials=False,
+        setup=home_file(".netrc", f"machine 127.0.0.1 login {RUNNER} password {PASSWORD}\n", 0o644),
+    ),
+    "credentials-netrc-malformed": Case(
+        ".netrc, line 1: not valid netrc syntax (content not shown)",
+        credentials=False,
+        setup=home_file(".netrc", f"machine 127.0.0.1 login {RUNNER} password {PASSWORD} bogus {PASSWORD}\n"),
+    ),
+    "config-ca-bundle-missing": Case(
+        "xnat.ca_bundle: /nonexistent/ca.pem: file not found",
+        config={"xnat": {"ca_bundle": "/nonexistent/ca.pem"}},
+    ),
+    "values-csv-missing-column": Case(
+        "values.csv, row 1: missing column(s) value", config=values_csv("session,field\n")
+    ),
+    "values-csv-bad-name": Case(
+        "values.csv, row 2, column 'field': 'Bad Name' is not a variable name",
+        config=values_csv("session,field,value\n001_MR1,Bad Name,1\n"),
+    ),
+    "values-csv-duplicate": Case(
+        "values.csv, row 3, column 'field': 'group' for 001_MR1 already in row 2",
+        config=values_csv("session,field,value\n001_MR1,group,a\n001_MR1,group,b\n"),
+    ),
+    "values-csv-empty-cell": Case(
+        "values.csv, row 2, column 'value': empty", config=values_csv("session,field,value\n001_MR1,group,\n")
+    ),
     "credentials-half": Case(
         "XNAT_USER is set but XNAT_PASS is not", credentials=False, env={"XNAT_USER": RUNNER}
     ),
@@ -101,6 +150,10 @@ def run_case(study: Study, case: Case, workdir: Path) -> Result:
         config["subjects"]["csv"] = str(csv)
     for key, value in case.config.items():
         config[key] = {**config.get(key, {}), **value}
+    variables = config.get("custom_variables", {})
+    if "_text" in variables:
+        (workdir / "values.csv").write_text(variables.pop("_text"))
+        variables["values_csv"] = str(workdir / "values.csv")
     if config["xnat"].get("host") == "SERVER_DOWN":
         config["xnat"]["host"] = closed_port_url()
     if case.setup:
@@ -124,7 +177,7 @@ def test_bad_input_gives_one_clear_line(name: str, outcomes: dict[str, tuple[Pat
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("xnat-prep")]
     assert result.rc == case.rc, result.output[-3000:]
     assert len(errors) == 1 and case.message in errors[0], errors
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and PASSWORD not in result.output
     # the request log of the cases running alongside is included: none may write either
     assert result.data_writes() == []
     assert all_files(workdir / "results") == []  # nothing half-written
