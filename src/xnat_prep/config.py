@@ -223,6 +223,9 @@ def export_for_jobs(
         environ["PATH"] = os.pathsep.join([bindir, environ.get("PATH", "")])
     settings = connection(config)
     environ[HOST_ENV] = settings.host
+    key_file = config["pseudonymise"]["key_file"]
+    if key_file:  # a path, never the key: the pseudonymise jobs read the key from it
+        environ["XNAT_PREP_PSEUDO_KEY_FILE"] = os.path.abspath(key_file)
     environ[MAX_CONNECTIONS_ENV] = str(config["xnat"]["max_connections"])
     environ[DOWN_FILE_ENV] = os.path.abspath(DOWN_FILE)
     environ.pop(CA_BUNDLE_ENV, None)
@@ -260,4 +263,29 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     values_csv = config["custom_variables"]["values_csv"]
     if config["custom_variables"]["enabled"] and values_csv:
         variables.read_values_csv(values_csv)
+    pseudonymisation(config)
     return found
+
+
+def pseudonymisation(config: Mapping) -> dict[str, Any] | None:
+    """The checked settings of the pseudonymise step, None when it is off: the options and
+    overrides as the command takes them, and the key's fingerprint (the rerun trigger; the key
+    itself stays in its file). Imports the pseudonymise package only when the step is on."""
+    settings = config["pseudonymise"]
+    if not settings["enabled"]:
+        return None
+    from xnat_prep import pseudonymise
+
+    source = "pseudonymise"
+    options = pseudonymise.validate_options(settings["options"], f"{source}.options")
+    pseudonymise.validate_overrides(settings["overrides"], f"{source}.overrides")
+    if settings["mapping_csv"]:
+        pseudonymise.read_mapping(settings["mapping_csv"])
+    key = pseudonymise.load_key(settings["key_file"], settings["namespace"])
+    return {
+        "fingerprint": key.fingerprint,
+        "options": list(options) or ["basic"],
+        "overrides": [f"{k}={v}" for k, v in sorted(settings["overrides"].items())],
+        "namespace": settings["namespace"],
+        "mapping_csv": settings["mapping_csv"] or "",
+    }

@@ -87,6 +87,7 @@ def convert_scan(
     compress: bool = True,
     scan_id: str = "",
     scan_type: str = "",
+    scrub_sidecars: bool = False,
 ) -> dict[str, Any]:
     """Convert ``dicom_dir`` into the receipt's folder and write the receipt; returns its data.
 
@@ -112,7 +113,7 @@ def convert_scan(
             data.update(status="skipped", reason=reason)
             _replace_dir(None, out_dir)
         else:
-            data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress))
+            data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress, scrub_sidecars))
         data.update(
             date=datetime.now(UTC).date().isoformat(),
             duration_s=round(time.monotonic() - started, 3),
@@ -140,7 +141,13 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _run_dcm2niix(
-    dicoms: list[Path], dicom_dir: Path, out_dir: Path, name: str, extra: str, compress: bool
+    dicoms: list[Path],
+    dicom_dir: Path,
+    out_dir: Path,
+    name: str,
+    extra: str,
+    compress: bool,
+    scrub_sidecars: bool = False,
 ) -> dict[str, Any]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
@@ -167,6 +174,11 @@ def _run_dcm2niix(
             reason = f"dcm2niix converted {n_converted} of {len(dicoms)} DICOM files: {_last_errors(output)}"
             _replace_dir(None, out_dir)
             return result | {"status": "failed", "reason": reason}
+        if scrub_sidecars:  # pseudonymised input: the identifying keys dcm2niix copies into its JSON
+            from xnat_prep.pseudonymise import scrub_sidecar_file
+
+            for sidecar in (p for p in produced if p.suffix == ".json"):
+                scrub_sidecar_file(sidecar)
         outputs = [describe_output(p) for p in produced]
         _replace_dir(tmp, out_dir)
         return result | {"status": "converted", "outputs": outputs}

@@ -29,6 +29,8 @@ SESSION_FILES = "manifest/files/{project}/{subject}/{session}.tsv"
 SESSION_DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}.json"
 DICOM_DIR = "dicom/{project}/{subject}/{session}/{scan}"
 DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"
+PSEUDO_RECEIPT = "pseudo/{project}/{subject}/{session}/{scan}.json"
+PSEUDO_DIR = "pseudo/{project}/{subject}/{session}/{scan}"
 NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
 CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
 UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
@@ -122,6 +124,11 @@ def convert_receipt(root: str | Path, project: str, subject: str, session: str, 
 def dicom_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
     """Where one scan's DICOM files go (not a declared output: see docs/architecture.md)."""
     return build(root, DICOM_DIR, project=project, subject=subject, session=session, scan=scan)
+
+
+def pseudo_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """The pseudonymise receipt of one scan (the ``pseudonymise_scan`` rule's output)."""
+    return build(root, PSEUDO_RECEIPT, project=project, subject=subject, session=session, scan=scan)
 
 
 def nifti_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:

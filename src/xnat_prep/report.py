@@ -43,6 +43,7 @@ class ScanSummary:
     upload: str = ""
     variables: str = ""
     message: str = ""
+    quarantined: int = 0  # DICOM files pseudonymisation held back (burned-in text risk)
 
 
 AMOUNT_COLUMNS = (
@@ -83,6 +84,12 @@ def summarize(root: str | Path, *, upload: bool = True, variables: bool = True) 
         if downloaded:
             row.dicom_files, row.dicom_bytes = downloaded["n_files"], downloaded["bytes"]
         converted = _read(paths.convert_receipt(root, *where, scan.scan))
+        pseudonymised = _read(paths.pseudo_receipt(root, *where, scan.scan)) or {}
+        held = pseudonymised.get("quarantined", [])
+        row.quarantined = len(held)
+        if held:
+            reasons = "; ".join(sorted({q["reason"] for q in held}))
+            row.message = f"{len(held)} file(s) quarantined: {reasons}"
         if where not in session_receipts:
             session_receipts[where] = (
                 _read(paths.upload_receipt(root, *where)) if upload else None,
@@ -97,7 +104,7 @@ def summarize(root: str | Path, *, upload: bool = True, variables: bool = True) 
         row.nifti_files = len(outputs)
         row.nifti_bytes = sum(int(o.get("size", 0)) for o in outputs)
         row.convert = converted["status"]
-        row.message = converted.get("reason", "")
+        row.message = "; ".join(filter(None, (converted.get("reason", ""), row.message)))
         row.state = {"converted": "ok", "skipped": "skipped"}.get(converted["status"], "failed")
         if upload:
             entry = (uploaded or {}).get("scans", {}).get(scan.scan_id)

@@ -14,6 +14,7 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.ERRORS_TSV,
     paths.SESSION_FILES,
     paths.SESSION_DOWNLOAD_RECEIPT,
+    paths.PSEUDO_RECEIPT,
     paths.CONVERT_RECEIPT,
     paths.UPLOAD_RECEIPT,
     paths.VARIABLES_RECEIPT,

@@ -5,6 +5,7 @@
 import functools
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -35,6 +36,10 @@ snakemake_compat.idempotent_group_components(workflow)  # only with --group-comp
 snakemake_compat.default_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
 
 ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
+try:
+    PSEUDO = xnat_config.pseudonymisation(config)  # None when off; the key stays in its file
+except UserError as error:
+    stop(error)
 UPLOAD = config["upload"]["enabled"]
 VARIABLES = config["custom_variables"]["enabled"]
 NETWORK_LOCAL = config["cluster"]["network_on_submit_host"]
@@ -54,6 +59,11 @@ wildcard_constraints:
 def output_root(key, template):
     """A param: ``output_root`` as seen from the output ``key`` (which is ``template`` under it)."""
     return lambda wildcards, output: str(paths.root_of(output[key], template))
+
+
+def folder_of(key):
+    """A param: the folder beside the output receipt ``key`` (paths.outputs_of), where the step writes."""
+    return lambda wildcards, output: str(paths.outputs_of(output[key]))
 
 
 def as_json(value):
@@ -108,6 +118,39 @@ def get_session_scan_tasks(wildcards):
 def get_scan_dicom_dir(wildcards):
     """The scan's DICOM folder, in the session's folder beside the session download receipt."""
     return str(paths.dicom_dir(ROOT, wildcards.project, wildcards.subject, wildcards.session, wildcards.scan))
+
+
+def get_subject_id(wildcards):
+    """The subject's XNAT accession ID (stable: the pseudonymised dates and names derive from it)."""
+    return next(iter(session_rows(wildcards).values())).subject_id
+
+
+def get_convert_input(wildcards):
+    """What a conversion reads: the pseudonymised scan when that step is on, else the download.
+
+    ancient download: the session's download job reruns when scans are added to the selection;
+    the scans converted already do not need converting again."""
+    key = (wildcards.project, wildcards.subject, wildcards.session)
+    if PSEUDO:
+        return {"source": str(paths.pseudo_receipt(ROOT, *key, wildcards.scan))}
+    return {"source": ancient(str(paths.session_download_receipt(ROOT, *key)))}
+
+
+def get_convert_dicom(wildcards):
+    """The folder the conversion reads (beside its input receipt)."""
+    key = (wildcards.project, wildcards.subject, wildcards.session, wildcards.scan)
+    if PSEUDO:
+        return str(paths.outputs_of(paths.pseudo_receipt(ROOT, *key)))
+    return get_scan_dicom_dir(wildcards)
+
+
+def get_pseudo_options(wildcards):
+    """The pseudonymise command's profile options (a param: a change pseudonymises again)."""
+    words = [f"--profile-option={o}" for o in PSEUDO["options"]]
+    words += [f"--override={o}" for o in PSEUDO["overrides"]]
+    words += [f"--namespace={PSEUDO['namespace']}"] if PSEUDO["namespace"] else []
+    words += [f"--mapping={PSEUDO['mapping_csv']}"] if PSEUDO["mapping_csv"] else []
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def get_session_id(wildcards):

@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
     parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
+    parser.add_argument(
+        "--scrub-sidecars",
+        action="store_true",
+        help="remove the identifying keys dcm2niix copies into its JSON (for pseudonymised DICOM)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
         compress=args.compress == "y",
         scan_id=args.scan_id,
         scan_type=args.scan_type,
+        scrub_sidecars=args.scrub_sidecars,
     )
     return 0
