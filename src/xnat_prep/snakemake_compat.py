@@ -5,8 +5,9 @@ Each entry names what it relies on and why; a Snakemake upgrade is a review of t
 
 - ``idempotent_group_components``: replaces the private ``DAG._update_group_components`` to work
   around snakemake-executor-plugin-slurm#253 (jobs submitted twice when groups meet a checkpoint on
-  a rerun). Applied only when the run groups components, and only on tested versions whose upstream
-  method is the one the patch mirrors (``UPSTREAM_SHA256``; a unit test fails when it changes).
+  a rerun). Installed only on tested versions whose upstream method is the one the patch mirrors
+  (``UPSTREAM_SHA256``; a unit test fails when it changes), and acting only when the run merges
+  components (checked when the DAG is built: the group settings are not known at parse time).
 - ``is_main_process``: ``workflow.is_main_process``, to read the manifest directly in cluster jobs,
   where the discover checkpoint is not in the DAG (``checkpoints.discover.get()`` fails there).
 - ``report_requested``: ``workflow.dag_settings`` (targets, ``--until``, ``--omit-from``), to tell a
@@ -50,7 +51,7 @@ def upstream_group_components_sha256() -> str:
     return hashlib.sha256(inspect.getsource(method).encode()).hexdigest()
 
 
-def idempotent_group_components(workflow: Any) -> bool:
+def idempotent_group_components() -> bool:
     """Make ``--group-components N`` (N > 1) safe on reruns: snakemake-executor-plugin-slurm#253.
 
     Snakemake 9 (seen up to 9.27.1) merges a group's components by mutating cached ``GroupJob``
@@ -58,15 +59,17 @@ def idempotent_group_components(workflow: Any) -> bool:
     post-processes the DAG twice, the second pass merges the merged groups again, and the
     scheduler, holding the first objects, submits the same jobs twice. Here components stay
     untouched, chunks are cut in a fixed order, and each merged group comes from the factory's
-    cache, so a second pass yields the very same groups. Returns whether the patch is in place.
+    cache, so a second pass yields the very same groups.
+
+    Installed only on tested Snakemake versions whose method is the one mirrored (else a warning),
+    and it acts only when components are merged: the group settings are known when the DAG is
+    built, not when the Snakefile is parsed (the API sets them after the parse), so the check is
+    made at call time and Snakemake's own method runs otherwise. Returns whether it is installed.
     """
     import snakemake.api
     import snakemake.dag
     from snakemake.common import group_into_chunks
 
-    components = getattr(getattr(workflow, "group_settings", None), "group_components", None)
-    if not components or not any(n > 1 for n in components.values()):
-        return False  # nothing is merged: Snakemake's own method is right
     current = snakemake.dag.DAG._update_group_components
     if getattr(current, _PATCHED, False):
         return True
@@ -81,10 +84,13 @@ def idempotent_group_components(workflow: Any) -> bool:
         return False
 
     def update_group_components(dag: Any) -> None:
+        settings = dag.workflow.group_settings.group_components
+        if not any(n > 1 for n in settings.values()):  # nothing merged: Snakemake's own method
+            update_group_components.__wrapped__(dag)  # type: ignore[attr-defined]
+            return
         by_id: dict[str, set[Any]] = defaultdict(set)
         for group in dag._group.values():
             by_id[group.groupid].add(group)
-        settings = dag.workflow.group_settings.group_components
         for groupid, groups in by_id.items():
             n = settings.get(dag.workflow.parent_groupids.get(groupid, groupid), 1)
             if n < 2:

@@ -35,22 +35,28 @@ def restore_dag():
     snakemake.dag.DAG._update_group_components = original
 
 
-def test_patch_only_when_groups_are_merged(restore_dag):
+def test_patch_acts_only_when_groups_are_merged(restore_dag, monkeypatch):
     original = restore_dag._update_group_components
-    assert not snakemake_compat.idempotent_group_components(workflow())
-    assert not snakemake_compat.idempotent_group_components(workflow({"convert": 1}))
-    assert restore_dag._update_group_components is original
-    assert snakemake_compat.idempotent_group_components(workflow({"convert": 25}))
-    assert restore_dag._update_group_components is not original
-    assert snakemake_compat.idempotent_group_components(workflow({"convert": 25}))  # once, idempotent
-    # the hash is still that of Snakemake's own method, not of the patch
+    assert snakemake_compat.idempotent_group_components()
+    patched = restore_dag._update_group_components
+    assert patched is not original and patched.__wrapped__ is original
+    assert snakemake_compat.idempotent_group_components() and restore_dag._update_group_components is patched
     assert snakemake_compat.upstream_group_components_sha256() == snakemake_compat.UPSTREAM_SHA256
+    handed_over = []
+    monkeypatch.setattr(patched, "__wrapped__", handed_over.append)
+    for components in ({}, {"convert": 1}):  # parse time knows no groups: decided per DAG
+        dag = SimpleNamespace(workflow=workflow(components))
+        patched(dag)
+        assert handed_over[-1] is dag
+    merged = SimpleNamespace(workflow=workflow({"convert": 25}), _group={})
+    patched(merged)  # merges itself (nothing to merge here), Snakemake's method not called
+    assert len(handed_over) == 2
 
 
 def test_untested_snakemake_is_warned_about_not_patched(restore_dag, monkeypatch, caplog):
     original = restore_dag._update_group_components
     monkeypatch.setattr(snakemake_compat, "TESTED", frozenset({"0.0.1"}))
-    assert not snakemake_compat.idempotent_group_components(workflow({"convert": 25}))
+    assert not snakemake_compat.idempotent_group_components()
     assert restore_dag._update_group_components is original
     assert "not one xnat-prep's --group-components fix is tested on" in caplog.text
 

@@ -30,7 +30,7 @@ try:
 except UserError as error:
     stop(error)
 
-snakemake_compat.idempotent_group_components(workflow)  # only with --group-components N > 1
+snakemake_compat.idempotent_group_components()  # acts only with --group-components N > 1
 # The steps that talk to XNAT each take `xnat_api=1`. Custom resources are global, so this caps
 # the connections across all jobs, also cluster jobs (`--resources xnat_api=N` overrides it).
 snakemake_compat.default_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
