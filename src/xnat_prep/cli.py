@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import keyword
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from xnat_prep.errors import UserError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# command name -> one-line help; the module is xnat_prep.commands.<name with _ for ->
+# command name -> one-line help; the module is xnat_prep.commands.<name with _ for -> (and a
+# trailing _ for a Python keyword: import -> import_)
 COMMANDS: dict[str, str] = {
     "validate": "check a workflow config and subject CSV offline",
     "discover": "list subjects' sessions, scans and files into a manifest",
@@ -27,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "convert-scan": "convert one scan's DICOM to NIfTI with dcm2niix",
     "upload-session": "upload a session's NIfTI results to XNAT",
     "set-variables": "write custom variables on a session",
+    "import": "import DICOM sessions from a CSV into XNAT (preflight, plan, safe reruns)",
     "report": "summarise a run",
     "token": "mint or invalidate an XNAT alias token",
     "demo": "run the whole workflow end to end on the bundled demo server",
@@ -37,7 +40,8 @@ COMMANDS: dict[str, str] = {
 
 
 def module_name(command: str) -> str:
-    return "xnat_prep.commands." + command.replace("-", "_")
+    name = command.replace("-", "_")
+    return "xnat_prep.commands." + (name + "_" if keyword.iskeyword(name) else name)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
