@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "upload-session": "upload a session's NIfTI results to XNAT",
     "set-variables": "write custom variables on a session",
     "import": "import DICOM sessions from a CSV into XNAT (preflight, plan, safe reruns)",
+    "upload-resources": "upload files (NIfTI or any) from a CSV into scan or session resources",
     "report": "summarise a run",
     "token": "mint or invalidate an XNAT alias token",
     "demo": "run the whole workflow end to end on the bundled demo server",
