@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "set-variables": "write custom variables on a session",
     "import": "import DICOM sessions from a CSV into XNAT (preflight, plan, safe reruns)",
     "upload-resources": "upload files (NIfTI or any) from a CSV into scan or session resources",
+    "push": "import pseudonymised session copies into a target project or server",
     "report": "summarise a run",
     "token": "mint or invalidate an XNAT alias token",
     "demo": "run the whole workflow end to end on the bundled demo server",

@@ -51,8 +51,8 @@ def writes(server: Any, since: int = 0) -> list[str]:
     return [f"{r['method']} {r['path']}" for r in server.requests()[since:] if r["method"] in MODIFYING]
 
 
-def local_md5s(folder: Path) -> list[str]:
-    return sorted(hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file())
+def local_md5s(folder: Path, pattern: str = "*") -> list[str]:
+    return sorted(hashlib.md5(p.read_bytes()).hexdigest() for p in folder.rglob(pattern) if p.is_file())
 
 
 def session_id(url: str, project: str, label: str) -> str | None:

@@ -57,6 +57,7 @@ class LocalSession:
     row: ImportRow
     study_uid: str
     series: dict[str, Series]  # by SeriesInstanceUID
+    ignored: list[str] = field(default_factory=list)  # not DICOM, left out (ignore_unparsable)
 
     @property
     def files(self) -> list[LocalFile]:
@@ -193,10 +194,12 @@ def read_session(row: ImportRow, csv: str | Path) -> LocalSession:
                     uid, _text(ds, "SeriesNumber"), _text(ds, "SeriesDescription"), _text(ds, "Modality")
                 )
             entry.files.append(LocalFile(name, size, md5, uid))
-    if unparsable:
+    if unparsable and not row.ignore_unparsable:
         raise UserError(f"{what}: {len(unparsable)} file(s) are not DICOM: {_names(unparsable)}")
     if no_uid:
         raise UserError(f"{what}: {len(no_uid)} file(s) lack a Study/SeriesInstanceUID: {_names(no_uid)}")
+    if not studies:
+        raise UserError(f"{what}: {row.source} holds no DICOM files")
     if len(studies) != 1:
         listed = "; ".join(f"{uid} ({n} files)" for uid, n in studies.most_common())
         raise UserError(
@@ -211,7 +214,7 @@ def read_session(row: ImportRow, csv: str | Path) -> LocalSession:
                 f"{what}: SeriesNumber {number or '(none)'} holds {len(uids)} series "
                 f"({', '.join(sorted(uids))}); XNAT would merge them into one scan"
             )
-    return LocalSession(row, next(iter(studies)), series)
+    return LocalSession(row, next(iter(studies)), series, unparsable)
 
 
 def _names(names: Sequence[str]) -> str:

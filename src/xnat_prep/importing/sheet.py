@@ -31,6 +31,7 @@ from xnat_prep.subjects import _label, _padded, _table
 DESTS = ("archive", "prearchive")
 IMPORT_CONFLICT = ("skip", "append", "replace")
 RESOURCE_CONFLICT = ("skip", "replace")
+BOOLEAN = ("true", "false")
 
 _IDS = {
     "project": ("project", "project id", "project_id"),
@@ -42,6 +43,7 @@ IMPORT_COLUMNS = {
     "source": ("source", "path", "dicom", "folder", "file"),
     "dest": ("dest", "destination"),
     "on_conflict": ("on_conflict", "on conflict"),
+    "ignore_unparsable": ("ignore_unparsable", "ignore unparsable"),
 }
 RESOURCE_COLUMNS = {
     **_IDS,
@@ -63,6 +65,7 @@ class ImportRow:
     source: Path
     dest: str = "archive"
     on_conflict: str = "skip"
+    ignore_unparsable: bool = False  # leave files that are not DICOM out instead of stopping
 
     @property
     def key(self) -> str:
@@ -133,6 +136,15 @@ def read_imports(path: str | Path, columns: Mapping[str, str] | None = None) -> 
                 on_conflict=_choice(
                     path, rownum, name.get("on_conflict"), cell.get("on_conflict"), IMPORT_CONFLICT, "skip"
                 ),
+                ignore_unparsable=_choice(
+                    path,
+                    rownum,
+                    name.get("ignore_unparsable"),
+                    cell.get("ignore_unparsable"),
+                    BOOLEAN,
+                    "false",
+                )
+                == "true",
             )
         )
     if not out:
