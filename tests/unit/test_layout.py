@@ -20,6 +20,9 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.SUMMARY_TSV,
     paths.DATA_AMOUNT_TSV,
     paths.DATA_AMOUNT_PNG,
+    paths.IMPORT_PLAN,
+    paths.IMPORT_RECEIPT,
+    paths.PUSH_PLAN,
 }
 
 

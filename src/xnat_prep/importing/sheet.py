@@ -92,6 +92,8 @@ def _columns(
     """The header names per key, with the user's column map taking precedence."""
     out = dict(known)
     for key, header in (columns or {}).items():
+        if header is None:  # the config's way of saying "the usual names"
+            continue
         if key not in known:
             raise UserError(f"column map: unknown key {key!r} (known: {', '.join(known)})")
         out[key] = (header.strip().lower(),)
