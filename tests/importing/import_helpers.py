@@ -22,6 +22,15 @@ MODIFYING = {"PUT", "POST", "DELETE"}
 IMPORT_HEADER = ["project", "subject", "session", "source", "dest", "on_conflict"]
 
 
+def run_import(url: str, csv: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """``import_csv`` as the admin, with quick retries."""
+    from xnat_prep.importing import sessions
+
+    return sessions.import_csv(
+        Connection(url), csv, output_root=out, credentials=ADMIN, retry=FAST_RETRY, **kwargs
+    )
+
+
 def client(url: str, credentials: Credentials = ADMIN) -> Client:
     return Client(Connection(url), credentials, retry=FAST_RETRY)
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import pydicom
 import pytest
 from import_helpers import (
-    ADMIN,
-    FAST_RETRY,
     client,
     downloaded_md5s,
     local_md5s,
     make_project,
+    run_import,
     scans,
     session_id,
     synthetic,
@@ -27,13 +26,6 @@ from xnat_prep import receipts
 from xnat_prep.demodata import siemens_samples
 from xnat_prep.errors import UserError
 from xnat_prep.importing import sessions
-from xnat_prep.xnat_api import Connection
-
-
-def run_import(url: str, csv: Path, out: Path, **kwargs) -> dict:
-    return sessions.import_csv(
-        Connection(url), csv, output_root=out, credentials=ADMIN, retry=FAST_RETRY, **kwargs
-    )
 
 
 def test_archive_import_equals_the_source_and_a_rerun_sends_nothing(xnat_server, tmp_path: Path) -> None:

@@ -6,22 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from import_helpers import (
-    ADMIN,
-    FAST_RETRY,
     client,
     downloaded_md5s,
     local_md5s,
     make_project,
+    run_import,
     synthetic,
     write_csv,
 )
 
 from xnat_prep import receipts
-from xnat_prep.importing import sessions
 from xnat_prep.server.testing import running_server
-from xnat_prep.xnat_api import Connection
 
-FAULTS = "seed=4,error=0.3,statuses=500:502:503:429,reset=0.15,truncate=0.2"
+# On the import requests and the listings that decide and verify (not every file of the checks)
+FAULTS = "seed=4,error=0.3,statuses=500:502:503:429,reset=0.15,truncate=0.2" + (
+    ",path=^/data/(services|projects|experiments/[^/]+/scans$)"
+)
 LABELS = ("E1", "E2", "E3")
 
 
@@ -33,9 +33,7 @@ def test_faults_during_import_leave_no_duplicates(tmp_path: Path) -> None:
     with running_server(tmp_path / "xnat", faults=FAULTS) as server:
         make_project(server.url, "P")
 
-        summary = sessions.import_csv(
-            Connection(server.url), csv, output_root=tmp_path / "out", credentials=ADMIN, retry=FAST_RETRY
-        )
+        summary = run_import(server.url, csv, tmp_path / "out")
 
         assert summary["actions"] == {"import": 3}
         imports = [r for r in server.requests() if r["path"] == "/data/services/import"]
@@ -61,9 +59,7 @@ def test_an_import_whose_answer_is_lost_is_not_sent_again(tmp_path: Path) -> Non
     with running_server(tmp_path / "xnat", faults="truncate=1,path=^/data/services/import$") as server:
         make_project(server.url, "P")
 
-        summary = sessions.import_csv(
-            Connection(server.url), csv, output_root=tmp_path / "out", credentials=ADMIN, retry=FAST_RETRY
-        )
+        summary = run_import(server.url, csv, tmp_path / "out")
 
         assert summary["actions"] == {"import": 1}
         assert len([r for r in server.requests() if r["path"] == "/data/services/import"]) == 1

@@ -15,12 +15,30 @@ from xnat_prep.errors import UserError
 from xnat_prep.importing import sessions
 
 
-def add_import_options(parser: argparse.ArgumentParser) -> None:
-    """The options ``import`` and ``push`` share: output, plan and how imports are sent."""
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Where the plan and receipts go, and whether to stop at the plan (every upload command)."""
     parser.add_argument(
         "--output-root", default="results", help="where the plan and receipts go (default: results)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="write and print the plan, send nothing")
+    parser.add_argument("--dry-run", action="store_true", help="write the plan, send nothing")
+    parser.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
+
+
+def add_csv_options(parser: argparse.ArgumentParser, columns: str) -> None:
+    """``--csv`` and its column map (``columns``: the CSV's keys, for the help)."""
+    parser.add_argument("--csv", required=True, help=f"the CSV: {columns}")
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KEY=HEADER",
+        help="read KEY from column HEADER when your header differs; repeatable",
+    )
+
+
+def add_import_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``import`` and ``push`` share: output, plan and how imports are sent."""
+    add_output_options(parser)
     parser.add_argument(
         "--archive-pending",
         action="store_true",
@@ -59,20 +77,10 @@ def settings(args: argparse.Namespace) -> sessions.Settings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--csv", required=True, help="import CSV: project,subject,session,source[,dest,on_conflict]"
-    )
-    parser.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="KEY=HEADER",
-        help="read KEY (project, subject, session, source, dest, on_conflict) from column HEADER; repeatable",
-    )
+    add_csv_options(parser, "project,subject,session,source[,dest,on_conflict,ignore_unparsable]")
     parser.add_argument(
         "--only", metavar="PROJECT/SUBJECT/SESSION", help="import only this row (the workflow's per-row jobs)"
     )
-    parser.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
     add_import_options(parser)
     options.add_connection_arguments(parser)
 

@@ -32,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["skip", "append", "replace"],
         help="as the import CSV's column",
     )
-    parser.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
     add_import_options(parser)
     target = parser.add_argument_group("the target server (never the source's settings)")
     target.add_argument("--host", default=os.environ.get(HOST_ENV) or None, help=f"default: ${HOST_ENV}")

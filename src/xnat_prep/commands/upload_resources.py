@@ -11,26 +11,15 @@ import argparse
 
 from xnat_prep import paths, receipts
 from xnat_prep.commands import options
-from xnat_prep.commands.import_ import column_map
+from xnat_prep.commands.import_ import add_csv_options, add_output_options, column_map
 from xnat_prep.importing import resources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--csv", required=True, help="resources CSV: project,subject,session,scan,resource,path"
+    add_csv_options(
+        parser, "project,subject,session,scan,resource,path[,scan_type,series_description,on_conflict]"
     )
-    parser.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="KEY=HEADER",
-        help="read KEY (project, subject, session, scan, resource, path, ...) from column HEADER; repeatable",
-    )
-    parser.add_argument(
-        "--output-root", default="results", help="where the plan and receipts go (default: results)"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="write the plan, send nothing")
-    parser.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
+    add_output_options(parser)
     options.add_connection_arguments(parser)
 
 

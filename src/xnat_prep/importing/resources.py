@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SESSION_TYPE = "xnat:mrSessionData"  # what a missing session is created as
 SCAN_TYPE = "xnat:mrScanData"
 FORMATS = {"NIFTI": "NIFTI", "BIDS": "BIDS", "DICOM": "DICOM", "SNAPSHOTS": "GIF"}
+COLUMNS = "project,subject,session,scan,resource,path[,scan_type,series_description,on_conflict]"
 PLAN_COLUMNS = ["row", "project", "subject", "session", "scan", "resource", "name", "md5", "decision"]
 
 
