@@ -173,7 +173,10 @@ def test_dry_run_and_lint(study: Study, tmp_path: Path) -> None:
 # none. convert_scan declares its pinned dcm2niix env (dcm2niix is the one outside tool).
 LINT_ALLOWED = {
     (f"rule {name}", "Specify a conda environment or container for each rule.")
-    for name in ("discover", "download_session", "upload_session", "set_variables", "report")
+    for name in (
+        *("discover", "download_session", "upload_session", "set_variables", "report"),
+        *("import_plan", "import_session", "upload_resources", "push"),
+    )
 }
 
 
