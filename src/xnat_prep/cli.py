@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import keyword
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from xnat_prep.errors import UserError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# command name -> one-line help; the module is xnat_prep.commands.<name with _ for ->
+# command name -> one-line help; the module is xnat_prep.commands.<name with _ for -> (and a
+# trailing _ for a Python keyword: import -> import_)
 COMMANDS: dict[str, str] = {
     "validate": "check a workflow config and subject CSV offline",
     "discover": "list subjects' sessions, scans and files into a manifest",
@@ -29,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "upload-session": "upload a session's NIfTI results to XNAT",
     "set-variables": "write custom variables on a session",
     "plan": "what a run will do (scans, bytes, requests, jobs, disk, time), before any download",
+    "import": "import DICOM sessions from a CSV into XNAT (preflight, plan, safe reruns)",
+    "upload-resources": "upload files (NIfTI or any) from a CSV into scan or session resources",
+    "push": "import pseudonymised session copies into a target project or server",
     "report": "summarise a run",
     "summary": "what projects hold on XNAT: subjects, sessions, scans by type, files, bytes",
     "token": "mint or invalidate an XNAT alias token",
@@ -40,7 +45,8 @@ COMMANDS: dict[str, str] = {
 
 
 def module_name(command: str) -> str:
-    return "xnat_prep.commands." + command.replace("-", "_")
+    name = command.replace("-", "_")
+    return "xnat_prep.commands." + (name + "_" if keyword.iskeyword(name) else name)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

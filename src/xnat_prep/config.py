@@ -133,6 +133,9 @@ def validate(config: dict, source: str = "config") -> dict:
                     raise UserError(
                         f"{source}: scans.dicom.{keyword}: not a valid regular expression ({exc})"
                     ) from None
+    push = config["push"]
+    if push["enabled"] and not (push["source_dir"] and push["project"]):
+        raise UserError(f"{source}: push: enabled needs source_dir and project")
     names = [d["name"] for d in config["custom_variables"]["derived"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -234,6 +237,19 @@ def export_for_jobs(
         environ[CA_BUNDLE_ENV] = settings.verify
     elif not settings.verify:
         environ[INSECURE_ENV] = "1"
+    push = config["push"]
+    if push["enabled"]:  # the push target, where `xnat-prep push` looks for it (never XNAT_HOST)
+        from xnat_prep.xnat_api import Connection
+
+        host = push["host"] or settings.host
+        target = Connection.from_settings(host, push["verify_tls"], push["ca_bundle"])
+        environ["XNAT_PUSH_HOST"] = target.host
+        environ.pop("XNAT_PUSH_CA_BUNDLE", None)
+        environ.pop("XNAT_PUSH_INSECURE", None)
+        if isinstance(target.verify, str):
+            environ["XNAT_PUSH_CA_BUNDLE"] = target.verify
+        elif not target.verify:
+            environ["XNAT_PUSH_INSECURE"] = "1"
 
 
 def check_files(config: Mapping) -> None:
@@ -260,6 +276,12 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     xnat_host(config)
     check_files(config)
     found = subjects.read(config["subjects"]["csv"], config["subjects"]["project"])
+    from xnat_prep.importing import sheet  # the upload direction's CSVs, when configured
+
+    if config["import"]["csv"]:
+        sheet.read_imports(config["import"]["csv"], config["import"]["columns"])
+    if config["upload_resources"]["csv"]:
+        sheet.read_resources(config["upload_resources"]["csv"], config["upload_resources"]["columns"])
     values_csv = config["custom_variables"]["values_csv"]
     if config["custom_variables"]["enabled"] and values_csv:
         variables.read_values_csv(values_csv)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from xnat_prep.errors import UserError
 
 _ENV_PAIRS = (("XNAT_USER", "XNAT_PASS"), ("XNATPY_USER", "XNATPY_PASS"))
+_PUSH_ENV = (("XNAT_PUSH_USER", "XNAT_PUSH_PASS"),)
 SOURCES = (
     "XNAT_USER/XNAT_PASS environment, a netrc entry (NETRC or ~/.netrc), ~/.xnat (XNAT_CREDENTIALS_FILE)"
 )
@@ -44,8 +45,24 @@ def resolve(host: str) -> Credentials:
     raise UserError(f"no XNAT credentials for {host}: set one of {SOURCES}")
 
 
-def _from_env(host: str) -> Credentials | None:
-    for user_var, pass_var in _ENV_PAIRS:
+def resolve_target(host: str, source_host: str | None) -> Credentials:
+    """The credentials for a second server, the push target: ``XNAT_PUSH_USER``/``XNAT_PUSH_PASS``,
+    then the target's own netrc entry or ``~/.xnat`` ``hosts:`` entry. The source's pair
+    (``XNAT_USER``/``XNAT_PASS``, the file's top-level pair) only when the target is the source
+    server: a password is never sent to another server unasked."""
+    found = _from_env(host, _PUSH_ENV) or _from_netrc(host) or _from_yaml(host, per_host_only=True)
+    if found is not None:
+        return found
+    if source_host and host.rstrip("/") == source_host.rstrip("/"):
+        return resolve(host)
+    raise UserError(
+        f"no XNAT credentials for the push target {host}: set XNAT_PUSH_USER/XNAT_PUSH_PASS, a netrc entry "
+        "for it, or a hosts: entry for it in ~/.xnat"
+    )
+
+
+def _from_env(host: str, pairs: tuple[tuple[str, str], ...] = _ENV_PAIRS) -> Credentials | None:
+    for user_var, pass_var in pairs:
         user, password = os.environ.get(user_var), os.environ.get(pass_var)
         if user and password:
             return Credentials(user, password, f"environment ({user_var}/{pass_var})")
@@ -76,7 +93,7 @@ def _from_netrc(host: str) -> Credentials | None:
     return None
 
 
-def _from_yaml(host: str) -> Credentials | None:
+def _from_yaml(host: str, per_host_only: bool = False) -> Credentials | None:
     explicit = os.environ.get("XNAT_CREDENTIALS_FILE")
     path = Path(explicit) if explicit else Path.home() / ".xnat"
     if not path.is_file():
@@ -103,7 +120,7 @@ def _from_yaml(host: str) -> Credentials | None:
         raise UserError(f"credentials file {path}: 'hosts' must map server URLs to username/password")
     entry = per_host.get(host) or per_host.get(host.rstrip("/")) or per_host.get(host.rstrip("/") + "/")
     where = f"credentials file {path}" + (f" (hosts: {host})" if entry else "")
-    entry = entry or data
+    entry = entry or ({} if per_host_only else data)
     if not isinstance(entry, dict):
         raise UserError(f"{where}: expected username: and password: under the server URL")
     user, password = entry.get("username"), entry.get("password")

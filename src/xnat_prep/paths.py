@@ -35,6 +35,12 @@ NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
 CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
 UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
 VARIABLES_RECEIPT = "receipts/variables/{project}/{subject}/{session}.json"
+IMPORT_PLAN = "import/import_plan.tsv"
+IMPORT_RECEIPT = "receipts/import/{project}/{subject}/{session}.json"
+RESOURCES_PLAN = "import/resources_plan.tsv"
+RESOURCES_RECEIPT = "receipts/resources/{project}/{subject}/{session}.json"
+PUSH_PLAN = "push/import_plan.tsv"
+PUSH_RECEIPT = "receipts/push/{project}/{subject}/{session}.json"
 SUMMARY_TSV = "report/summary.tsv"
 DATA_AMOUNT_TSV = "report/data_amount.tsv"
 DATA_AMOUNT_PNG = "report/data_amount.png"
@@ -144,3 +150,14 @@ def upload_receipt(root: str | Path, project: str, subject: str, session: str) -
 def variables_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
     """The custom-variables receipt of one session."""
     return build(root, VARIABLES_RECEIPT, project=project, subject=subject, session=session)
+
+
+def import_receipt(root: str | Path, project: str, subject: str, session: str, push: bool = False) -> Path:
+    """The receipt of one imported session (of one pushed copy with ``push``)."""
+    template = PUSH_RECEIPT if push else IMPORT_RECEIPT
+    return build(root, template, project=project, subject=subject, session=session)
+
+
+def resources_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The receipt of one session's files uploaded from a resources CSV."""
+    return build(root, RESOURCES_RECEIPT, project=project, subject=subject, session=session)

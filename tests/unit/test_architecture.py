@@ -63,7 +63,7 @@ def test_every_command_is_a_module_of_commands() -> None:
     from xnat_prep import cli
 
     for name in cli.COMMANDS:
-        path = PACKAGE / "commands" / (name.replace("-", "_") + ".py")
+        path = PACKAGE / (cli.module_name(name).removeprefix("xnat_prep.").replace(".", "/") + ".py")
         tree = ast.parse(path.read_text(encoding="utf-8"))
         functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert {"add_arguments", "run"} <= functions, path

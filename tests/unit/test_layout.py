@@ -23,6 +23,9 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.DATA_AMOUNT_PNG,
     paths.PLAN_TSV,
     paths.INVENTORY_TSV,
+    paths.IMPORT_PLAN,
+    paths.IMPORT_RECEIPT,
+    paths.PUSH_PLAN,
 }
 
 

@@ -182,13 +182,9 @@ def test_dry_run_and_lint(study: Study, tmp_path: Path) -> None:
 LINT_ALLOWED = {
     (f"rule {name}", "Specify a conda environment or container for each rule.")
     for name in (
-        "discover",
-        "download_session",
-        "upload_session",
-        "set_variables",
-        "report",
-        "plan",
-        "pseudonymise_scan",
+        *("discover", "download_session", "upload_session", "set_variables", "report"),
+        *("plan", "pseudonymise_scan"),
+        *("import_plan", "import_session", "upload_resources", "push"),
     )
 }
 

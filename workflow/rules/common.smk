@@ -12,6 +12,7 @@ import time
 from xnat_prep import config as xnat_config
 from xnat_prep import manifest, paths, run, snakemake_compat
 from xnat_prep.errors import UserError
+from xnat_prep.importing import sheet as import_sheet
 
 
 def stop(error):
@@ -218,3 +219,63 @@ def finish_run(succeeded):
         print(line, file=sys.stderr)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+# -- the upload direction (rules/import.smk) -------------------------------------------------------
+# The import CSV is read at parse time (offline: its cells only, no DICOM).
+IMPORT = config["import"]
+IMPORT_ROWS = (
+    {r.key: r for r in import_sheet.read_imports(IMPORT["csv"], IMPORT["columns"])} if IMPORT["csv"] else {}
+)
+RESOURCES = config["upload_resources"]
+PUSH = config["push"]
+# Imports in flight over the whole run: each import job holds one slot until its session is in
+# the archive (`--resources xnat_imports=N` overrides it).
+snakemake_compat.default_resource(workflow, "xnat_imports", IMPORT["max_in_flight"])
+
+
+def get_import_row(wildcards):
+    """The row's cells (a param: editing a row reruns only that row's import)."""
+    row = IMPORT_ROWS[f"{wildcards.project}/{wildcards.subject}/{wildcards.session}"]
+    return as_json(
+        {
+            "source": str(row.source),
+            "dest": row.dest,
+            "on_conflict": row.on_conflict,
+            "ignore_unparsable": row.ignore_unparsable,
+        }
+    )
+
+
+def import_options():
+    """The import settings as the command's options (params: changing one reruns the imports)."""
+    flags = ["--wait-seconds", str(IMPORT["wait_seconds"])]
+    flags += ["--archive-pending"] if IMPORT["archive_pending"] else []
+    flags += [] if IMPORT["trigger_pipelines"] else ["--no-trigger-pipelines"]
+    flags += ["--direct-archive"] if IMPORT["direct_archive"] else []
+    flags += ["--server-rewrites-dicom"] if IMPORT["server_rewrites_dicom"] else []
+    return " ".join(flags)
+
+
+def column_options(columns):
+    """A CSV's column map as --column options (quoted for the shell)."""
+    return " ".join(
+        shlex.quote(f"--column={key}={header}") for key, header in sorted(columns.items()) if header
+    )
+
+
+def get_import_receipts(wildcards):
+    """Every row's import receipt."""
+    return [str(paths.import_receipt(ROOT, *key.split("/"))) for key in IMPORT_ROWS]
+
+
+def get_resources_receipts(wildcards=None):
+    """One receipt per session of the resources CSV."""
+    rows = import_sheet.read_resources(RESOURCES["csv"], RESOURCES["columns"]) if RESOURCES["csv"] else []
+    keys = dict.fromkeys((r.project, r.subject, r.session) for r in rows)
+    return [str(paths.resources_receipt(ROOT, *key)) for key in keys]
+
+
+def import_root(wildcards, output):
+    """``output_root`` as seen from an import receipt."""
+    return str(paths.root_of(output.receipt, paths.IMPORT_RECEIPT.format(**dict(wildcards.items()))))

@@ -1,0 +1,65 @@
+"""``xnat-prep push --source-dir DIR --project B --host TARGET``: pseudonymised session copies
+into a target project, through the import path (plan, decisions, verification, receipts).
+
+The target is never taken from ``XNAT_HOST`` (that is the source): ``--host`` or
+``XNAT_PUSH_HOST``; its credentials from ``XNAT_PUSH_USER``/``XNAT_PUSH_PASS`` or its own netrc or
+``~/.xnat`` entry (the source's only when both are the same server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from xnat_prep import config as config_mod
+from xnat_prep import paths
+from xnat_prep.commands.import_ import add_import_options, report, settings
+from xnat_prep.errors import UserError
+from xnat_prep.importing import push
+from xnat_prep.xnat_api import Connection
+
+HOST_ENV, CA_BUNDLE_ENV, INSECURE_ENV = "XNAT_PUSH_HOST", "XNAT_PUSH_CA_BUNDLE", "XNAT_PUSH_INSECURE"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source-dir", required=True, help="pseudonymised DICOM, one {subject}/{session}/ folder per session"
+    )
+    parser.add_argument("--project", required=True, help="the target project")
+    parser.add_argument(
+        "--on-conflict",
+        default="skip",
+        choices=["skip", "append", "replace"],
+        help="as the import CSV's column",
+    )
+    add_import_options(parser)
+    target = parser.add_argument_group("the target server (never the source's settings)")
+    target.add_argument("--host", default=os.environ.get(HOST_ENV) or None, help=f"default: ${HOST_ENV}")
+    target.add_argument(
+        "--ca-bundle", default=os.environ.get(CA_BUNDLE_ENV) or None, help=f"default: ${CA_BUNDLE_ENV}"
+    )
+    target.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get(INSECURE_ENV) == "1",
+        help=f"skip TLS verification of the target (default: on if ${INSECURE_ENV} is 1)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.host:
+        raise UserError(f"push: no target server: pass --host or set {HOST_ENV}")
+    host = config_mod.check_host(args.host, "--host")
+    target = Connection.from_settings(host, verify_tls=not args.insecure, ca_bundle=args.ca_bundle)
+    summary = push.push(
+        target,
+        args.source_dir,
+        project=args.project,
+        output_root=args.output_root,
+        source_host=os.environ.get(config_mod.HOST_ENV),
+        on_conflict=args.on_conflict,
+        dry_run=args.dry_run,
+        settings=settings(args),
+    )
+    report(summary, f"{args.output_root}/{paths.PUSH_PLAN}", args.dry_run, args.summary)
+    return 0
