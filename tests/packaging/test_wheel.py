@@ -19,7 +19,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Without PYTHONPATH: a checkout on it would shadow the wheel's copy.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 def run(*cmd, cwd, env=None, timeout=600):
+    env = CLEAN_ENV if env is None else env
     done = subprocess.run(
         [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -40,7 +45,7 @@ def test_wheel_in_a_fresh_venv_validates_and_runs_the_demo(tmp_path):
     where = run(python, "-c", "import xnat_prep; print(xnat_prep.__file__)", cwd=tmp_path).stdout
     assert where.startswith(str(venv)), where  # the wheel's copy, not the checkout's
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = dict(CLEAN_ENV)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
     (tmp_path / "subjects.csv").write_text("Project,Subject\nP1,001\n")
     (tmp_path / "my.yaml").write_text(
