@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import io
-import os
 import re
 import tarfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from lxml import etree
-from server_helpers import PROJECT, api, archived
+from server_helpers import ANONYMIZING, PROJECT, api, archived
 
 from xnat_prep.server.importer import dicom_file_name
 from xnat_prep.server.testing import ServerHandle, running_server
@@ -458,7 +457,7 @@ def test_import_round_trip_with_and_without_site_anonymization(
 ) -> None:
     """Downloaded equals uploaded only where the site does not anonymize (XNAT's default script:
     StudyDescription := project, PatientName := subject, PatientID := session)."""
-    if mode == "off" and "--anonymize" in os.environ.get("XNAT_PREP_SERVER_ARGS", ""):
+    if mode == "off" and ANONYMIZING:
         pytest.skip("XNAT_PREP_SERVER_ARGS turns anonymization on for every server")
     script = tmp_path / "site.das"
     script.write_text(CUSTOM_SCRIPT)
