@@ -496,11 +496,29 @@ def test_import_round_trip_with_and_without_site_anonymization(
         assert (session["dcmPatientName"], session["dcmPatientId"]) == ("SUBJ_A", "SESS_A")
 
 
-def test_a_script_outside_the_subset_stops_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--anonymize-script",
+            'version "6.1"\nremoveAllPrivateTags\n',
+            r"site.das:2: not in the DicomEdit subset",
+        ),
+        (
+            "--dicom-file-name-template",
+            "${PatientsName}-${SOPInstanceUID}",
+            r"PatientsName is not a DICOM keyword",
+        ),
+    ],
+)
+def test_a_script_or_template_it_cannot_honour_stops_the_server(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
     script = tmp_path / "site.das"
-    script.write_text('version "6.1"\nremoveAllPrivateTags\n')
+    script.write_text(value)
+    arg = str(script) if option == "--anonymize-script" else value
     with (
-        pytest.raises(RuntimeError, match=r"site.das:2: not in the DicomEdit subset"),
-        running_server(tmp_path / "data", extra_args=["--anonymize-script", str(script)]),
+        pytest.raises(RuntimeError, match=message),
+        running_server(tmp_path / "data", extra_args=[option, arg]),
     ):
         pass
