@@ -4,13 +4,19 @@ that set them (``add_arguments``, ``from_args``)."""
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_prep.errors import UserError
 from xnat_prep.server.anonymize import Script
 from xnat_prep.server.anonymize import load as load_script
-from xnat_prep.server.importer import DEFAULT_NAME_TEMPLATE, TEMPLATE_VARIABLE
+
+# XNAT's default dicomFileNameTemplate (TemplatizedDicomFileNamer; ".dcm" is added when it has no extension)
+DEFAULT_NAME_TEMPLATE = (
+    "${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-${HashSOPClassUIDWithSOPInstanceUID}"
+)
+TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ def from_args(args: argparse.Namespace) -> Options:
 
 def check_template(template: str) -> str:
     """Refuse a DICOM file-name template naming an element DICOM does not have (as XNAT does)."""
+    if template == DEFAULT_NAME_TEMPLATE:
+        return template  # known good; pydicom costs a quarter second of every server's start-up
     from pydicom.datadict import tag_for_keyword
 
     for variable in TEMPLATE_VARIABLE.findall(template):
