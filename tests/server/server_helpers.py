@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from xnat_prep.server.importer import dicom_file_name
 from xnat_prep.server.testing import ServerHandle
 
 PROJECT = "PROJ1"
+# XNAT_PREP_SERVER_ARGS=--anonymize runs the suite against an anonymizing site (server.testing)
+ANONYMIZING = "--anonymize" in os.environ.get("XNAT_PREP_SERVER_ARGS", "")
+SAME_BYTES = "compares downloaded bytes with uploaded ones: holds only where the site does not anonymize"
 ADMIN = ("admin", "admin")
 
 

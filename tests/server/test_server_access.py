@@ -242,3 +242,51 @@ def test_users_cli_passwd_remove_and_errors(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "user 'eve': needs a 'password' hash" in result.stderr
+
+
+def test_sharing_and_accessibility_grant_what_xnat_grants(server: ServerHandle) -> None:
+    """A shared subject is readable through the project it is shared into, changed only with rights in
+    its own; a public project is readable by every user, a private one by its members only."""
+    assert api(server, "PUT", "/data/projects/PA/subjects/SHR", auth=ROOT).status_code == 201
+    share_uri = "/data/projects/PA/subjects/SHR/projects/PB"
+    assert api(server, "PUT", share_uri, auth=as_user("alice")).status_code == 403  # no rights in PB
+    assert api(server, "PUT", share_uri, auth=as_user("bob"), params={"label": "SHR_B"}).status_code == 200
+    through_b = "/data/projects/PB/subjects/SHR_B"
+    doc = api(server, "GET", through_b, auth=as_user("bob"), params={"format": "json"})
+    assert doc.status_code == 200 and doc.json()["items"][0]["data_fields"]["project"] == "PA"
+    labels = [
+        r["label"]
+        for r in api(server, "GET", "/data/projects/PB/subjects", auth=as_user("bob")).json()["ResultSet"][
+            "Result"
+        ]
+    ]
+    assert "SHR_B" in labels
+    field = {"xsiType": "xnat:subjectData", "xnat:subjectData/fields/field[name=x]/field": "1"}
+    assert (
+        api(server, "PUT", through_b, auth=as_user("bob"), params=field).status_code == 403
+    )  # PA: collaborator
+    assert (
+        api(server, "PUT", through_b, auth=as_user("alice"), params=field).status_code == 403
+    )  # no PB access
+    assert (
+        api(server, "PUT", "/data/projects/PA/subjects/SHR", auth=as_user("alice"), params=field).status_code
+        == 200
+    )
+    assert api(server, "GET", through_b, auth=as_user("carol")).status_code == 403
+
+    assert api(server, "PUT", "/data/projects/PC", auth=ROOT).status_code == 201
+    assert api(server, "GET", "/data/projects/PC/subjects", auth=as_user("carol")).status_code == 403
+    assert (
+        api(server, "PUT", "/data/projects/PC/accessibility/public", auth=as_user("carol")).status_code == 403
+    )
+    assert api(server, "PUT", "/data/projects/PC/accessibility/public", auth=ROOT).status_code == 200
+    assert api(server, "GET", "/data/projects/PC/accessibility", auth=as_user("carol")).text == "public"
+    assert api(server, "GET", "/data/projects/PC/subjects", auth=as_user("carol")).status_code == 200
+    assert api(server, "PUT", "/data/projects/PC/subjects/NEW", auth=as_user("carol")).status_code == 403
+    assert api(server, "PUT", "/data/projects/PC/accessibility/protected", auth=ROOT).status_code == 200
+    listed = [
+        r["ID"]
+        for r in api(server, "GET", "/data/projects", auth=as_user("carol")).json()["ResultSet"]["Result"]
+    ]
+    assert "PC" in listed  # protected: listed to everyone
+    assert api(server, "GET", "/data/projects/PC/subjects", auth=as_user("carol")).status_code == 403

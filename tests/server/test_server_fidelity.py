@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import io
-import os
 import re
 import tarfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from lxml import etree
-from server_helpers import PROJECT, api, archived
+from server_helpers import ANONYMIZING, PROJECT, api, archived
 
 from xnat_prep.server.importer import dicom_file_name
 from xnat_prep.server.testing import ServerHandle, running_server
@@ -458,7 +457,7 @@ def test_import_round_trip_with_and_without_site_anonymization(
 ) -> None:
     """Downloaded equals uploaded only where the site does not anonymize (XNAT's default script:
     StudyDescription := project, PatientName := subject, PatientID := session)."""
-    if mode == "off" and "--anonymize" in os.environ.get("XNAT_PREP_SERVER_ARGS", ""):
+    if mode == "off" and ANONYMIZING:
         pytest.skip("XNAT_PREP_SERVER_ARGS turns anonymization on for every server")
     script = tmp_path / "site.das"
     script.write_text(CUSTOM_SCRIPT)
@@ -497,11 +496,29 @@ def test_import_round_trip_with_and_without_site_anonymization(
         assert (session["dcmPatientName"], session["dcmPatientId"]) == ("SUBJ_A", "SESS_A")
 
 
-def test_a_script_outside_the_subset_stops_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--anonymize-script",
+            'version "6.1"\nremoveAllPrivateTags\n',
+            r"site.das:2: not in the DicomEdit subset",
+        ),
+        (
+            "--dicom-file-name-template",
+            "${PatientsName}-${SOPInstanceUID}",
+            r"PatientsName is not a DICOM keyword",
+        ),
+    ],
+)
+def test_a_script_or_template_it_cannot_honour_stops_the_server(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
     script = tmp_path / "site.das"
-    script.write_text('version "6.1"\nremoveAllPrivateTags\n')
+    script.write_text(value)
+    arg = str(script) if option == "--anonymize-script" else value
     with (
-        pytest.raises(RuntimeError, match=r"site.das:2: not in the DicomEdit subset"),
-        running_server(tmp_path / "data", extra_args=["--anonymize-script", str(script)]),
+        pytest.raises(RuntimeError, match=message),
+        running_server(tmp_path / "data", extra_args=[option, arg]),
     ):
         pass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import xnat
-from server_helpers import PROJECT, api, archived
+from server_helpers import ANONYMIZING, PROJECT, SAME_BYTES, api, archived
 from xnat.exceptions import XNATLoginFailedError, XNATObjectAlreadyExistsError, XNATUploadError
 
 from xnat_prep.server.testing import ServerHandle
@@ -78,6 +78,7 @@ def test_alias_token_login_and_invalidation(populated: ServerHandle, xnat_sessio
         xnat.connect(populated.url, user=alias, password=secret, loglevel="CRITICAL")
 
 
+@pytest.mark.skipif(ANONYMIZING, reason=SAME_BYTES)
 def test_download_scan_zip_and_single_files(xnat_session, dicom_zip: Path, tmp_path: Path) -> None:
     experiment = xnat_session.projects[PROJECT].subjects["SUBJ01"].experiments["SUBJ01_MR1"]
     scan = experiment.scans["1"]

@@ -17,7 +17,7 @@ from types import FrameType
 
 from xnat_prep.errors import UserError
 from xnat_prep.server import faults as faults_module
-from xnat_prep.server.importer import DEFAULT_NAME_TEMPLATE
+from xnat_prep.server import options as options_module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,40 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve https")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     parser.add_argument(
-        "--dicom-file-name-template",
-        default=DEFAULT_NAME_TEMPLATE,
-        metavar="T",
-        help="name archived DICOM files with this template, as XNAT's dicomFileNameTemplate "
-        "(default: XNAT's, ${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-"
-        "${HashSOPClassUIDWithSOPInstanceUID}; .dcm is added without an extension)",
-    )
-    parser.add_argument(
-        "--anonymize",
-        action="store_true",
-        help="rewrite imported DICOM with XNAT's default anonymization script, as a site with its "
-        "site-wide script enabled: (0008,1030) := project, (0010,0010) := subject, (0010,0020) := session",
-    )
-    parser.add_argument(
-        "--anonymize-script",
-        type=Path,
-        metavar="FILE",
-        help="rewrite imported DICOM with this DicomEdit script instead (a subset: :=, - removal, "
-        "conditions with = != ~; see docs/server.md)",
-    )
-    parser.add_argument(
         "--users",
         type=Path,
         metavar="FILE",
         help="users file (see `xnat-prep users`); replaces the default admin/admin account",
     )
+    options_module.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from xnat_prep.server.anonymize import load as load_script
     from xnat_prep.server.app import XNATServer
     from xnat_prep.server.auth import Auth, User, hash_password, load_users_file
     from xnat_prep.server.faults import Faults, parse_spec
-    from xnat_prep.server.options import Options
     from xnat_prep.server.store import Store
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -93,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UserError(f"{args.tls_cert}: cannot load certificate/key: {exc}") from exc
-    script = load_script(args.anonymize_script) if args.anonymize or args.anonymize_script else None
-    options = Options(dicom_name_template=check_template(args.dicom_file_name_template), anonymize=script)
+    options = options_module.from_args(args)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir)
     auth = Auth(store, users, args.session_timeout)
@@ -116,19 +93,3 @@ def run(args: argparse.Namespace) -> int:
         server.server_close()
         store.close()
     return 0
-
-
-def check_template(template: str) -> str:
-    """Refuse a DICOM file-name template naming an element DICOM does not have (as XNAT does)."""
-    from pydicom.datadict import tag_for_keyword
-
-    from xnat_prep.server.importer import TEMPLATE_VARIABLE
-
-    for variable in TEMPLATE_VARIABLE.findall(template):
-        keywords = variable[4:].split("With") if variable.startswith("Hash") else [variable]
-        if variable.startswith("Hash") and len(keywords) < 2:
-            raise UserError(f"--dicom-file-name-template: ${{{variable}}} needs two keywords: HashAWithB")
-        bad = [k for k in keywords if tag_for_keyword(k) is None]
-        if bad:
-            raise UserError(f"--dicom-file-name-template: {', '.join(bad)} is not a DICOM keyword")
-    return template

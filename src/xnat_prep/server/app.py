@@ -8,20 +8,16 @@ The XNAT resources themselves live in ``archive.py`` (project hierarchy), ``impo
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from xnat_prep import __version__
 from xnat_prep.server import archive, dicomdump, prearchive
-from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
-from xnat_prep.server.faults import FAULTS_PATH, Faults, parse_spec
+from xnat_prep.server.faults import FAULTS_PATH, parse_spec
 from xnat_prep.server.http import Handler, Server
-from xnat_prep.server.options import Options
 from xnat_prep.server.schema import schema_text
-from xnat_prep.server.store import Store
 
 XNAT_VERSION = "1.8.10"
 LOGIN_FAILED = "<html><body><h3>Login attempt failed. Please try again.</h3></body></html>"
@@ -302,13 +298,4 @@ SIMPLE_ROUTES: dict[tuple[str, str], Callable[[Handler], None]] = {
 class XNATServer(Server):
     """The bundled XNAT server: ``http.Server`` routing every request through ``route``."""
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        store: Store,
-        auth: Auth,
-        faults: Faults,
-        ssl_context: ssl.SSLContext | None = None,
-        options: Options | None = None,
-    ) -> None:
-        super().__init__(address, store, auth, faults, route, ssl_context, options)
+    route = staticmethod(route)

@@ -150,8 +150,10 @@ def redacted_query(pairs: list[tuple[str, str]]) -> str:
 
 
 class Server(ThreadingHTTPServer):
-    """A threading HTTP(S) server whose requests go to ``route`` (see ``app.XNATServer``)."""
+    """A threading HTTP(S) server; a subclass sets ``route``, which answers every request
+    (``app.XNATServer``)."""
 
+    route: Callable[[Handler], None]
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -162,12 +164,10 @@ class Server(ThreadingHTTPServer):
         store: Store,
         auth: Auth,
         faults: Faults,
-        route: Callable[[Handler], None],
         ssl_context: ssl.SSLContext | None = None,
         options: Options | None = None,
     ) -> None:
         super().__init__(address, Handler)
-        self.route = route
         self.options = options or Options()
         self.store = store
         self.auth = auth

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
+from xnat_prep.server.options import DEFAULT_NAME_TEMPLATE, TEMPLATE_VARIABLE
 from xnat_prep.server.store import CHUNK, Blob, Store
 from xnat_prep.server.zipstream import NotAnArchive, iter_members
 
@@ -44,11 +45,6 @@ HEADER_TAGS = [
     "InstitutionName", "PatientID", "PatientName", "MagneticFieldStrength",
     "SOPClassUID", "SOPInstanceUID", "InstanceNumber",
 ]  # fmt: skip
-# XNAT's default dicomFileNameTemplate (TemplatizedDicomFileNamer; ".dcm" is added when it has no extension)
-DEFAULT_NAME_TEMPLATE = (
-    "${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-${HashSOPClassUIDWithSOPInstanceUID}"
-)
-TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 IN_MEMORY = 4 << 20  # members up to this size are parsed from memory, bigger ones from their blob
 
 
