@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="users file (see `xnat-prep users`); replaces the default admin/admin account",
     )
-    options_module.add_arguments(parser)
+    add_answer_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UserError(f"{args.tls_cert}: cannot load certificate/key: {exc}") from exc
-    options = options_module.from_args(args)
+    options = options_module.from_settings(
+        args.dicom_file_name_template, args.anonymize, args.anonymize_script
+    )
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir)
     auth = Auth(store, users, args.session_timeout)
@@ -93,3 +95,28 @@ def run(args: argparse.Namespace) -> int:
         server.server_close()
         store.close()
     return 0
+
+
+def add_answer_options(parser: argparse.ArgumentParser) -> None:
+    """The options that change what the server answers (``server.options.Options``)."""
+    parser.add_argument(
+        "--dicom-file-name-template",
+        default=options_module.DEFAULT_NAME_TEMPLATE,
+        metavar="T",
+        help="name archived DICOM files with this template, as XNAT's dicomFileNameTemplate "
+        "(default: XNAT's, ${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-"
+        "${HashSOPClassUIDWithSOPInstanceUID}; .dcm is added without an extension)",
+    )
+    parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="rewrite imported DICOM with XNAT's default anonymization script, as a site with its "
+        "site-wide script enabled: (0008,1030) := project, (0010,0010) := subject, (0010,0020) := session",
+    )
+    parser.add_argument(
+        "--anonymize-script",
+        type=Path,
+        metavar="FILE",
+        help="rewrite imported DICOM with this DicomEdit script instead (a subset: :=, - removal, "
+        "conditions with = != ~; see docs/server.md)",
+    )

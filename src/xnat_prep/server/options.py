@@ -1,9 +1,7 @@
-"""Server-wide settings that change what the server answers, and the ``xnat-prep server`` options
-that set them (``add_arguments``, ``from_args``)."""
+"""Server-wide settings that change what the server answers (``xnat-prep server`` sets them)."""
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,34 +25,10 @@ class Options:
     anonymize: Script | None = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dicom-file-name-template",
-        default=DEFAULT_NAME_TEMPLATE,
-        metavar="T",
-        help="name archived DICOM files with this template, as XNAT's dicomFileNameTemplate "
-        "(default: XNAT's, ${StudyInstanceUID}-${SeriesNumber}-${InstanceNumber}-"
-        "${HashSOPClassUIDWithSOPInstanceUID}; .dcm is added without an extension)",
-    )
-    parser.add_argument(
-        "--anonymize",
-        action="store_true",
-        help="rewrite imported DICOM with XNAT's default anonymization script, as a site with its "
-        "site-wide script enabled: (0008,1030) := project, (0010,0010) := subject, (0010,0020) := session",
-    )
-    parser.add_argument(
-        "--anonymize-script",
-        type=Path,
-        metavar="FILE",
-        help="rewrite imported DICOM with this DicomEdit script instead (a subset: :=, - removal, "
-        "conditions with = != ~; see docs/server.md)",
-    )
-
-
-def from_args(args: argparse.Namespace) -> Options:
-    """The options ``add_arguments`` read; UserError for a bad template or script."""
-    script = load_script(args.anonymize_script) if args.anonymize or args.anonymize_script else None
-    return Options(dicom_name_template=check_template(args.dicom_file_name_template), anonymize=script)
+def from_settings(template: str, anonymize: bool, anonymize_script: Path | None) -> Options:
+    """Options from the command's settings; UserError for a bad template or script."""
+    script = load_script(anonymize_script) if anonymize or anonymize_script else None
+    return Options(dicom_name_template=check_template(template), anonymize=script)
 
 
 def check_template(template: str) -> str:
