@@ -285,7 +285,6 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     values_csv = config["custom_variables"]["values_csv"]
     if config["custom_variables"]["enabled"] and values_csv:
         variables.read_values_csv(values_csv)
-    pseudonymisation(config)
     return found
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from xnat_prep import __version__, paths, receipts
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def convert_scan(
     try:
         if reason:
             data.update(status="skipped", reason=reason)
-            _replace_dir(None, out_dir)
+            replace_dir(None, out_dir)
         else:
             data.update(_run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress, scrub_sidecars))
         data.update(
@@ -168,11 +169,11 @@ def _run_dcm2niix(
         produced = sorted(tmp.iterdir())
         if proc.returncode != 0 or not any(p.name.endswith(NIFTI_SUFFIXES) for p in produced):
             reason = f"dcm2niix exit status {proc.returncode}: {_last_errors(output)}"
-            _replace_dir(None, out_dir)
+            replace_dir(None, out_dir)
             return result | {"status": "failed", "reason": reason}
         if n_converted != len(dicoms):
             reason = f"dcm2niix converted {n_converted} of {len(dicoms)} DICOM files: {_last_errors(output)}"
-            _replace_dir(None, out_dir)
+            replace_dir(None, out_dir)
             return result | {"status": "failed", "reason": reason}
         if scrub_sidecars:  # pseudonymised input: the identifying keys dcm2niix copies into its JSON
             from xnat_prep.pseudonymise import scrub_sidecar_file
@@ -180,7 +181,7 @@ def _run_dcm2niix(
             for sidecar in (p for p in produced if p.suffix == ".json"):
                 scrub_sidecar_file(sidecar)
         outputs = [describe_output(p) for p in produced]
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
         return result | {"status": "converted", "outputs": outputs}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,18 +202,6 @@ def _check_not_interrupted(returncode: int, output: str, dicom_dir: Path) -> Non
         )
     if "No space left on device" in output or "Disk quota exceeded" in output:
         raise Interrupted(f"{dicom_dir}: dcm2niix ran out of disk space; not recorded, run again")
-
-
-def _replace_dir(new: Path | None, out_dir: Path) -> None:
-    """Put ``new`` at ``out_dir`` (or just remove ``out_dir``), never leaving a mix of old and new."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    if new is not None:
-        os.replace(new, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _last_errors(output: str, keep: int = 3) -> str:

@@ -1,8 +1,9 @@
-"""Writing files so that a crash leaves the old file or none, never half a file that looks complete."""
+"""Writing files and folders so that a crash leaves the old one or none, never half of one."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,3 +32,16 @@ def atomic_write(path: str | Path, text: str, *, mode: int | None = None, fsync:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_dir(new: Path | None, out_dir: Path) -> None:
+    """Put the folder ``new`` at ``out_dir`` (or, with None, just remove ``out_dir``), never leaving a
+    mix of old and new: the old folder is renamed aside first and deleted last."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    if new is not None:
+        os.replace(new, out_dir)
+    if old is not None:
+        shutil.rmtree(old)

@@ -132,6 +132,18 @@ CASES = {
     "values-csv-empty-cell": Case(
         "values.csv, row 2, column 'value': empty", config=values_csv("session,field,value\n001_MR1,group,\n")
     ),
+    "pseudonymise-key-readable-by-others": Case(
+        "key file is readable or writable by others (mode 644)",
+        config={"pseudonymise": {"enabled": True, "key_file": "home/pseudo.key"}},
+        setup=home_file("pseudo.key", "ab" * 32 + "\n", 0o644),
+    ),
+    "pseudonymise-unknown-option": Case(
+        "pseudonymise.options: unknown profile option 'retain_everything'",
+        config={
+            "pseudonymise": {"enabled": True, "key_file": "home/pseudo.key", "options": ["retain_everything"]}
+        },
+        setup=home_file("pseudo.key", "ab" * 32 + "\n"),
+    ),
     "credentials-half": Case(
         "XNAT_USER is set but XNAT_PASS is not", credentials=False, env={"XNAT_USER": RUNNER}
     ),

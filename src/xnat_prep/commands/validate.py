@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         config_mod.merge(config, config_mod.read_yaml(path))
     os.chdir(args.directory)
     found = config_mod.offline_check(config, ", ".join(map(str, args.configfile)))
+    config_mod.pseudonymisation(config)  # the key file, options and mapping, as the workflow checks them
     projects = sorted({s.project for s in found})
     chosen = sum(bool(s.sessions) for s in found)
     print(

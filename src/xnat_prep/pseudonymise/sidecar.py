@@ -9,11 +9,11 @@ XNAT, so the fields that identify a subject, a visit or a device are removed out
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from xnat_prep.fsutil import atomic_write
 
 # Sidecar keys that identify a person, a visit, a site or a device, or hold a UID.
 IDENTIFYING_KEYS = frozenset(
@@ -75,13 +75,5 @@ def scrub_sidecar_file(
     clean = scrub_sidecar(data, drop, values)
     removed = [k for k in data if k not in clean]
     if removed:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(clean, fh, indent="\t")
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, json.dumps(clean, indent="\t") + "\n", fsync=False)
     return removed

@@ -27,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from xnat_prep import __version__
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import replace_dir
 from xnat_prep.pseudonymise.dataset import Pseudonymiser, first_value, quarantine_reason
 from xnat_prep.pseudonymise.keys import Key
 from xnat_prep.pseudonymise.profile import Profile
@@ -165,7 +166,7 @@ def pseudonymise_tree(
             raise UserError(f"{source}: no files to pseudonymise")
         if reid_table:
             write_reid_table(reid_table, p)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     quarantined.sort(key=lambda q: (q["series_number"], q["sop_instance_uid"]))
@@ -221,14 +222,3 @@ def write_reid_table(path: str | Path, p: Pseudonymiser) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def _replace_dir(new: Path, out_dir: Path) -> None:
-    """Put ``new`` at ``out_dir``, never leaving a mix of old and new."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(new, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
