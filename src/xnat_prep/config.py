@@ -134,8 +134,13 @@ def validate(config: dict, source: str = "config") -> dict:
                         f"{source}: scans.dicom.{keyword}: not a valid regular expression ({exc})"
                     ) from None
     push = config["push"]
-    if push["enabled"] and not (push["source_dir"] and push["project"]):
-        raise UserError(f"{source}: push: enabled needs source_dir and project")
+    if push["enabled"] and not push["project"]:
+        raise UserError(f"{source}: push.project: push.enabled needs the target project")
+    if push["enabled"] and not (push["source_dir"] or config["pseudonymise"]["enabled"]):
+        raise UserError(
+            f"{source}: push: push.enabled needs pseudonymise.enabled (the pushed copies are its output) "
+            "or push.source_dir (a folder already pseudonymised)"
+        )
     names = [d["name"] for d in config["custom_variables"]["derived"]]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

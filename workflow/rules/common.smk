@@ -154,6 +154,12 @@ def get_pseudo_options(wildcards):
     return " ".join(shlex.quote(w) for w in words)
 
 
+def get_pseudo_labels(wildcards):
+    """The session's XNAT labels, cleaned out of the text the pseudonymised files keep (a param)."""
+    row = next(iter(session_rows(wildcards).values()))
+    return " ".join(shlex.quote(f"--label={label}") for label in (row.project, row.subject, row.session))
+
+
 def get_session_id(wildcards):
     """The session's XNAT accession ID."""
     return next(iter(session_rows(wildcards).values())).session_id
@@ -279,3 +285,23 @@ def get_resources_receipts(wildcards=None):
 def import_root(wildcards, output):
     """``output_root`` as seen from an import receipt."""
     return str(paths.root_of(output.receipt, paths.IMPORT_RECEIPT.format(**dict(wildcards.items()))))
+
+
+def get_push_input(wildcards):
+    """What the push reads: every selected scan's pseudonymise receipt (the step's output), or the
+    configured ``push.source_dir``."""
+    if not PUSH["enabled"]:
+        stop("push: push.enabled is false: set push.enabled and push.project (config/README.md)")
+    if PUSH["source_dir"]:
+        return {"source": PUSH["source_dir"]}
+    sessions = get_sessions()
+    return {
+        "pseudo": [
+            str(paths.pseudo_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans
+        ]
+    }
+
+
+def push_source():
+    """The push command's source option: the pseudonymise output under the output root, or a folder."""
+    return f"--source-dir {shlex.quote(PUSH['source_dir'])}" if PUSH["source_dir"] else "--pseudonymised"

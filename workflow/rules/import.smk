@@ -71,9 +71,9 @@ rule upload_resources:
 
 
 rule push:
-    """Import the pseudonymised session folders into the target project (own host and credentials), through the import path."""
+    """Import the pseudonymised sessions into the target project (own host and credentials) under the pseudonyms, through the import path."""
     input:
-        source=PUSH["source_dir"] or [],
+        unpack(get_push_input),
     output:
         plan="<results>/push/import_plan.tsv",
     log:
@@ -83,9 +83,10 @@ rule push:
         xnat_imports=1,
     params:
         root=output_root("plan", paths.PUSH_PLAN),
+        source=push_source(),
         project=PUSH["project"] or "",
         on_conflict=PUSH["on_conflict"],
         options=import_options(),
     shell:
-        "xnat-prep --log {log:q} push --source-dir {input.source:q} --project {params.project:q}"
+        "xnat-prep --log {log:q} push {params.source} --project {params.project:q}"
         " --on-conflict {params.on_conflict} --output-root {params.root:q} {params.options}"

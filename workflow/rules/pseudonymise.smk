@@ -14,8 +14,9 @@ rule pseudonymise_scan:
         out=folder_of("receipt"),
         subject_id=get_subject_id,
         options=get_pseudo_options,
+        labels=get_pseudo_labels,
         # a new key pseudonymises everything again; its fingerprint identifies it, never the key
         key=PSEUDO["fingerprint"] if PSEUDO else "",
     shell:
         "xnat-prep --log {log:q} pseudonymise {params.dicom:q} {params.out:q} --subject-id {params.subject_id:q}"
-        " --layout flat {params.options} --receipt {output.receipt:q}"
+        " --layout flat {params.options} {params.labels} --receipt {output.receipt:q}"

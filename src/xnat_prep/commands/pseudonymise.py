@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TAG=ACTION",
         help="per-attribute action, repeatable: PatientAge=X, (0018,1030)=K (actions D Z X K C U)",
     )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="an XNAT label of the data (project, subject, session), repeatable: cleaned out of the "
+        "text the profile keeps (descriptions, comments) like a patient name",
+    )
     parser.add_argument("--namespace", default="", help="label mixed into every keyed value (e.g. a project)")
     parser.add_argument("--receipt", metavar="JSON", help="write the receipt here")
     parser.add_argument(
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         profile=profile,
         reid_table=args.reid_table,
         layout=args.layout,
+        labels=tuple(args.label),
     )
     if args.receipt:
         receipts.write(args.receipt, data)

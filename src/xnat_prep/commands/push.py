@@ -1,5 +1,10 @@
-"""``xnat-prep push --source-dir DIR --project B --host TARGET``: pseudonymised session copies
-into a target project, through the import path (plan, decisions, verification, receipts).
+"""``xnat-prep push (--pseudonymised | --source-dir DIR) --project B --host TARGET``:
+pseudonymised session copies into a target project, through the import path (plan, decisions,
+verification, receipts).
+
+``--pseudonymised`` takes the pseudonymise step's output under ``--output-root`` (the workflow's
+``push`` target), labels from the pseudonyms; ``--source-dir`` a tree already laid out as
+``{subject}/{session}/`` with the labels to use.
 
 The target is never taken from ``XNAT_HOST`` (that is the source): ``--host`` or
 ``XNAT_PUSH_HOST``; its credentials from ``XNAT_PUSH_USER``/``XNAT_PUSH_PASS`` or its own netrc or
@@ -22,8 +27,15 @@ HOST_ENV, CA_BUNDLE_ENV, INSECURE_ENV = "XNAT_PUSH_HOST", "XNAT_PUSH_CA_BUNDLE",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source-dir", required=True, help="pseudonymised DICOM, one {subject}/{session}/ folder per session"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--pseudonymised",
+        action="store_true",
+        help="push every selected session of the --output-root's manifest as the pseudonymise step "
+        "left it (under <output root>/pseudo/), labelled with the pseudonyms",
+    )
+    source.add_argument(
+        "--source-dir", help="pseudonymised DICOM, one {subject}/{session}/ folder per session (its labels)"
     )
     parser.add_argument("--project", required=True, help="the target project")
     parser.add_argument(
@@ -51,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"push: no target server: pass --host or set {HOST_ENV}")
     host = config_mod.check_host(args.host, "--host")
     target = Connection.from_settings(host, verify_tls=not args.insecure, ca_bundle=args.ca_bundle)
-    summary = push.push(
-        target,
-        args.source_dir,
-        project=args.project,
-        output_root=args.output_root,
-        source_host=os.environ.get(config_mod.HOST_ENV),
-        on_conflict=args.on_conflict,
-        dry_run=args.dry_run,
-        settings=settings(args),
-    )
+    common = {
+        "project": args.project,
+        "source_host": os.environ.get(config_mod.HOST_ENV),
+        "on_conflict": args.on_conflict,
+        "dry_run": args.dry_run,
+        "settings": settings(args),
+    }
+    if args.pseudonymised:
+        summary = push.push_pseudonymised(target, args.output_root, **common)
+    else:
+        summary = push.push(target, args.source_dir, output_root=args.output_root, **common)
     report(summary, f"{args.output_root}/{paths.PUSH_PLAN}", args.dry_run, args.summary)
     return 0

@@ -8,21 +8,42 @@ preflight, decisions (a rerun sends no write), streamed import, verification and
 (``receipts/push/...``). The target has its own host, TLS settings and credentials
 (``credentials.resolve_target``); the source XNAT is not contacted at all.
 
-Hook for the pseudonymisation step (``xnat_prep.pseudonymise``, its own branch): its output folder
-per subject, arranged as above, is ``push.source_dir``; nothing else is needed.
+Fed by the pseudonymise step (``push_pseudonymised``, the workflow's ``push`` target): the
+selected scans of ``manifest/scans.tsv`` and their ``pseudonymise_scan`` receipts and folders under
+``<results>/pseudo/`` (whose paths carry the *source* labels). Nothing of those paths is sent: each
+session is staged as ``<results>/push/staging/{subject pseudonym}/{session pseudonym}/{SOP UID}.dcm``
+(symlinks to the pseudonymised files, whose names are pseudonymised UIDs), and the staged tree goes
+through ``push`` as above. The labels on the target:
+
+- subject: the pseudonym the pseudonymise step wrote into PatientID/PatientName (its receipt's
+  ``pseudonym``: the mapping CSV's, else the keyed one);
+- session: ``{subject pseudonym}_{10 hex digits of SHA-256 of the pseudonymised StudyInstanceUID}``:
+  keyed (the UID is), stable across reruns and jobs, different per study, and no function of any
+  source label, date or UID that someone without the key can compute.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xnat_prep import credentials as creds_mod
+from xnat_prep import manifest, paths, receipts
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import replace_dir
 from xnat_prep.importing import sessions
 from xnat_prep.importing.sheet import IMPORT_CONFLICT, ImportRow
 from xnat_prep.subjects import LABEL
 from xnat_prep.xnat_api import Connection, RetryPolicy
+
+log = logging.getLogger(__name__)
+STAGING = "push/staging"  # under the output root: the pseudonymised tree as it is pushed
 
 
 def rows_from_tree(source_dir: Path, project: str, on_conflict: str = "skip") -> list[ImportRow]:
@@ -74,6 +95,144 @@ def push(
         push=True,
         dry_run=dry_run,
         settings=settings or sessions.Settings(),
+        credentials=credentials,
+        retry=retry,
+    )
+
+
+# -- fed by the pseudonymise step ------------------------------------------------------------------
+
+
+@dataclass
+class PseudoSession:
+    """One source session's pseudonymised files and the labels it gets on the target."""
+
+    subject: str  # the subject's pseudonym
+    study_uid: str  # pseudonymised
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def session(self) -> str:
+        return session_pseudonym(self.subject, self.study_uid)
+
+
+def session_pseudonym(subject_pseudonym: str, pseudo_study_uid: str) -> str:
+    """The session label on the target (see the module docstring)."""
+    digest = hashlib.sha256(pseudo_study_uid.encode("ascii")).hexdigest()[:10].upper()
+    return f"{subject_pseudonym}_{digest}"
+
+
+def _study_uid(path: Path) -> str:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+    except Exception as exc:  # any unreadable file: one line naming it
+        raise UserError(f"push: {path}: unreadable pseudonymised DICOM ({exc})") from None
+    uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+    if not uid:
+        raise UserError(f"push: {path}: no StudyInstanceUID")
+    return uid
+
+
+def pseudonymised_sessions(output_root: str | Path) -> list[PseudoSession]:
+    """The selected sessions (``manifest/scans.tsv``) as the pseudonymise step left them.
+
+    Every selected scan needs its ``pseudonymise_scan`` receipt (a missing one is an error naming
+    it: the step has not run); scans whose files were all quarantined contribute nothing, and a
+    session with no file left is not pushed (logged)."""
+    root = Path(output_root)
+    scans_tsv = root / paths.SCANS_TSV
+    if not scans_tsv.is_file():
+        raise UserError(f"push: {scans_tsv}: no manifest (run discover and pseudonymise first)")
+    by_session: dict[tuple[str, str, str], list[manifest.ScanRow]] = {}
+    for row in manifest.read_scans(scans_tsv):
+        by_session.setdefault((row.project, row.subject, row.session), []).append(row)
+    found: list[PseudoSession] = []
+    labels: dict[tuple[str, str], int] = {}
+    for (project, subject, session), rows in sorted(by_session.items()):
+        pseudonyms: set[str] = set()
+        files: list[Path] = []
+        for row in rows:
+            receipt = paths.pseudo_receipt(root, project, subject, session, row.scan)
+            if not receipt.is_file():
+                raise UserError(f"push: {receipt}: not pseudonymised yet (the pseudonymise step makes it)")
+            data = receipts.read(receipt)
+            if data.get("step") != "pseudonymise" or not data.get("pseudonym"):
+                raise UserError(f"push: {receipt}: not a pseudonymise receipt")
+            pseudonyms.add(str(data["pseudonym"]))
+            files += sorted(paths.outputs_of(receipt).rglob("*.dcm"))
+        if len(pseudonyms) != 1:
+            raise UserError(
+                f"push: {paths.pseudo_receipt(root, project, subject, session, rows[0].scan).parent}: "
+                f"the scans carry {len(pseudonyms)} different pseudonyms (pseudonymise them again)"
+            )
+        pseudonym = pseudonyms.pop()
+        if not LABEL.match(pseudonym):
+            raise UserError(
+                f"push: pseudonym {pseudonym!r} is not usable as an XNAT label (letters, digits, _ and -): "
+                "change it in the pseudonymise mapping CSV"
+            )
+        if not files:
+            log.warning("a session has no pseudonymised file left (all quarantined): not pushed")
+            continue
+        found.append(PseudoSession(pseudonym, _study_uid(files[0]), files))
+        key = (found[-1].subject, found[-1].session)
+        if key in labels:
+            raise UserError(f"push: two selected sessions hold the same pseudonymised study ({key[1]})")
+        labels[key] = len(found)
+    if not found:
+        raise UserError(f"push: {scans_tsv}: no pseudonymised session to push")
+    return found
+
+
+def stage(sessions: list[PseudoSession], staging: Path) -> Path:
+    """``staging/{subject pseudonym}/{session pseudonym}/{SOP UID}.dcm``, symlinks to the
+    pseudonymised files, replacing the previous staging as a whole."""
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=staging.parent, prefix=f".{staging.name}.", suffix=".tmp"))
+    try:
+        for s in sessions:
+            folder = tmp / s.subject / s.session
+            folder.mkdir(parents=True)
+            for f in s.files:
+                link = folder / f.name  # the pseudonymise step names files by pseudonymised SOP UID
+                if link.is_symlink():
+                    raise UserError(f"push: {f}: a second file with the same SOP instance UID in one session")
+                os.symlink(f.resolve(), link)
+        replace_dir(tmp, staging)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return staging
+
+
+def push_pseudonymised(
+    target: Connection,
+    output_root: str | Path,
+    *,
+    project: str,
+    source_host: str | None = None,
+    on_conflict: str = "skip",
+    dry_run: bool = False,
+    settings: sessions.Settings | None = None,
+    credentials: creds_mod.Credentials | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Any]:
+    """Push the pseudonymise step's output of every selected session into ``project`` on
+    ``target``, under the pseudonymised labels (see the module docstring)."""
+    root = Path(output_root)
+    found = pseudonymised_sessions(root)
+    staged = stage(found, root / STAGING)
+    log.info("staged %d pseudonymised session(s) in %s", len(found), staged)
+    return push(
+        target,
+        staged,
+        project=project,
+        output_root=root,
+        source_host=source_host,
+        on_conflict=on_conflict,
+        dry_run=dry_run,
+        settings=settings,
         credentials=credentials,
         retry=retry,
     )

@@ -185,12 +185,21 @@ class Pseudonymiser:
     """
 
     def __init__(
-        self, key: Key, subject_id: str, pseudonym: str | None = None, profile: Profile | None = None
+        self,
+        key: Key,
+        subject_id: str,
+        pseudonym: str | None = None,
+        profile: Profile | None = None,
+        labels: tuple[str, ...] = (),
     ):
         if not subject_id.strip():
             raise ValueError("subject_id must not be blank")
         self.key = key
         self.subject_id = subject_id
+        # The XNAT labels (project, subject, session) identify as much as PatientName: cleaned out of
+        # kept text too (XNAT writes "Project: P Subject: S Session: E" into PatientComments). Short
+        # ones are left alone, as for the values found in a file (they would match anywhere).
+        self.labels = {t for t in (label.strip() for label in labels) if len(t) >= (4 if t.isdigit() else 3)}
         self.profile = profile or Profile()
         self.pseudonym = pseudonym or key.pseudonym(subject_id)
         self.offset_days = key.date_offset_days(subject_id) if self.profile.shifts_dates else 0
@@ -260,7 +269,7 @@ class Pseudonymiser:
         text it keeps but cleans (descriptions, kept private text) is cleaned after that pass,
         of every identifying string wherever it stood.
         """
-        st = _Pass({self.subject_id})
+        st = _Pass({self.subject_id, *self.labels})
         self._walk(ds, st)
         identifiers = tuple(sorted(st.found, key=lambda s: (-len(s), s)))
         clean = self._cleaner(identifiers)

@@ -126,13 +126,15 @@ def pseudonymise_tree(
     profile: Profile | None = None,
     reid_table: str | Path | None = None,
     layout: Layout = "series",
+    labels: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Pseudonymise every DICOM file of ``source`` into ``out_dir`` (replaced); returns the
     receipt data (no key, no subject ID, no original value: only counts, pseudonymised UIDs,
-    the key's fingerprint and the method)."""
+    the key's fingerprint and the method). ``labels`` (the XNAT project, subject and session
+    labels) are cleaned out of the text the profile keeps."""
     started = time.monotonic()
     out_dir = Path(out_dir)
-    p = Pseudonymiser(key, subject_id, pseudonym, profile)
+    p = Pseudonymiser(key, subject_id, pseudonym, profile, labels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     n_input = n_written = 0
