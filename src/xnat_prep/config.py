@@ -280,7 +280,9 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     validate(config, source)
     xnat_host(config)
     check_files(config)
-    found = subjects.read(config["subjects"]["csv"], config["subjects"]["project"])
+    # No subject CSV: an import-only run; the download direction's targets say so (require_subjects).
+    csv = config["subjects"]["csv"]
+    found = subjects.read(csv, config["subjects"]["project"]) if csv else []
     from xnat_prep.importing import sheet  # the upload direction's CSVs, when configured
 
     if config["import"]["csv"]:
@@ -291,6 +293,21 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     if config["custom_variables"]["enabled"] and values_csv:
         variables.read_values_csv(values_csv)
     return found
+
+
+NO_SUBJECTS = (
+    "subjects.csv is not set: the download direction (discover, download, convert, `all`, push of "
+    "pseudonymised copies) needs a subject CSV; only the import targets (import_all, upload_resources) "
+    "run without one"
+)
+
+
+def require_subjects(config: Mapping) -> str:
+    """The subject CSV, or a UserError saying the download direction needs one."""
+    csv = config["subjects"]["csv"]
+    if not csv:
+        raise UserError(NO_SUBJECTS)
+    return csv
 
 
 def pseudonymisation(config: Mapping) -> dict[str, Any] | None:

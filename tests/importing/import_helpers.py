@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from xnat_prep.demodata.generate import write_session
 from xnat_prep.importing.decide import session_scans
 from xnat_prep.xnat_api import Client, Connection, RetryPolicy
 
+REPO = Path(__file__).resolve().parents[2]
 ADMIN = Credentials("admin", "admin", "test admin")
 FAST_RETRY = RetryPolicy(attempts=8, total_seconds=60, backoff=0.02, max_backoff=0.2)
 MODIFYING = {"PUT", "POST", "DELETE"}
@@ -86,3 +90,18 @@ def scans(url: str, project: str, label: str) -> dict[str, int]:
     assert sid is not None
     with client(url) as c:
         return {uid: s.n_files for uid, s in session_scans(c, sid).items()}
+
+
+def snakemake(workdir: Path, config: dict, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``snakemake -s <repo>/Snakefile`` in ``workdir`` with ``config``; XNAT settings only from ``env``."""
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--cores", "2", *args, "--configfile", str(workdir / "config.yaml")]
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("XNAT", "NETRC"))}
+    full.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env)
+    return subprocess.run(cmd, cwd=workdir, env=full, capture_output=True, text=True, timeout=600)

@@ -6,22 +6,18 @@ a rerun (forced) sends B no modifying request."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pydicom
 import pytest
-import yaml
-from import_helpers import client, make_project
+from import_helpers import REPO, client, make_project, snakemake
 
 from xnat_prep import paths, receipts
 from xnat_prep.importing import push
 from xnat_prep.pseudonymise import new_key_file
 from xnat_prep.server.testing import running_server
 
-REPO = Path(__file__).resolve().parents[2]
 MODIFYING = {"PUT", "POST", "DELETE"}
 SUBJECTS = ["ALICEQ17", "BOBZZ42"]  # distinctive: a leak of a label is a plain substring hit
 
@@ -35,17 +31,6 @@ def _leak_scan():
     finally:
         sys.path.remove(str(pseudo_helpers_dir))
     return pseudo_helpers
-
-
-def snakemake(workdir: Path, config: dict, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--cores", "2", *args, "--configfile", str(workdir / "config.yaml")]
-    home = workdir / "home"
-    home.mkdir(exist_ok=True)
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("XNAT", "NETRC"))}
-    full.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env)
-    return subprocess.run(cmd, cwd=workdir, env=full, capture_output=True, text=True, timeout=600)
 
 
 def data_writes(server, since: int) -> list[str]:

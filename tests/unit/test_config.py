@@ -75,8 +75,12 @@ def test_given_values_kept() -> None:
     [
         (cfg(**{"xnat": {"hots": 1}}), "xnat: unknown key 'hots' (known keys: host,"),
         (cfg(**{"extra": 1}), "(top level): unknown key 'extra'"),
-        ({"subjects": {}}, "subjects: 'csv' is missing"),
-        ({}, "(top level): 'subjects' is missing"),
+        ({"subjects": {"csv": ""}}, "subjects.csv: '' should be non-empty"),
+        (cfg(**{"push": {"enabled": True}}), "push.project: push.enabled needs the target project"),
+        (
+            cfg(**{"push": {"enabled": True, "project": "B"}}),
+            "push: push.enabled needs pseudonymise.enabled (the pushed copies are its output)",
+        ),
         (cfg(**{"xnat": {"max_connections": "4"}}), "xnat.max_connections: expected integer, got '4'"),
         (
             cfg(**{"xnat": {"max_connections": 0}}),

@@ -81,6 +81,14 @@ def read_manifest(path, mtime):
     return sessions
 
 
+def get_subjects_csv(wildcards):
+    """The subject CSV; without one (an import-only config) the download direction stops here."""
+    try:
+        return xnat_config.require_subjects(config)
+    except UserError as error:
+        stop(error)
+
+
 def get_sessions():
     """The selected scans by session; raises until the discover checkpoint has run (Snakemake's cue)."""
     if snakemake_compat.is_main_process(workflow):

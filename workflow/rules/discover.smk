@@ -1,7 +1,7 @@
 checkpoint discover:
     """List the subjects' sessions, scans and DICOM files on XNAT into the manifest: one checkpoint for the whole run."""
     input:
-        subjects=config["subjects"]["csv"],
+        subjects=get_subjects_csv,
     output:
         scans="<results>/manifest/scans.tsv",
         sessions="<results>/manifest/sessions.tsv",

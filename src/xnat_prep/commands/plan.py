@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.configfile:
         config = config_mod.load(args.configfile)
         subjects = config_mod.offline_check(config, ", ".join(args.configfile))
+        config_mod.require_subjects(config)
         root = Path(config["output_root"])
         upload, variables = config["upload"]["enabled"], config["custom_variables"]["enabled"]
         discover.run_discovery(

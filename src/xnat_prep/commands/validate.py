@@ -24,6 +24,12 @@ def run(args: argparse.Namespace) -> int:
     os.chdir(args.directory)
     found = config_mod.offline_check(config, ", ".join(map(str, args.configfile)))
     config_mod.pseudonymisation(config)  # the key file, options and mapping, as the workflow checks them
+    if not config["subjects"]["csv"]:
+        print(
+            f"OK: no subject CSV (an import-only config: the import targets only); "
+            f"XNAT {config_mod.xnat_host(config)}; results in {config['output_root']}"
+        )
+        return 0
     projects = sorted({s.project for s in found})
     chosen = sum(bool(s.sessions) for s in found)
     print(
