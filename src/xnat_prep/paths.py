@@ -41,6 +41,11 @@ RESOURCES_PLAN = "import/resources_plan.tsv"
 RESOURCES_RECEIPT = "receipts/resources/{project}/{subject}/{session}.json"
 PUSH_PLAN = "push/import_plan.tsv"
 PUSH_RECEIPT = "receipts/push/{project}/{subject}/{session}.json"
+PUSH_STAGING = (
+    "push/staging"  # the pseudonymised sessions as pushed: {subject pseudonym}/{session pseudonym}/
+)
+PUSH_UPLOAD_RECEIPT = "receipts/push-upload/{project}/{subject}/{session}.json"
+PUSH_VARIABLES_RECEIPT = "receipts/push-variables/{project}/{subject}/{session}.json"
 SUMMARY_TSV = "report/summary.tsv"
 DATA_AMOUNT_TSV = "report/data_amount.tsv"
 DATA_AMOUNT_PNG = "report/data_amount.png"

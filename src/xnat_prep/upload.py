@@ -83,11 +83,11 @@ def _upload_all(
             continue
         if converted.get("dcm2niix_version"):
             dcm2niix_versions.add(converted["dcm2niix_version"])
-        local = _local_files(paths.outputs_of(convert_receipt), converted["outputs"])
-        results[scan_id] = _sync(client, session_id, scan_id, resource, local)
+        local = local_files(paths.outputs_of(convert_receipt), converted["outputs"])
+        results[scan_id] = sync_resource(client, session_id, scan_id, resource, local)
 
 
-def _local_files(out_dir: Path, outputs: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
+def local_files(out_dir: Path, outputs: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
     """name -> (path, md5) of the convert outputs, hashed again: they must still be what was made."""
     files = {}
     for output in outputs:
@@ -105,7 +105,7 @@ def _local_files(out_dir: Path, outputs: list[dict[str, Any]]) -> dict[str, tupl
     return files
 
 
-def _sync(
+def sync_resource(
     client: Client, session_id: str, scan_id: str, label: str, local: dict[str, tuple[Path, str]]
 ) -> dict[str, Any]:
     """Make the scan's ``label`` resource hold ``local`` (by md5); returns the scan's receipt entry.

@@ -58,7 +58,7 @@ def test_workflow_pushes_only_pseudonymised_data_to_b(tmp_path: Path) -> None:
             "xnat": {"host": a.url, "max_connections": 2},
             "subjects": {"csv": str(csv)},
             "pseudonymise": {"enabled": True, "key_file": str(key)},
-            "push": {"enabled": True, "project": "PROJB", "host": b.url},
+            "push": {"enabled": True, "project": "PROJB", "host": b.url, "nifti": True, "variables": True},
         }
         env = {
             "XNAT_USER": "admin",
@@ -90,6 +90,18 @@ def test_workflow_pushes_only_pseudonymised_data_to_b(tmp_path: Path) -> None:
             assert subject in pseudonyms
             study = pydicom.dcmread(next((root / push.STAGING).glob(f"{subject}/{label}/*.dcm")))
             assert label == push.session_pseudonym(subject, str(study.StudyInstanceUID))
+
+        # the NIfTI results and custom variables went onto the copies (not onto A)
+        uploaded = sorted((root / "receipts/push-upload/PROJB").rglob("*.json"))
+        assert len(uploaded) == 2 and all(receipts.read(r)["sent"] > 0 for r in uploaded)
+        some = receipts.read(uploaded[0])
+        scan_id, entry = next((k, v) for k, v in some["scans"].items() if v["status"] == "converted")
+        with client(b.url) as c:
+            on_b = c.resource_digests(some["session_id"], scan_id, "NIFTI")
+            _, fields = c.experiment(some["session_id"])
+        assert on_b == {f["name"]: f["md5"] for f in entry["files"]}
+        assert any(name.endswith(".nii.gz") for name in on_b)
+        assert fields.get("xnatprep_status") == "complete"
 
         # the leak scan: what A's data says about its subjects, searched in all B stored and got
         helpers = _leak_scan()

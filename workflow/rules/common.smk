@@ -302,14 +302,24 @@ def get_push_input(wildcards):
         stop("push: push.enabled is false: set push.enabled and push.project (config/README.md)")
     if PUSH["source_dir"]:
         return {"source": PUSH["source_dir"]}
-    sessions = get_sessions()
-    return {
-        "pseudo": [
-            str(paths.pseudo_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans
-        ]
-    }
+    keys = [(key, scan) for key, scans in get_sessions().items() for scan in scans]
+    found = {"pseudo": [str(paths.pseudo_receipt(ROOT, *key, scan)) for key, scan in keys]}
+    if PUSH["nifti"] or PUSH["variables"]:  # onto the copies too: the conversions first
+        found["converts"] = [str(paths.convert_receipt(ROOT, *key, scan)) for key, scan in keys]
+        found["values"] = get_values_csv(wildcards) if PUSH["variables"] else []
+    return found
 
 
 def push_source():
-    """The push command's source option: the pseudonymise output under the output root, or a folder."""
-    return f"--source-dir {shlex.quote(PUSH['source_dir'])}" if PUSH["source_dir"] else "--pseudonymised"
+    """The push command's source options: the pseudonymise output under the output root (and what
+    goes onto the copies after the DICOM), or a folder."""
+    if PUSH["source_dir"]:
+        return f"--source-dir {shlex.quote(PUSH['source_dir'])}"
+    words = ["--pseudonymised"]
+    if PUSH["nifti"]:
+        words.append(f"--nifti-resource={config['upload']['resource']}")
+    if PUSH["variables"]:
+        cv = config["custom_variables"]
+        words += ["--variables", f"--prefix={cv['prefix']}", f"--derived={as_json(cv['derived'])}"]
+        words += [f"--values-csv={cv['values_csv']}"] if cv["values_csv"] else []
+    return " ".join(shlex.quote(w) for w in words)

@@ -17,7 +17,8 @@ import argparse
 import os
 
 from xnat_prep import config as config_mod
-from xnat_prep import paths
+from xnat_prep import paths, variables
+from xnat_prep.commands import options
 from xnat_prep.commands.import_ import add_import_options, report, settings
 from xnat_prep.errors import UserError
 from xnat_prep.importing import push
@@ -45,6 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="as the import CSV's column",
     )
     add_import_options(parser)
+    copy = parser.add_argument_group("after the DICOM, onto the copies (--pseudonymised only)")
+    copy.add_argument(
+        "--nifti-resource",
+        metavar="LABEL",
+        help="upload each converted scan's NIfTI results into this scan resource of the copy",
+    )
+    copy.add_argument(
+        "--variables", action="store_true", help="set the custom variables on the copy (as set-variables)"
+    )
+    copy.add_argument("--prefix", default="xnatprep_", help="prefix of the workflow's own variables")
+    copy.add_argument(
+        "--derived", default="[]", help="derived variables as JSON, as set-variables takes them"
+    )
+    copy.add_argument("--values-csv", metavar="CSV", help="user values, columns session,field,value")
     target = parser.add_argument_group("the target server (never the source's settings)")
     target.add_argument("--host", default=os.environ.get(HOST_ENV) or None, help=f"default: ${HOST_ENV}")
     target.add_argument(
@@ -71,7 +86,17 @@ def run(args: argparse.Namespace) -> int:
         "settings": settings(args),
     }
     if args.pseudonymised:
-        summary = push.push_pseudonymised(target, args.output_root, **common)
+        derived = None
+        if args.nifti_resource or args.variables:
+            definitions = variables.check_derived(
+                options.json_argument(args.derived, "--derived", list), "--derived"
+            )
+            derived = push.Derived(
+                args.nifti_resource, args.variables, args.prefix, tuple(definitions), args.values_csv
+            )
+        summary = push.push_pseudonymised(target, args.output_root, derived=derived, **common)
+    elif args.nifti_resource or args.variables:
+        raise UserError("push: --nifti-resource and --variables go with --pseudonymised")
     else:
         summary = push.push(target, args.source_dir, output_root=args.output_root, **common)
     report(summary, f"{args.output_root}/{paths.PUSH_PLAN}", args.dry_run, args.summary)

@@ -43,7 +43,7 @@ from xnat_prep.subjects import LABEL
 from xnat_prep.xnat_api import Connection, RetryPolicy
 
 log = logging.getLogger(__name__)
-STAGING = "push/staging"  # under the output root: the pseudonymised tree as it is pushed
+STAGING = paths.PUSH_STAGING
 
 
 def rows_from_tree(source_dir: Path, project: str, on_conflict: str = "skip") -> list[ImportRow]:
@@ -105,11 +105,16 @@ def push(
 
 @dataclass
 class PseudoSession:
-    """One source session's pseudonymised files and the labels it gets on the target."""
+    """One source session's pseudonymised files and the labels it gets on the target.
+
+    ``source`` and ``scans`` stay local (they carry the source's labels): the convert receipt of
+    each scan and its pseudonymised SeriesInstanceUID, to find the scan on the target."""
 
     subject: str  # the subject's pseudonym
     study_uid: str  # pseudonymised
     files: list[Path] = field(default_factory=list)
+    source: tuple[str, str, str, str] = ("", "", "", "")  # project, subject, session, session ID
+    scans: list[tuple[Path, str]] = field(default_factory=list)  # (convert receipt, series UID)
 
     @property
     def session(self) -> str:
@@ -122,16 +127,16 @@ def session_pseudonym(subject_pseudonym: str, pseudo_study_uid: str) -> str:
     return f"{subject_pseudonym}_{digest}"
 
 
-def _study_uid(path: Path) -> str:
+def _uid(path: Path, keyword: str = "StudyInstanceUID") -> str:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
     except Exception as exc:  # any unreadable file: one line naming it
         raise UserError(f"push: {path}: unreadable pseudonymised DICOM ({exc})") from None
-    uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+    uid = str(ds.get(keyword, "") or "").strip()
     if not uid:
-        raise UserError(f"push: {path}: no StudyInstanceUID")
+        raise UserError(f"push: {path}: no {keyword}")
     return uid
 
 
@@ -153,6 +158,7 @@ def pseudonymised_sessions(output_root: str | Path) -> list[PseudoSession]:
     for (project, subject, session), rows in sorted(by_session.items()):
         pseudonyms: set[str] = set()
         files: list[Path] = []
+        scans: list[tuple[Path, str]] = []
         for row in rows:
             receipt = paths.pseudo_receipt(root, project, subject, session, row.scan)
             if not receipt.is_file():
@@ -161,7 +167,11 @@ def pseudonymised_sessions(output_root: str | Path) -> list[PseudoSession]:
             if data.get("step") != "pseudonymise" or not data.get("pseudonym"):
                 raise UserError(f"push: {receipt}: not a pseudonymise receipt")
             pseudonyms.add(str(data["pseudonym"]))
-            files += sorted(paths.outputs_of(receipt).rglob("*.dcm"))
+            scan_files = sorted(paths.outputs_of(receipt).rglob("*.dcm"))
+            if scan_files:
+                convert = paths.convert_receipt(root, project, subject, session, row.scan)
+                scans.append((convert, _uid(scan_files[0], "SeriesInstanceUID")))
+            files += scan_files
         if len(pseudonyms) != 1:
             raise UserError(
                 f"push: {paths.pseudo_receipt(root, project, subject, session, rows[0].scan).parent}: "
@@ -176,7 +186,11 @@ def pseudonymised_sessions(output_root: str | Path) -> list[PseudoSession]:
         if not files:
             log.warning("a session has no pseudonymised file left (all quarantined): not pushed")
             continue
-        found.append(PseudoSession(pseudonym, _study_uid(files[0]), files))
+        found.append(
+            PseudoSession(
+                pseudonym, _uid(files[0]), files, (project, subject, session, rows[0].session_id), scans
+            )
+        )
         key = (found[-1].subject, found[-1].session)
         if key in labels:
             raise UserError(f"push: two selected sessions hold the same pseudonymised study ({key[1]})")
@@ -217,14 +231,17 @@ def push_pseudonymised(
     settings: sessions.Settings | None = None,
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
+    derived: Derived | None = None,
 ) -> dict[str, Any]:
     """Push the pseudonymise step's output of every selected session into ``project`` on
     ``target``, under the pseudonymised labels (see the module docstring)."""
     root = Path(output_root)
     found = pseudonymised_sessions(root)
+    if credentials is None:
+        credentials = creds_mod.resolve_target(target.host, source_host)
     staged = stage(found, root / STAGING)
     log.info("staged %d pseudonymised session(s) in %s", len(found), staged)
-    return push(
+    summary = push(
         target,
         staged,
         project=project,
@@ -236,3 +253,109 @@ def push_pseudonymised(
         credentials=credentials,
         retry=retry,
     )
+    if derived is not None and not dry_run:
+        summary["derived"] = push_derived(
+            target, root, found, project=project, derived=derived, credentials=credentials, retry=retry
+        )
+    return summary
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What goes to the copies after their DICOM: NIfTI into ``resource`` (None: not) and the
+    custom variables (``variables``: prefix, derived definitions, values CSV as set_variables takes them)."""
+
+    resource: str | None = None
+    variables: bool = False
+    prefix: str = "xnatprep_"
+    definitions: tuple[dict[str, Any], ...] = ()
+    values_csv: str | None = None
+
+
+def push_derived(
+    target: Connection,
+    output_root: Path,
+    found: list[PseudoSession],
+    *,
+    project: str,
+    derived: Derived,
+    credentials: creds_mod.Credentials | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, int]:
+    """The NIfTI results and custom variables of each pushed session, onto its copy: the same
+    compare-write-verify code as ``upload_session``/``set_variables``, with the target's session
+    (found by label) and scans (found by pseudonymised SeriesInstanceUID). Receipts under
+    ``receipts/push-upload`` and ``receipts/push-variables``, by the pseudonymised labels."""
+    from xnat_prep import upload, variables
+    from xnat_prep.xnat_api import Client
+
+    counts = {"nifti_sent": 0, "variables_written": 0}
+    with Client(target, credentials, retry=retry) as client:
+        ids = {str(e["label"]): str(e["ID"]) for e in client.project_experiments(project)}
+        for s in found:
+            session_id = ids.get(s.session)
+            if session_id is None:
+                raise UserError(
+                    f"push: {target.host}: no session {s.session} in project {project} after the push"
+                )
+            converts = [c for c, _ in s.scans if c.is_file()]
+            if derived.resource:
+                by_uid = {uid: scan_id for scan_id, uid in client.scan_uids(session_id).items()}
+                results: dict[str, Any] = {}
+                for convert, series_uid in s.scans:
+                    if not convert.is_file():
+                        continue
+                    converted = receipts.read(convert)
+                    scan_id = by_uid.get(series_uid)
+                    if scan_id is None:
+                        raise UserError(
+                            f"push: {s.session} on {target.host} has no scan of series {series_uid}"
+                        )
+                    if converted["status"] != "converted":
+                        results[scan_id] = {"status": converted["status"]}
+                        continue
+                    local = upload.local_files(paths.outputs_of(convert), converted["outputs"])
+                    results[scan_id] = upload.sync_resource(
+                        client, session_id, scan_id, derived.resource, local
+                    )
+                sent = sum(len(r.get("sent", [])) for r in results.values())
+                counts["nifti_sent"] += sent
+                receipts.write(
+                    paths.build(
+                        output_root,
+                        paths.PUSH_UPLOAD_RECEIPT,
+                        project=project,
+                        subject=s.subject,
+                        session=s.session,
+                    ),
+                    {
+                        "step": "push_upload",
+                        "host": target.host,
+                        "session_id": session_id,
+                        "resource": derived.resource,
+                        "scans": results,
+                        "sent": sent,
+                    },
+                )
+            if derived.variables:
+                _, _, label, source_id = s.source
+                values = variables.session_values(
+                    converts, derived.prefix, derived.definitions, derived.values_csv, (label, source_id)
+                )
+                data = variables.set_variables(
+                    target,
+                    session_id=session_id,
+                    values=values,
+                    receipt=paths.build(
+                        output_root,
+                        paths.PUSH_VARIABLES_RECEIPT,
+                        project=project,
+                        subject=s.subject,
+                        session=s.session,
+                    ),
+                    project=project,
+                    credentials=credentials,
+                    retry=retry,
+                )
+                counts["variables_written"] += len(data.get("written", []))
+    return counts
