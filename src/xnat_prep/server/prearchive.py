@@ -7,10 +7,22 @@
 * ``POST /data/services/archive?src=/prearchive/projects/P/TS/NAME`` archives a prearchive session;
   ``POST /data/services/prearchive/delete?src=...`` and ``DELETE /data/prearchive/projects/P/TS/NAME``
   remove one.
+
+As XNAT does (docs/server.md, "Prearchive"):
+
+* a second upload of a study (same project and StudyInstanceUID) into the prearchive is merged into
+  the entry that holds it (its URI answered again), not made a second entry; files it has already
+  are kept, not replaced;
+* an entry whose session label is already a session of the project's archive has status
+  ``CONFLICT`` (else ``READY``), set when the entry is built or merged into; archiving a CONFLICT
+  entry needs ``overwrite=append`` or ``delete`` (409 otherwise);
+* ``overwrite=append`` (import and archive) adds scans and files but never replaces a file the
+  archived session has already: same-named files of the upload are dropped.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,7 +31,7 @@ from xnat_prep.server.access import check_read
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.importer import ImportFailed, anonymize_session, parse_dest, read_session, xnat_label
 from xnat_prep.server.resolve import safe_path
-from xnat_prep.server.store import Conflict
+from xnat_prep.server.store import Conflict, Store
 from xnat_prep.server.zipstream import ZipEntry, scan_zip_name
 
 if TYPE_CHECKING:
@@ -82,12 +94,10 @@ def import_service(h: Handler) -> None:
             labels = {"project": project, "subject": subject, "session": session}
             anonymize_session(store, doc, options.anonymize, labels, options.dicom_name_template)
         if dest["area"] == "prearchive":
-            stamp = timestamp()
-            name = xnat_label(session)
-            doc.update(subject=subject, uploaded=time.strftime("%Y-%m-%d %H:%M:%S.000"))
-            store.add_prearchive(project, stamp, name, doc)
-            h.send_text(f"/data/prearchive/projects/{project}/{stamp}/{name}\r\n")
+            h.send_text(f"{to_prearchive(store, project, subject, session, doc)}\r\n")
             return
+        if overwrite == "append":
+            store.discard_blobs(keep_existing_files(store, doc, store.experiment(session, project)))
         experiment_id = store.archive_session(doc, project, subject, session, overwrite, user)
     except Conflict as exc:
         store.discard_blobs(blobs(doc))
@@ -103,6 +113,69 @@ def import_service(h: Handler) -> None:
     h.send_text(
         f"/data/archive/projects/{project}/subjects/{experiment.subject_id}/experiments/{experiment_id}\r\n"
     )
+
+
+def to_prearchive(store: Store, project: str, subject: str, session: str, doc: dict[str, Any]) -> str:
+    """Put an upload into the project's prearchive (merged into the entry of the same study if there
+    is one) and return the entry's URI."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S.000")
+    study = doc["fields"].get("UID", "")
+    with _merge_lock:
+        for p, stamp, name, old in store.prearchive(project):
+            if p == project and study and old["fields"].get("UID") == study:
+                merged = merge(store, old, doc)
+                merged.update(uploaded=now, status=status(store, project, name))
+                store.take_prearchive(project, stamp, name, keep_blobs=True)
+                store.add_prearchive(project, stamp, name, merged)
+                return f"/data/prearchive/projects/{project}/{stamp}/{name}"
+        stamp, name = timestamp(), xnat_label(session)
+        doc.update(subject=subject, uploaded=now, status=status(store, project, name))
+        store.add_prearchive(project, stamp, name, doc)
+    return f"/data/prearchive/projects/{project}/{stamp}/{name}"
+
+
+_merge_lock = threading.Lock()
+
+
+def status(store: Store, project: str, name: str) -> str:
+    """CONFLICT when the project's archive has a session of that label already, else READY."""
+    return "CONFLICT" if store.experiment(name, project) is not None else "READY"
+
+
+def merge(store: Store, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s scans and files added to ``old``'s (files ``old`` has already are kept, the new
+    copies' blobs dropped)."""
+    scans = {s["id"]: s for s in old["scans"]}
+    dropped: list[str] = []
+    for scan in new["scans"]:
+        have = scans.get(scan["id"])
+        if have is None:
+            old["scans"].append(scan)
+            continue
+        paths = {f["path"] for f in have["files"]}
+        for f in scan["files"]:
+            if f["path"] in paths:
+                dropped.append(f["blob"])
+            else:
+                have["files"].append(f)
+    store.discard_blobs(dropped)
+    return old
+
+
+def keep_existing_files(store: Store, doc: dict[str, Any], experiment: Any) -> list[str]:
+    """``overwrite=append`` never replaces a file the archived session has: drop such files from
+    ``doc``; returns their blobs (for the caller to discard once nothing can go back)."""
+    dropped: list[str] = []
+    if experiment is None:
+        return dropped
+    for scan in doc["scans"]:
+        resource = store.resource(f"scan:{experiment.id}/{scan['id']}", "DICOM")
+        if resource is None:
+            continue
+        there = {f.path for f in store.files(resource.id)}
+        dropped += [f["blob"] for f in scan["files"] if f["path"] in there]
+        scan["files"] = [f for f in scan["files"] if f["path"] not in there]
+    return dropped
 
 
 def blobs(doc: dict[str, Any]) -> list[str]:
@@ -137,14 +210,17 @@ def archive_service(h: Handler) -> None:
             409,
             f"session {session} already exists in project {target}; use overwrite=append or overwrite=delete",
         )
+    entry = copy.deepcopy(doc)
+    dropped = keep_existing_files(store, doc, existing) if overwrite == "append" else []
     store.take_prearchive(project, stamp, name, keep_blobs=True)
     try:
         experiment_id = store.archive_session(
             doc, target, subject, session, "delete" if overwrite == "delete" else "append", user
         )
     except BaseException:
-        store.add_prearchive(project, stamp, name, doc)  # put it back: nothing was archived
+        store.add_prearchive(project, stamp, name, entry)  # put it back: nothing was archived
         raise
+    store.discard_blobs(dropped)
     experiment = store.experiment(experiment_id)
     assert experiment is not None
     h.send_text(
@@ -185,7 +261,7 @@ def session_row(project: str, stamp: str, name: str, doc: dict[str, Any]) -> dic
         "folderName": name,
         "name": name,
         "tag": fields.get("UID", ""),
-        "status": "READY",
+        "status": doc.get("status", "READY"),
         "url": f"/prearchive/projects/{project}/{stamp}/{name}",
         "autoarchive": "Manual",
         "prevent_anon": "false",
