@@ -1,0 +1,190 @@
+"""Snakemake logger plugin ``xnat-prep-progress``: xnat-prep's live progress view per stage.
+
+``snakemake --logger xnat-prep-progress`` (the workflow's default profile sets it). Snakemake finds
+logger plugins as top-level packages named ``snakemake_logger_plugin_<name>`` on ``sys.path``
+(``snakemake_interface_logger_plugins``, ``PluginRegistryBase.collect_plugins``): this package is
+shipped in the xnat-prep distribution (``src/``), so installing xnat-prep, editable or not,
+registers it; there is no entry point to declare.
+
+A thin adapter: the events go to :class:`xnat_prep.progress.Progress`; this file only draws.
+Snakemake keeps one handler writing to the terminal, so this one also writes Snakemake's own
+messages, formatted, filtered and coloured by Snakemake's default handler classes: the default
+output stays as it was, with the view added (in a terminal: redrawn in place under it; else:
+plain blocks every ``interval`` seconds, when a stage finishes, and at the end). The log file
+under ``.snakemake/log/`` is Snakemake's own, untouched.
+"""
+
+# no `from __future__ import annotations`: the settings' field types must be real types (argparse)
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from logging import LogRecord
+from typing import Any, TextIO
+
+from snakemake_interface_logger_plugins.base import LogHandlerBase
+from snakemake_interface_logger_plugins.common import LogEvent
+from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
+
+from xnat_prep.progress import Progress
+
+# The main Snakemake process runs inside a batch job: nobody watches a terminal redraw.
+BATCH_JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+MODES = ("auto", "live", "plain")
+
+
+@dataclass
+class LogHandlerSettings(LogHandlerSettingsBase):
+    mode: str = field(
+        default="auto",
+        metadata={
+            "help": "live: redraw the view in place; plain: print it as lines every --interval seconds; "
+            "auto: live in a terminal, plain otherwise and inside a batch job.",
+            "choices": list(MODES),
+        },
+    )
+    interval: int = field(
+        default=30,
+        metadata={"help": "Seconds between two views in plain mode.", "type": int},
+    )
+
+
+def live_possible(stream: TextIO, environ: Any = os.environ) -> bool:
+    """Whether ``auto`` means live: a terminal that is not dumb, not inside a batch job."""
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()) or environ.get("TERM") == "dumb":
+        return False
+    return not any(environ.get(name) for name in BATCH_JOB_VARIABLES)
+
+
+class LogHandler(LogHandlerBase):
+    def __post_init__(self) -> None:
+        from snakemake.logging import ColorizingTextHandler, DefaultFilter, DefaultFormatter
+
+        cs = self.common_settings
+        settings = self.settings if isinstance(self.settings, LogHandlerSettings) else LogHandlerSettings()
+        self.stream: TextIO = sys.stdout if getattr(cs, "stdout", False) else sys.stderr
+        # Snakemake's default terminal output, unchanged (this handler replaces it on the stream)
+        self.default = ColorizingTextHandler(
+            nocolor=cs.nocolor,
+            stream=self.stream,
+            formatter=DefaultFormatter(cs.quiet, cs.show_failed_logs),
+            filter=DefaultFilter(cs.quiet, cs.debug_dag, cs.verbose, cs.dryrun, cs.printshellcmds),
+        )
+        quiet = {str(q).lower().rsplit(".", 1)[-1] for q in (cs.quiet or ())}
+        self.enabled = not cs.dryrun and not quiet & {"progress", "all"}
+        self.live = settings.mode == "live" or (settings.mode == "auto" and live_possible(self.stream))
+        self.interval = max(int(settings.interval), 1)
+        self.model = Progress()
+        self.lock = threading.RLock()
+        self.drawn = 0  # lines of the live view on screen
+        self.finished_stages: set[str] = set()
+        self.closed = False
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, name="xnat-prep-progress", daemon=True)
+        if self.enabled:
+            self.ticker.start()
+
+    @property
+    def writes_to_stream(self) -> bool:
+        return True
+
+    @property
+    def writes_to_file(self) -> bool:
+        return False
+
+    @property
+    def has_filter(self) -> bool:
+        return True  # every event feeds the view; the default filter applies to the messages shown
+
+    @property
+    def has_formatter(self) -> bool:
+        return True
+
+    @property
+    def needs_rulegraph(self) -> bool:
+        return False
+
+    def emit(self, record: LogRecord) -> None:
+        try:
+            with self.lock:
+                self._feed(record)
+                self._clear()
+                self.default.handle(record)
+                if self.enabled:
+                    self._after_event()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed and self.enabled and self.model.stages:
+                self.stop.set()
+                self._clear()
+                self._write(self.model.lines(final=True))
+            self.closed = True
+        super().close()
+
+    # ----- drawing -----
+
+    def _feed(self, record: LogRecord) -> None:
+        event = getattr(record, "event", None)
+        get = record.__dict__.get
+        if event == LogEvent.RUN_INFO and isinstance(get("stats"), dict):
+            self.model.on_stats(get("stats"))
+        elif event == LogEvent.JOB_INFO:
+            self.model.on_job_info(
+                get("jobid"), get("rule_name"), get("wildcards") or {}, get("output") or []
+            )
+        elif event == LogEvent.JOB_FINISHED:
+            self.model.on_job_finished(get("job_id"))
+        elif event == LogEvent.JOB_ERROR:
+            self.model.on_job_error(get("jobid"), get("rule_name"))
+        elif event == LogEvent.PROGRESS:
+            self.model.on_progress(get("done") or 0, get("total") or 0)
+        elif event == LogEvent.ERROR:
+            self.model.on_error()
+
+    def _after_event(self) -> None:
+        if self.live:
+            self._draw()
+            return
+        finished = {s.name for s in self.model.ordered() if s.finished}
+        if finished - self.finished_stages:  # a stage just finished: one view in plain mode
+            self.finished_stages |= finished
+            self._write(self.model.lines())
+
+    def _tick(self) -> None:
+        while not self.stop.wait(0.5 if self.live else self.interval):
+            with self.lock:
+                if self.closed:
+                    return
+                if self.live:
+                    self._clear()
+                    self._draw()
+                elif any(s.running for s in self.model.stages.values()):
+                    self._write(self.model.lines())
+
+    def _draw(self) -> None:
+        if not self.model.stages:
+            return
+        lines = self.model.lines()
+        columns = _columns(self.stream)
+        self._write([line[: columns - 1] for line in lines])
+        self.drawn = len(lines)
+
+    def _clear(self) -> None:
+        if self.live and self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the view's first line, erase below
+            self.drawn = 0
+
+    def _write(self, lines: list[str]) -> None:
+        self.stream.write("".join(line + "\n" for line in lines))
+        self.stream.flush()
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 120
