@@ -44,6 +44,8 @@ PUSH_RECEIPT = "receipts/push/{project}/{subject}/{session}.json"
 SUMMARY_TSV = "report/summary.tsv"
 DATA_AMOUNT_TSV = "report/data_amount.tsv"
 DATA_AMOUNT_PNG = "report/data_amount.png"
+REPORT_PROJECTS_TSV = "report/projects.tsv"  # xnat-prep summary's tables, from the manifest
+REPORT_SCAN_TYPES_TSV = "report/scan_types.tsv"
 
 
 def safe_component(label: str) -> str:
