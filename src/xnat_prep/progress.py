@@ -103,6 +103,7 @@ class _Job:
     rule: str
     wildcards: dict[str, str]
     output: list[str]
+    state: str = "running"  # running | done | failed
 
 
 @dataclass
@@ -140,8 +141,15 @@ class Progress:
         self._retotal()
 
     def on_job_info(self, jobid: int, rule: str, wildcards: Mapping[str, Any], output: Iterable[str]) -> None:
-        """A job starts."""
-        if jobid in self.jobs:
+        """A job starts (again, when Snakemake retries a failed one: ``retries``)."""
+        known = self.jobs.get(jobid)
+        if known is not None:
+            if known.state == "failed" and known.rule not in HIDDEN:  # a retry: no longer a problem
+                stage = self._stage(known.rule)
+                stage.failed = max(stage.failed - 1, 0)
+                stage.running += 1
+                known.state = "running"
+                self._retotal()
             return
         outputs = [_plain_path(o) for o in output]
         self.jobs[jobid] = _Job(rule, {k: str(v) for k, v in dict(wildcards or {}).items()}, outputs)
@@ -158,8 +166,9 @@ class Progress:
     def on_job_finished(self, jobid: int) -> None:
         """A job ended well (its outputs are there)."""
         job = self.jobs.get(jobid)
-        if job is None or job.rule in HIDDEN:
+        if job is None or job.rule in HIDDEN or job.state != "running":
             return
+        job.state = "done"
         stage = self._stage(job.rule)
         stage.running = max(stage.running - 1, 0)
         stage.done += 1
@@ -172,10 +181,11 @@ class Progress:
         """A job failed."""
         job = self.jobs.get(jobid)
         name = job.rule if job else rule
-        if not name or name in HIDDEN:
+        if not name or name in HIDDEN or (job is not None and job.state != "running"):
             return
         stage = self._stage(name)
         if job is not None:
+            job.state = "failed"
             stage.running = max(stage.running - 1, 0)
         stage.failed += 1
         stage.ended = self.clock()

@@ -154,6 +154,21 @@ def test_jobs_seen_raise_a_total_the_manifest_cannot_explain(tmp_path: Path) -> 
     assert (stage.done, stage.problems, stage.finished) == (2, 1, True)
 
 
+def test_a_retried_job_is_a_problem_only_while_it_has_failed(tmp_path: Path) -> None:
+    progress = Progress(Clock())
+    write_manifest(tmp_path)
+    receipt = info(progress, 1, "download_session", tmp_path, **session_wildcards(SESSIONS[0]))
+    progress.on_job_error(1)
+    stage = progress.stages["download_session"]
+    assert (stage.failed, stage.running, progress.problems) == (1, 0, 1)
+    info(progress, 1, "download_session", tmp_path, **session_wildcards(SESSIONS[0]))  # retries: 2
+    assert (stage.failed, stage.running, progress.problems) == (0, 1, 0)
+    receipts.write(receipt, {"bytes": 5})
+    progress.on_job_finished(1)
+    progress.on_job_finished(1)  # a duplicate event counts once
+    assert (stage.done, stage.failed, stage.bytes_done, stage.total) == (1, 0, 5, 2)
+
+
 def test_unknown_rules_and_events_out_of_order_are_harmless(tmp_path: Path) -> None:
     progress = Progress(Clock())
     progress.on_job_finished(99)  # never started
