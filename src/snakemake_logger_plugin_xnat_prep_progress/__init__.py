@@ -7,11 +7,19 @@ shipped in the xnat-prep distribution (``src/``), so installing xnat-prep, edita
 registers it; there is no entry point to declare.
 
 A thin adapter: the events go to :class:`xnat_prep.progress.Progress`; this file only draws.
-Snakemake keeps one handler writing to the terminal, so this one also writes Snakemake's own
-messages, formatted, filtered and coloured by Snakemake's default handler classes: the default
-output stays as it was, with the view added (in a terminal: redrawn in place under it; else:
-plain blocks every ``interval`` seconds, when a stage finishes, and at the end). The log file
-under ``.snakemake/log/`` is Snakemake's own, untouched.
+Snakemake runs plugin handlers in a thread of their own (a queue listener), while its default
+handler writes synchronously, in order with the workflow's own prints (the problem lines at the
+end). So:
+
+- plain (no terminal, a batch job, or ``mode: plain``): Snakemake's default handler stays as it
+  is and this one only adds the view, as one block per write: every ``interval`` seconds while
+  jobs run, and once at the end;
+- live (a terminal): Snakemake lets one handler own the terminal, so this one takes it and also
+  writes Snakemake's own messages, with Snakemake's default filter, formatter and colours, the
+  view redrawn in place under them. When the last job is done it erases the view and waits for
+  the end, so the workflow's final lines are not drawn over.
+
+The log file under ``.snakemake/log/`` is Snakemake's own, untouched.
 """
 
 # no `from __future__ import annotations`: the settings' field types must be real types (argparse)
@@ -73,12 +81,12 @@ class LogHandler(LogHandlerBase):
         )
         quiet = {str(q).lower().rsplit(".", 1)[-1] for q in (cs.quiet or ())}
         self.enabled = not cs.dryrun and not quiet & {"progress", "all"}
-        self.live = settings.mode == "live" or (settings.mode == "auto" and live_possible(self.stream))
+        wanted = settings.mode == "live" or (settings.mode == "auto" and live_possible(self.stream))
+        self.live = self.enabled and wanted
         self.interval = max(int(settings.interval), 1)
         self.model = Progress()
         self.lock = threading.RLock()
         self.drawn = 0  # lines of the live view on screen
-        self.finished_stages: set[str] = set()
         self.closed = False
         self.stop = threading.Event()
         self.ticker = threading.Thread(target=self._tick, name="xnat-prep-progress", daemon=True)
@@ -87,7 +95,7 @@ class LogHandler(LogHandlerBase):
 
     @property
     def writes_to_stream(self) -> bool:
-        return True
+        return self.live  # plain: Snakemake keeps its own terminal handler
 
     @property
     def writes_to_file(self) -> bool:
@@ -109,10 +117,10 @@ class LogHandler(LogHandlerBase):
         try:
             with self.lock:
                 self._feed(record)
-                self._clear()
-                self.default.handle(record)
-                if self.enabled:
-                    self._after_event()
+                if self.live:
+                    self._clear()
+                    self.default.handle(record)
+                    self._draw()
         except Exception:
             self.handleError(record)
 
@@ -145,15 +153,6 @@ class LogHandler(LogHandlerBase):
         elif event == LogEvent.ERROR:
             self.model.on_error()
 
-    def _after_event(self) -> None:
-        if self.live:
-            self._draw()
-            return
-        finished = {s.name for s in self.model.ordered() if s.finished}
-        if finished - self.finished_stages:  # a stage just finished: one view in plain mode
-            self.finished_stages |= finished
-            self._write(self.model.lines())
-
     def _tick(self) -> None:
         while not self.stop.wait(0.5 if self.live else self.interval):
             with self.lock:
@@ -162,11 +161,11 @@ class LogHandler(LogHandlerBase):
                 if self.live:
                     self._clear()
                     self._draw()
-                elif any(s.running for s in self.model.stages.values()):
+                elif any(s.running for s in self.model.stages.values()) and not self.model.complete:
                     self._write(self.model.lines())
 
     def _draw(self) -> None:
-        if not self.model.stages:
+        if not self.model.stages or self.model.complete:  # the end: the final view comes at close()
             return
         lines = self.model.lines()
         columns = _columns(self.stream)

@@ -209,6 +209,11 @@ class Progress:
         return known + [s for n, s in self.stages.items() if n not in STAGE_ORDER]
 
     @property
+    def complete(self) -> bool:
+        """Snakemake said every job of the run is done."""
+        return self.total_steps > 0 and self.done_steps >= self.total_steps
+
+    @property
     def problems(self) -> int:
         return sum(s.failed + s.problems for s in self.stages.values()) + self.errors
 

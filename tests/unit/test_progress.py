@@ -238,32 +238,47 @@ def feed_a_job(handler: plugin.LogHandler, tmp_path: Path) -> None:
     handler.emit(record(LogEvent.PROGRESS, None, done=1, total=2))
 
 
-def test_plugin_plain_keeps_snakemake_output_and_adds_the_view(tmp_path: Path) -> None:
+def test_plugin_plain_adds_the_view_and_leaves_snakemake_its_own_handler(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = make_handler("plain", stream)
+    assert not handler.writes_to_stream  # Snakemake keeps its default terminal handler
     feed_a_job(handler, tmp_path)
     handler.close()
     text = stream.getvalue()
     assert "\x1b[" not in text  # no terminal control in plain mode
-    # Snakemake's own messages, as its default handler writes them
-    assert (
-        "Building DAG of jobs..." in text
-        and "Finished jobid: 7" in text
-        and "1 of 2 steps (50%) done" in text
-    )
-    assert "download_session" in text.split("xnat-prep done:")[1]  # the final view
-    assert "2.0 MB of 4.0 MB" in text
+    assert "Building DAG of jobs..." not in text  # Snakemake writes its own messages
+    assert text.startswith("xnat-prep done: 1/2 jobs")  # one block at the end
+    assert "download_session" in text and "2.0 MB of 4.0 MB" in text
 
 
 def test_plugin_live_redraws_in_place(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = make_handler("live", stream)
+    assert handler.writes_to_stream  # it owns the terminal: Snakemake's messages go through it
     feed_a_job(handler, tmp_path)
+    # Snakemake's own messages, as its default handler writes them
+    text = stream.getvalue()
+    assert "Building DAG of jobs..." in text and "Finished jobid: 7" in text and "1 of 2 steps (50%)" in text
     handler.close()
     text = stream.getvalue()
     assert "\x1b[2F\x1b[J" in text  # the two-line view (header + one stage) erased before the next message
     assert text.rstrip().splitlines()[-1].startswith("download_session     1/2")
     assert text.count("xnat-prep done:") == 1
+
+
+def test_plugin_live_erases_the_view_when_every_job_is_done(tmp_path: Path) -> None:
+    """The workflow prints its problem lines after the last job: the view must not be drawn over them."""
+    stream = io.StringIO()
+    handler = make_handler("live", stream)
+    feed_a_job(handler, tmp_path)
+    handler.emit(record(LogEvent.PROGRESS, None, done=2, total=2))
+    tail = stream.getvalue().rsplit("\x1b[J", 1)[1]
+    assert tail == "2 of 2 steps (100%) done\n"  # erased, the message written, no view under it
+    stream.write("xnat-prep: problem: something\n")  # the workflow's own print
+    handler.close()
+    assert (
+        stream.getvalue().split("xnat-prep: problem: something\n")[1].startswith("xnat-prep done: 2/2 jobs")
+    )
 
 
 def test_plugin_is_silent_in_a_dry_run(tmp_path: Path) -> None:
@@ -274,7 +289,7 @@ def test_plugin_is_silent_in_a_dry_run(tmp_path: Path) -> None:
     handler.stream = handler.default.stream = stream
     feed_a_job(handler, tmp_path)
     handler.close()
-    assert "Building DAG of jobs..." in stream.getvalue() and "xnat-prep" not in stream.getvalue()
+    assert not handler.writes_to_stream and stream.getvalue() == ""  # Snakemake's own handler writes
 
 
 def test_auto_mode() -> None:
