@@ -23,6 +23,7 @@ The log file under ``.snakemake/log/`` is Snakemake's own, untouched.
 """
 
 # no `from __future__ import annotations`: the settings' field types must be real types (argparse)
+import io
 import os
 import sys
 import threading
@@ -79,6 +80,8 @@ class LogHandler(LogHandlerBase):
             formatter=DefaultFormatter(cs.quiet, cs.show_failed_logs),
             filter=DefaultFilter(cs.quiet, cs.debug_dag, cs.verbose, cs.dryrun, cs.printshellcmds),
         )
+        self.messages = _Buffer()
+        self.default.stream = self.messages  # colours were decided on the real stream above
         quiet = {str(q).lower().rsplit(".", 1)[-1] for q in (cs.quiet or ())}
         self.enabled = not cs.dryrun and not quiet & {"progress", "all"}
         wanted = settings.mode == "live" or (settings.mode == "auto" and live_possible(self.stream))
@@ -118,9 +121,8 @@ class LogHandler(LogHandlerBase):
             with self.lock:
                 self._feed(record)
                 if self.live:
-                    self._clear()
-                    self.default.handle(record)
-                    self._draw()
+                    self.default.handle(record)  # into self.messages
+                    self._frame(self.messages.take())
         except Exception:
             self.handleError(record)
 
@@ -128,8 +130,8 @@ class LogHandler(LogHandlerBase):
         with self.lock:
             if not self.closed and self.enabled and self.model.stages:
                 self.stop.set()
-                self._clear()
-                self._write(self.model.lines(final=True))
+                final = "".join(line + "\n" for line in self.model.lines(final=True))
+                self._put(self._erase() + final)
             self.closed = True
         super().close()
 
@@ -159,27 +161,41 @@ class LogHandler(LogHandlerBase):
                 if self.closed:
                     return
                 if self.live:
-                    self._clear()
-                    self._draw()
+                    self._frame("")
                 elif any(s.running for s in self.model.stages.values()) and not self.model.complete:
-                    self._write(self.model.lines())
+                    self._put("".join(line + "\n" for line in self.model.lines()))
 
-    def _draw(self) -> None:
-        if not self.model.stages or self.model.complete:  # the end: the final view comes at close()
-            return
-        lines = self.model.lines()
-        columns = _columns(self.stream)
-        self._write([line[: columns - 1] for line in lines])
-        self.drawn = len(lines)
+    def _frame(self, messages: str) -> None:
+        """One write: the view erased, Snakemake's messages, the view again (none once all is done:
+        the workflow prints its last lines then, and the final view comes at close())."""
+        view = []
+        if self.model.stages and not self.model.complete:
+            columns = _columns(self.stream)
+            view = [line[: columns - 1] for line in self.model.lines()]
+        self._put(self._erase() + messages + "".join(line + "\n" for line in view))
+        self.drawn = len(view)
 
-    def _clear(self) -> None:
-        if self.live and self.drawn:
-            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the view's first line, erase below
-            self.drawn = 0
+    def _erase(self) -> str:
+        """Up to the view's first line and erase below (nothing when no view is drawn)."""
+        erase = f"\x1b[{self.drawn}F\x1b[J" if self.live and self.drawn else ""
+        self.drawn = 0
+        return erase
 
-    def _write(self, lines: list[str]) -> None:
-        self.stream.write("".join(line + "\n" for line in lines))
-        self.stream.flush()
+    def _put(self, text: str) -> None:
+        """One write call: another thread's print lands before or after it, never inside."""
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class _Buffer(io.StringIO):
+    """Where Snakemake's default handler writes in live mode, to go out within one frame."""
+
+    def take(self) -> str:
+        text = self.getvalue()
+        self.seek(0)
+        self.truncate()
+        return text
 
 
 def _columns(stream: TextIO) -> int:

@@ -219,7 +219,7 @@ def make_handler(mode: str, stream: io.StringIO) -> plugin.LogHandler:
     settings = MockOutputSettings()
     settings.nocolor = True
     handler = plugin.LogHandler(settings, plugin.LogHandlerSettings(mode=mode, interval=3600))
-    handler.stream = handler.default.stream = stream
+    handler.stream = stream
     return handler
 
 
@@ -286,7 +286,7 @@ def test_plugin_is_silent_in_a_dry_run(tmp_path: Path) -> None:
     settings = MockOutputSettings()
     settings.dryrun = True
     handler = plugin.LogHandler(settings, plugin.LogHandlerSettings())
-    handler.stream = handler.default.stream = stream
+    handler.stream = stream
     feed_a_job(handler, tmp_path)
     handler.close()
     assert not handler.writes_to_stream and stream.getvalue() == ""  # Snakemake's own handler writes

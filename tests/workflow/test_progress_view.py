@@ -81,6 +81,7 @@ def test_plain_lines_without_a_terminal(main_run: Run) -> None:
     assert "\x1b[" not in output
     assert "Finished jobid" in output and "steps (100%) done" in output  # Snakemake's own lines
     assert output.count("xnat-prep done:") == 1
+    assert len(main_run.result.lines("xnat-prep: problem: DEMO/")) == 2  # the workflow's lines intact
     check_against_report(final_view(output), main_run.root)
 
 
@@ -118,4 +119,7 @@ def test_redrawn_in_place_under_a_pseudo_terminal(study: Study, tmp_path: Path) 
     assert re.search(r"\x1b\[\d+F\x1b\[J", output)  # the view erased and redrawn in place
     assert "Finished jobid" in output  # Snakemake's own output still there
     assert output.count("xnat-prep done:") == 1
+    # the workflow's own last lines are intact, not drawn over: one per rejected series
+    lines = ANSI.sub("", output).replace("\r", "").splitlines()
+    assert len([ln for ln in lines if ln.startswith("xnat-prep: problem: DEMO/")]) == 2
     check_against_report(final_view(output), workdir / "results")
