@@ -49,6 +49,8 @@ PUSH_VARIABLES_RECEIPT = "receipts/push-variables/{project}/{subject}/{session}.
 SUMMARY_TSV = "report/summary.tsv"
 DATA_AMOUNT_TSV = "report/data_amount.tsv"
 DATA_AMOUNT_PNG = "report/data_amount.png"
+REPORT_PROJECTS_TSV = "report/projects.tsv"  # xnat-prep summary's tables, from the manifest
+REPORT_SCAN_TYPES_TSV = "report/scan_types.tsv"
 
 
 def safe_component(label: str) -> str:

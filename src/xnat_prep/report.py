@@ -4,6 +4,8 @@
 plus one per discovery error and one per session whose writes XNAT refused (state ``denied``:
 a read-only user); ``data_amount.tsv`` sums DICOM and NIfTI per project; the plot
 shows both per project. :func:`problems` turns the summary into one line per problem.
+:func:`manifest_summary` gives ``xnat-prep summary``'s per-project and scan type x series
+description tables from the manifest (no request): ``projects.tsv``, ``scan_types.tsv``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from xnat_prep import manifest, paths, receipts
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,68 @@ def plot(totals: Sequence[Mapping[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
+def manifest_summary(root: str | Path) -> dict[str, Any]:
+    """``xnat-prep summary``'s tables (``projects``, ``scan_types``: pandas frames) for what discovery
+    listed under ``root``: the manifest's selected and skipped scans, and the selected scans' file
+    lists (files, bytes, share with a server md5; a skipped scan's files are not listed, so 0).
+    ``scan_types`` adds ``selected`` (scans the run took). No session dates: discovery does not
+    list them (``xnat-prep summary`` does), so ``first_date``/``last_date`` stay empty."""
+    from xnat_prep.summary import ProjectData, tables
+
+    root = Path(root)
+    selected = manifest.read_scans(root / paths.SCANS_TSV)
+    listed = [*selected, *manifest.read_skipped(root / paths.SKIPPED_TSV)]
+    projects: dict[str, ProjectData] = {}
+    subjects: dict[str, set[str]] = {}
+    sessions: set[str] = set()
+    for row in listed:
+        data = projects.setdefault(row.project, ProjectData(row.project, files=[]))
+        subjects.setdefault(row.project, set()).add(row.subject)
+        if row.session_id not in sessions:
+            sessions.add(row.session_id)
+            data.sessions.append(
+                {"ID": row.session_id, "label": row.session, "subject_label": row.subject,
+                 "xsiType": row.xsi_type, "date": ""}
+            )  # fmt: skip
+        data.scans.append(
+            {"session_id": row.session_id, "scan_id": row.scan_id, "scan_type": row.scan_type,
+             "series_description": row.series_description}
+        )  # fmt: skip
+    for error in manifest.read_errors(root / paths.ERRORS_TSV):
+        projects.setdefault(error.project, ProjectData(error.project, files=[]))
+        subjects.setdefault(error.project, set()).add(error.subject)
+    by_session: dict[tuple[str, str, str], tuple[str, set[str]]] = {}
+    for row in selected:
+        by_session.setdefault((row.project, row.subject, row.session), (row.session_id, set()))[1].add(
+            row.scan_id
+        )
+    for (project, subject, session), (session_id, scan_ids) in by_session.items():
+        try:
+            files = manifest.read_session_files(paths.session_files(root, project, subject, session))
+        except FileNotFoundError:  # the run's report still comes: without this session's files
+            files = {}
+        for scan_id in scan_ids:
+            projects[project].files.extend(  # type: ignore[union-attr]
+                {"session_id": session_id, "scan_id": scan_id, "size": f.size, "md5": f.md5}
+                for f in files.get(scan_id, [])
+            )
+    for name, data in projects.items():
+        data.subjects = [{"label": s} for s in sorted(subjects[name] - {""})]
+    found = tables([projects[p] for p in sorted(projects)])
+    types = found["scan_types"]
+    keys = ["project", "scan_type", "series_description"]
+    taken = [asdict(r) for r in selected]
+    if len(types):
+        import pandas as pd
+
+        counts = pd.DataFrame(taken, columns=[*keys, "scan_id"]).groupby(keys).size().rename("selected")
+        types = types.join(counts, on=keys)
+        types["selected"] = types["selected"].fillna(0).astype(int)
+    else:
+        types["selected"] = []
+    return {"projects": found["projects"], "scan_types": types}
+
+
 def write_report(
     root: str | Path,
     *,
@@ -198,13 +263,22 @@ def write_report(
     summary: str | Path,
     amounts_tsv: str | Path,
     plot_png: str | Path,
+    projects_tsv: str | Path | None = None,
+    scan_types_tsv: str | Path | None = None,
 ) -> list[ScanSummary]:
-    """Write the summary TSV, the per-project amounts TSV and the plot; return the summary rows."""
+    """Write the summary TSV, the per-project amounts TSV and the plot (and, when given, the
+    manifest's project and scan-type tables); return the summary rows."""
     rows = summarize(root, upload=upload, variables=variables)
     _write_tsv(Path(summary), [f.name for f in fields(ScanSummary)], [asdict(r) for r in rows])
     totals = amounts(rows)
     _write_tsv(Path(amounts_tsv), AMOUNT_COLUMNS, totals)
     plot(totals, plot_png)
+    if projects_tsv is not None or scan_types_tsv is not None:
+        found = manifest_summary(root)
+        for table, path in (("projects", projects_tsv), ("scan_types", scan_types_tsv)):
+            if path is not None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, found[table].to_csv(sep="\t", index=False, lineterminator="\n"))
     problems_found = sum(r.state in PROBLEM_STATES for r in rows)
     log.info("%d scan(s) summarised, %d problem(s)", sum(bool(r.scan) for r in rows), problems_found)
     return rows

@@ -21,6 +21,8 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.SUMMARY_TSV,
     paths.DATA_AMOUNT_TSV,
     paths.DATA_AMOUNT_PNG,
+    paths.REPORT_PROJECTS_TSV,
+    paths.REPORT_SCAN_TYPES_TSV,
     paths.PLAN_TSV,
     paths.INVENTORY_TSV,
     paths.IMPORT_PLAN,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from xnat_prep import manifest, paths, receipts, report
@@ -130,3 +131,55 @@ def test_refused_writes_are_one_problem_per_session(tmp_path: Path) -> None:
     )
     denied = [line for line in report.problems(summary) if line.startswith("Q/")]
     assert denied == ["Q/S1/E1: denied: no write permission on project Q (upload_session, set_variables)"]
+
+
+def test_project_summary_tables_from_the_manifest(tmp_path: Path) -> None:
+    """xnat-prep summary's tables in the run report: selected and skipped scans, the selected scans'
+    files (sizes, md5 share) from the manifest; written beside the summary."""
+    build(tmp_path)
+    scans = manifest.read_scans(tmp_path / paths.SCANS_TSV)  # XNAT IDs are unique across projects
+    scans = [s if s.project == "P" else dataclasses.replace(s, session_id="XQ1") for s in scans]
+    manifest.write_tsv(tmp_path / paths.SCANS_TSV, scans)
+    # P's session also holds a scan discovery skipped, and a second session with only a skipped scan
+    identity = ("P", "S1", "XS1", "E1", "XE1", "xnat:mrSessionData")
+    skipped = [
+        manifest.SkippedRow(*identity, "5", "T1", "", "type in scans.exclude_types"),
+        manifest.SkippedRow("P", "S3", "XS3", "E3", "XE3", "xnat:petSessionData", "1", "PET", "", "excluded"),
+    ]
+    manifest.write_tsv(tmp_path / paths.SKIPPED_TSV, skipped)
+    files = [
+        manifest.FileRow(scan_id, "DICOM", f"{scan_id}-{i}.dcm", 50, "" if i else "abc", "uri")
+        for scan_id in ("1", "2", "3", "4")
+        for i in range(2)
+    ]
+    manifest.write_tsv(paths.session_files(tmp_path, "P", "S1", "E1"), files)
+    found = report.manifest_summary(tmp_path)
+    p = found["projects"].set_index("project").loc["P"]
+    assert (p["subjects"], p["sessions"], p["scans"], p["files"], p["bytes"]) == (3, 2, 6, 8, 400)
+    assert p["sessions_by_type"] == "xnat:mrSessionData=1, xnat:petSessionData=1"
+    assert p["md5_share"] == 0.5 and p["requests"] == 0
+    types = found["scan_types"].set_index(["project", "scan_type"])
+    assert types.loc[("P", "T1"), ["scans", "selected", "bytes"]].tolist() == [2, 1, 100]  # 1 selected, 5 not
+    assert types.loc[("P", "PET"), ["scans", "selected", "files"]].tolist() == [1, 0, 0]
+    assert types.loc[("Q", "T1"), "bytes"] == 0  # Q's file list is not in the manifest
+
+    out = tmp_path / "report"
+    report.write_report(
+        tmp_path,
+        upload=True,
+        variables=True,
+        summary=out / "s.tsv",
+        amounts_tsv=out / "a.tsv",
+        plot_png=out / "p.png",
+        projects_tsv=out / "projects.tsv",
+        scan_types_tsv=out / "scan_types.tsv",
+    )
+    assert (out / "projects.tsv").read_text().splitlines()[0].startswith("project\tsubjects\tsessions")
+    assert "selected" in (out / "scan_types.tsv").read_text().splitlines()[0].split("\t")
+
+
+def test_project_summary_of_an_empty_manifest(tmp_path: Path) -> None:
+    manifest.write_tsv(tmp_path / paths.SCANS_TSV, [], manifest.ScanRow)
+    manifest.write_tsv(tmp_path / paths.ERRORS_TSV, [], manifest.ErrorRow)
+    found = report.manifest_summary(tmp_path)
+    assert len(found["projects"]) == 0 and "selected" in found["scan_types"].columns

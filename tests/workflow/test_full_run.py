@@ -9,7 +9,7 @@ import nibabel
 import pytest
 from workflow_helpers import ADMIN, PASSWORD, Run, Study, all_files, file_md5s, read_json
 
-from xnat_prep import paths
+from xnat_prep import manifest, paths
 from xnat_prep.demodata.protocols import session_protocol
 
 pytestmark = pytest.mark.workflow
@@ -129,6 +129,17 @@ def test_report_files(main_run: Run) -> None:
     assert demo["project"] == "DEMO" and demo["sessions"] == "2"
     assert int(demo["dicom_bytes"]) == sum(s.bytes for s in main_run.scans())
     assert (main_run.root / paths.DATA_AMOUNT_PNG).read_bytes().startswith(b"\x89PNG")
+    # xnat-prep summary's tables, from the manifest: the selected scans' files and bytes, no request
+    with open(main_run.root / paths.REPORT_PROJECTS_TSV) as fh:
+        [project] = list(csv.DictReader(fh, delimiter="\t"))
+    skipped = manifest.read_skipped(main_run.root / paths.SKIPPED_TSV)
+    assert (project["project"], project["sessions"], project["requests"]) == ("DEMO", "2", "0")
+    assert int(project["scans"]) == len(main_run.scans()) + len(skipped)
+    assert int(project["files"]) == sum(s.n_files for s in main_run.scans())
+    assert int(project["bytes"]) == int(demo["dicom_bytes"])
+    with open(main_run.root / paths.REPORT_SCAN_TYPES_TSV) as fh:
+        types = list(csv.DictReader(fh, delimiter="\t"))
+    assert sum(int(t["selected"]) for t in types) == len(main_run.scans())
 
 
 def test_password_never_written_nor_on_a_command_line(main_run: Run, study: Study) -> None:

@@ -14,6 +14,13 @@ rule report:
             caption="../report/data_amount_plot.rst",
             category="Data amount",
         ),
+        # xnat-prep summary's tables, from the manifest (no XNAT request)
+        projects=report(
+            "<results>/report/projects.tsv", caption="../report/projects.rst", category="Project summary"
+        ),
+        scan_types=report(
+            "<results>/report/scan_types.tsv", caption="../report/scan_types.rst", category="Project summary"
+        ),
     log:
         "logs/report/report.log",
     params:

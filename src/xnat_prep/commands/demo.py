@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=int, default=1, help="sessions per subject")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
+        "--progress",
+        choices=["auto", "live", "plain"],
+        default="auto",
+        help="the progress view: redrawn in place (live), as lines (plain), or live in a terminal (auto)",
+    )
+    parser.add_argument(
         "--keep-server", action="store_true", help="leave the server running after the run (Ctrl-C to stop)"
     )
 
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"demo study: project {PROJECT}, {len(sessions)} sessions, subject list {csv}")
         cmd = snakemake_command(demo_dir, write_config(demo_dir, server.url, csv), args.cores)
+        if args.progress != "auto":  # the default profile turns the view on (logger xnat-prep-progress)
+            cmd += ["--logger-xnat-prep-progress-mode", args.progress]
         rc = run_workflow(cmd)
         results = (demo_dir / "results").resolve()
         if rc != 0:

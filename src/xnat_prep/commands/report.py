@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         summary=summary,
         amounts_tsv=root / paths.DATA_AMOUNT_TSV,
         plot_png=root / paths.DATA_AMOUNT_PNG,
+        projects_tsv=root / paths.REPORT_PROJECTS_TSV,
+        scan_types_tsv=root / paths.REPORT_SCAN_TYPES_TSV,
     )
     found = report.problems(summary)
     print(f"report: {summary} ({len(found)} problem(s))")
