@@ -101,7 +101,7 @@ def test_shuffled_manifest_same_layout():
 
 
 def test_unmapped():
-    scans = study() + [scan("SUB001_MR1", "11", "ASL", "pcasl")]
+    scans = [*study(), scan("SUB001_MR1", "11", "ASL", "pcasl")]
     out = build(scans, mapping(BASE))
     assert ("error", "unmapped") in codes(out)
     line = next(p.line() for p in out.problems if p.code == "unmapped")
@@ -135,7 +135,7 @@ def test_rule_matching_nothing():
 
 
 def test_expected_count():
-    scans = study() + [scan("SUB001_MR1", "12", "T1w_MPR")]
+    scans = [*study(), scan("SUB001_MR1", "12", "T1w_MPR")]
     out = build(scans, mapping(BASE))
     lines = [p.line() for p in out.problems if p.code == "expect"]
     assert lines == ["warning: expect: session SUB001_MR1, rule 't1' (#2): 2 scan(s), expected 1"]
@@ -243,7 +243,7 @@ def test_lint_writes_and_stops(tmp_path):
     from xnat_prep import bids, manifest, paths
 
     (tmp_path / "manifest").mkdir()
-    scans = study() + [scan("SUB001_MR1", "11", "ASL", "pcasl")]
+    scans = [*study(), scan("SUB001_MR1", "11", "ASL", "pcasl")]
     manifest.write_tsv(tmp_path / paths.SCANS_TSV, scans)
     (tmp_path / "bids.yaml").write_text(BASE)
     with pytest.raises(UserError, match="1 BIDS mapping problem") as caught:
@@ -261,4 +261,5 @@ def test_lint_writes_and_stops(tmp_path):
 
 
 def test_layout_module_has_no_disk_access():
-    assert "open(" not in open(layout_mod.__file__).read()
+    with open(layout_mod.__file__) as fh:
+        assert "open(" not in fh.read()

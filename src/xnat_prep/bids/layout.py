@@ -39,7 +39,8 @@ _NUMERIC = {"run", "echo", "flip", "inv", "chunk"}
 @dataclass(frozen=True)
 class Problem:
     level: str  # error | warning
-    code: str  # unmapped, ambiguous, shadowed, undecided, unused_rule, expect, invalid_name, label, no_task, fmap_targets
+    # unmapped, ambiguous, shadowed, undecided, unused_rule, expect, invalid_name, label, no_task, fmap_targets
+    code: str
     message: str
     session: str = ""
     scan: str = ""
@@ -90,7 +91,7 @@ class Planned:
         for key, value in output.entities if output else ():
             entities[key] = fill_template(value, self.scan.scan_type, self.scan.series_description, sidecar)
         parts = [self.prefix()] + [f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k, "") != ""]
-        return datatype, "_".join(parts + [suffix])
+        return datatype, "_".join([*parts, suffix])
 
     def predicted(self) -> list[tuple[str, str]]:
         """Every (datatype, stem) this scan should give (placeholders for sidecar values)."""
@@ -437,13 +438,11 @@ def _check_expect(
 def _fieldmaps(planned: list[Planned], mapping: Mapping_, problems: list[Problem]) -> None:
     """B0FieldIdentifier per fieldmap instance, the nearest (or every) instance per target."""
     for rule in mapping.rules:
-        if rule.datatype == "fmap" and not rule.intended_for and not rule.skip:
-            if any(p.rule is rule for p in planned):
-                problems.append(
-                    Problem(
-                        "warning", "fmap_targets", "fieldmap rule without intended_for", rule=rule.describe()
-                    )
-                )
+        used = any(p.rule is rule for p in planned)
+        if rule.datatype == "fmap" and not rule.intended_for and not rule.skip and used:
+            problems.append(
+                Problem("warning", "fmap_targets", "fieldmap rule without intended_for", rule=rule.describe())
+            )
     by_session: dict[str, list[Planned]] = {}
     for p in planned:
         by_session.setdefault(p.scan.session_id, []).append(p)
