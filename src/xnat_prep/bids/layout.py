@@ -39,7 +39,7 @@ _NUMERIC = {"run", "echo", "flip", "inv", "chunk"}
 @dataclass(frozen=True)
 class Problem:
     level: str  # error | warning
-    # unmapped, ambiguous, shadowed, undecided, unused_rule, expect, invalid_name, label, no_task, fmap_targets
+    # unmapped ambiguous shadowed undecided unused_rule expect invalid_name label no_task fmap_targets
     code: str
     message: str
     session: str = ""
