@@ -44,6 +44,7 @@ class Placed:
     datatype: str
     source: dict[str, Path]  # extension -> converted file
     sidecar: dict[str, Any]
+    output: Output | None = None
 
 
 @dataclass
@@ -125,7 +126,7 @@ def place(layout: Layout, root: Path) -> list[Placed]:
                     f"session {p.scan.session} scan {p.scan.scan_id} ({p.rule.describe()}): {relstem} is "
                     f"also the name of an image of scan {names[relstem].planned.scan.scan_id}"
                 )
-            item = Placed(p, relstem, datatype, files, sidecar)
+            item = Placed(p, relstem, datatype, files, sidecar, output)
             names[relstem] = item
             placed.append(item)
     return placed
@@ -148,6 +149,8 @@ def sidecars(placed: list[Placed]) -> dict[str, dict[str, Any]]:
     for item in placed:
         p = item.planned
         data = dict(item.sidecar)
+        data.update(p.rule.metadata)
+        data.update(item.output.metadata if item.output else ())
         if item.datatype == "func" and "task" in p.entities:
             data.setdefault("TaskName", p.entities["task"])
         if p.b0_identifier:

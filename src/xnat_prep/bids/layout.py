@@ -8,6 +8,7 @@ Every problem is one line naming session, scan, type, description and rule.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -278,7 +279,7 @@ def build(
         position[(s.session_id, s.scan_id)] = per_session[s.session_id] = (
             per_session.get(s.session_id, -1) + 1
         )
-        if f"{s.session}/{s.scan_id}" in mapping.exclude_scans:
+        if any(fnmatch.fnmatchcase(f"{s.session}/{s.scan_id}", x) for x in mapping.exclude_scans):
             skipped.append((s, "exclude_scans"))
             continue
         hits: list[Rule] = []

@@ -71,6 +71,7 @@ class Output:
     datatype: str
     suffix: str
     entities: tuple[tuple[str, str], ...]
+    metadata: tuple[tuple[str, Any], ...] = ()
 
     def routes(self, sidecar: Mapping[str, Any]) -> bool:
         for key, pattern, regex in self.sidecar:
@@ -99,6 +100,7 @@ class Rule:
     b0_group: str
     pick: str
     outputs: tuple[Output, ...]
+    metadata: tuple[tuple[str, Any], ...] = ()
 
     @property
     def dicom_keywords(self) -> list[str]:
@@ -216,6 +218,7 @@ def parse(data: Any, path: str) -> Mapping_:
                     datatype=o_type,
                     suffix=o_suffix,
                     entities=_entities(out.get("entities"), f"{o_where}.entities"),
+                    metadata=tuple((out.get("metadata") or {}).items()),
                 )
             )
         rules.append(
@@ -234,6 +237,7 @@ def parse(data: Any, path: str) -> Mapping_:
                 b0_group=raw.get("b0_group") or re.sub(r"[^A-Za-z0-9]", "", name),
                 pick=raw["pick"],
                 outputs=tuple(outputs),
+                metadata=tuple((raw.get("metadata") or {}).items()),
             )
         )
     for rule in rules:
