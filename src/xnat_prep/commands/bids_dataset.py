@@ -14,8 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-root", type=Path, required=True, help="the run's output_root")
     parser.add_argument("--mapping", required=True, help="the bids.yaml mapping")
     parser.add_argument("--receipt", type=Path, help="receipt JSON to write (default: the workflow's)")
-    parser.add_argument("--strict", action="store_true", help="lint warnings are errors too")
-    pseudo = parser.add_argument_group("pseudonymised runs (labels from the pseudonyms)")
+    add_lint_arguments(parser)
+
+
+def add_lint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options the mapping's lint takes (also `plan`'s)."""
+    parser.add_argument("--strict", action="store_true", help="BIDS lint warnings are errors too")
+    pseudo = parser.add_argument_group("pseudonymised runs (BIDS labels from the pseudonyms)")
     pseudo.add_argument("--pseudonymised", action="store_true", help="the scans were pseudonymised")
     pseudo.add_argument("--key-file", help="key file (default: $XNAT_PREP_PSEUDO_KEY_FILE)")
     pseudo.add_argument("--namespace", default="", help="the pseudonymise namespace")
@@ -29,11 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     root = args.output_root
-    pseudo = (
-        {"key_file": args.key_file, "namespace": args.namespace, "mapping_csv": args.mapping_csv}
-        if args.pseudonymised
-        else None
-    )
+    pseudo = pseudo_settings(args)
     layout, _ = bids.lint(root, args.mapping, strict=args.strict, pseudo=pseudo)
     mapping = bids.load(args.mapping)
     host = os.environ.get(HOST_ENV, "").rstrip("/")
@@ -62,3 +63,9 @@ def run(args: argparse.Namespace) -> int:
         f"{result.unchanged} unchanged, {len(result.removed)} removed, {result.copied} copied)"
     )
     return 0
+
+
+def pseudo_settings(args: argparse.Namespace) -> dict[str, str | None] | None:
+    if not args.pseudonymised:
+        return None
+    return {"key_file": args.key_file, "namespace": args.namespace, "mapping_csv": args.mapping_csv}
