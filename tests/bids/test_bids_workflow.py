@@ -148,7 +148,7 @@ def test_lint_error_stops_before_download(server, tmp_path):
     result = server.snakemake(workdir, broken)
     assert result.returncode != 0
     assert (
-        "error: unmapped: session SUB001_MR1, scan 1 (type 'AAHead_Scout', description 'AAHead_Scout'): no rule matches"
-        in result.stderr
+        "error: unmapped: session SUB001_MR1, scan 1 (type 'AAHead_Scout', "
+        "description 'AAHead_Scout'): no rule matches" in result.stderr
     )
     assert not (workdir / "results" / "dicom").exists()

@@ -102,14 +102,17 @@ def place(layout: Layout, root: Path) -> list[Placed]:
     names: dict[str, Placed] = {}
     for p in layout.planned:
         images = _images(p, root)
-        if not p.rule.outputs and len(images) != 1:
+        if not p.rule.outputs and len(images) != 1 and not _auto_echoes(p, images):
             raise UserError(
                 f"session {p.scan.session} scan {p.scan.scan_id} ({p.rule.describe()}): dcm2niix gave "
                 f"{len(images)} images; route them with outputs: (sidecar keys, e.g. EchoNumber, ImageType)"
             )
+        echoes = _auto_echoes(p, images)
         for files, sidecar in images:
             output: Output | None = None
-            if p.rule.outputs:
+            if echoes:
+                output = Output((), "", "", (("echo", str(sidecar["EchoNumber"])),))
+            elif p.rule.outputs:
                 output = next((o for o in p.rule.outputs if o.routes(sidecar)), None)
                 if output is None:
                     shown = {
@@ -130,6 +133,16 @@ def place(layout: Layout, root: Path) -> list[Placed]:
             names[relstem] = item
             placed.append(item)
     return placed
+
+
+def _auto_echoes(p: Planned, images: list[tuple[dict[str, Path], dict[str, Any]]]) -> bool:
+    """Several magnitude images that differ by echo only (multi-echo, no outputs: in the rule):
+    each gets echo-<EchoNumber>, as heudiconv does."""
+    if p.rule.outputs or len(images) < 2 or "echo" in p.entities:
+        return False
+    numbers = [sidecar.get("EchoNumber") for _, sidecar in images]
+    phase = any("P" in (sidecar.get("ImageType") or []) for _, sidecar in images)
+    return not phase and None not in numbers and len(set(numbers)) == len(numbers)
 
 
 def _nifti_ext(item: Placed) -> str:
@@ -162,6 +175,12 @@ def sidecars(placed: list[Placed]) -> dict[str, dict[str, Any]]:
             ]
             if targets:
                 data["IntendedFor"] = targets
+        if item.relstem.endswith("_phasediff") and not {"EchoTime1", "EchoTime2"} <= set(data):
+            # a phase difference needs both echo times: take them from its magnitude images
+            times = {t.relstem.rsplit("_", 1)[1]: t.sidecar.get("EchoTime") for t in by_scan.get(p.key, [])}
+            if times.get("magnitude1") and times.get("magnitude2"):
+                data.setdefault("EchoTime1", times["magnitude1"])
+                data.setdefault("EchoTime2", times["magnitude2"])
         if p.b0_sources:
             data["B0FieldSource"] = p.b0_sources[0] if len(p.b0_sources) == 1 else list(p.b0_sources)
         out[item.relstem] = data
