@@ -152,3 +152,22 @@ def test_lint_error_stops_before_download(server, tmp_path):
         "description 'AAHead_Scout'): no rule matches" in result.stderr
     )
     assert not (workdir / "results" / "dicom").exists()
+
+
+def test_pseudonymised_run_gives_pseudonymised_bids(server, tmp_path):
+    from xnat_prep.pseudonymise import load_key, new_key_file
+
+    key = new_key_file(tmp_path / "pseudo.key")
+    workdir = tmp_path / "run"
+    result = server.snakemake(workdir, MAPPING, pseudonymise={"enabled": True, "key_file": str(key)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    root = workdir / "results"
+    folder = root / paths.BIDS_DIR
+    subject_ids = sorted(
+        {line.split("\t")[2] for line in (root / paths.SCANS_TSV).read_text().splitlines()[1:]}
+    )
+    expected = sorted(f"sub-{load_key(key).pseudonym(i)}" for i in subject_ids)
+    assert sorted(p.name for p in folder.glob("sub-*")) == expected
+    names = "".join(str(p) for p in folder.rglob("*"))
+    assert "SUB00" not in names and "ses-1" in names
+    assert json.loads((root / paths.BIDS_VALIDATE_RECEIPT).read_text())["errors"] == 0
