@@ -15,6 +15,7 @@ from xnat_prep import bids, manifest, paths, plan
 from xnat_prep.bids import dataset, draft, validate
 from xnat_prep.errors import UserError
 
+pytestmark = pytest.mark.slow  # a converted demo study (dcm2niix) and the validator
 MAPPING = REPO / "config" / "bids.yaml"
 
 

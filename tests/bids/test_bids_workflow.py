@@ -18,6 +18,7 @@ import yaml
 from xnat_prep import paths
 from xnat_prep.server.testing import running_server
 
+pytestmark = [pytest.mark.workflow, pytest.mark.slow, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[2]
 MAPPING = REPO / "config" / "bids.yaml"
 ADMIN = ("admin", "admin")
@@ -29,7 +30,7 @@ class Server:
     csv: Path
 
     def snakemake(
-        self, workdir: Path, mapping: Path, *args: str, **config_extra
+        self, workdir: Path, mapping: Path, *args: str, timeout: float = 1200, **config_extra
     ) -> subprocess.CompletedProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         config = {
@@ -47,7 +48,7 @@ class Server:
         env.update(HOME=str(home), XNAT_USER=ADMIN[0], XNAT_PASS=ADMIN[1])
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
         cmd += ["--cores", "2", *args, "--configfile", str(workdir / "config.yaml")]
-        return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
