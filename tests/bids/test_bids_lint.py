@@ -263,3 +263,22 @@ def test_lint_writes_and_stops(tmp_path):
 def test_layout_module_has_no_disk_access():
     with open(layout_mod.__file__) as fh:
         assert "open(" not in fh.read()
+
+
+def test_plan_command_lints_and_exits_non_zero(tmp_path, capsys):
+    from xnat_prep import cli, manifest, paths
+
+    scans = [*study(), scan("SUB001_MR1", "11", "ASL", "pcasl")]
+    manifest.write_tsv(tmp_path / paths.SCANS_TSV, scans)
+    manifest.write_tsv(tmp_path / paths.ERRORS_TSV, [], manifest.ErrorRow)
+    manifest.write_tsv(paths.session_files(tmp_path, "P", "SUB001", "SUB001_MR1"), [], manifest.FileRow)
+    (tmp_path / "bids.yaml").write_text(BASE)
+    argv = ["plan", "--output-root", str(tmp_path), "--bids-mapping", str(tmp_path / "bids.yaml")]
+    assert cli.main(argv) == 2  # a UserError: the exit status of bad input
+    err = capsys.readouterr().err
+    assert "1 BIDS mapping problem(s), nothing downloaded" in err
+    assert "error: unmapped: session SUB001_MR1, scan 11 (type 'ASL', description 'pcasl')" in err
+    assert (tmp_path / paths.PLAN_TSV).is_file() and not (tmp_path / "dicom").exists()
+    manifest.write_tsv(tmp_path / paths.SCANS_TSV, study())
+    assert cli.main(argv) == 0
+    assert "BIDS mapping" in capsys.readouterr().out
