@@ -292,6 +292,10 @@ def offline_check(config: dict, source: str) -> list[Subject]:
     values_csv = config["custom_variables"]["values_csv"]
     if config["custom_variables"]["enabled"] and values_csv:
         variables.read_values_csv(values_csv)
+    if config["bids"]["mapping"]:  # the BIDS mapping file against its schema (its lint needs the manifest)
+        from xnat_prep.bids import mapping
+
+        mapping.load(config["bids"]["mapping"])
     return found
 
 

@@ -56,7 +56,8 @@ _PIXEL_TAGS = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")  #
 # Transfer syntaxes whose dataset bytes are not plain little endian: the tag search would miss.
 _NOT_LITTLE_ENDIAN = ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_CONVERTED = re.compile(r"^Convert (\d+) DICOM as ", re.MULTILINE)
+# not anchored: dcm2niix ends some warnings without a newline ("...fieldmapping.Convert 8 DICOM as")
+_CONVERTED = re.compile(r"\bConvert (\d+) DICOM as ")
 # dcm2niix exit statuses that blame the machine, not the DICOM (nii_dicom_batch.h): input folder
 # invalid, output folder invalid, output folder read-only, rename error
 _ENVIRONMENT_EXIT = {

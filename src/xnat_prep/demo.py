@@ -20,15 +20,18 @@ import yaml
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEMO_USER = ("admin", "admin")  # the bundled server's first-run account, as on a fresh XNAT
 PROJECT = "DEMO"
+BIDS_PROJECT = "BIDSDEMO"  # the BIDS-typical protocol (`xnat-prep demo --bids`)
 
 
-def write_config(demo_dir: Path, url: str, csv: Path) -> Path:
+def write_config(demo_dir: Path, url: str, csv: Path, bids_mapping: Path | None = None) -> Path:
     """Write the demo's workflow config (commented defaults live in config/config.yaml)."""
-    config = {
+    config: dict = {
         "xnat": {"host": url},
         "subjects": {"csv": str(csv.resolve())},
         "output_root": str((demo_dir / "results").resolve()),
     }
+    if bids_mapping is not None:
+        config["bids"] = {"mapping": str(bids_mapping.resolve())}
     path = demo_dir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -40,6 +43,14 @@ def workflow_snakefile() -> Path:
         if (root / "Snakefile").is_file() and (root / "workflow" / "Snakefile").is_file():
             return root / "Snakefile"
     raise FileNotFoundError("the xnat-prep workflow (Snakefile) is not installed")
+
+
+def bids_mapping() -> Path:
+    """The demo protocol's BIDS mapping: the checkout's config/bids.yaml, or a wheel's copy."""
+    path = workflow_snakefile().parent / "config" / "bids.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the demo's BIDS mapping is not installed")
+    return path
 
 
 def snakemake_command(demo_dir: Path, configfile: Path, cores: int) -> list[str]:

@@ -46,6 +46,12 @@ PUSH_STAGING = (
 )
 PUSH_UPLOAD_RECEIPT = "receipts/push-upload/{project}/{subject}/{session}.json"
 PUSH_VARIABLES_RECEIPT = "receipts/push-variables/{project}/{subject}/{session}.json"
+BIDS_DIR = "bids"
+BIDS_LINT_TSV = "plan/bids_lint.tsv"  # the plan's lint of the BIDS mapping (one problem a row)
+BIDS_PLAN_TSV = "plan/bids_plan.tsv"  # one row per scan -> its predicted BIDS names
+BIDS_RECEIPT = "receipts/bids/bids_dataset.json"
+BIDS_BUILD_MANIFEST = "receipts/bids/build_manifest.json"  # what the last build wrote (not an output)
+BIDS_VALIDATE_RECEIPT = "receipts/bids/bids_validate.json"
 SUMMARY_TSV = "report/summary.tsv"
 DATA_AMOUNT_TSV = "report/data_amount.tsv"
 DATA_AMOUNT_PNG = "report/data_amount.png"

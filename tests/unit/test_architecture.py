@@ -98,6 +98,7 @@ USED_WITHOUT_IMPORT = {
     "snakemake-executor-plugin-slurm": "profiles/slurm (executor: slurm)",
     "pygments": "snakemake --report renders the report with it",
     "dcm2niix": "its wheel ships the dcm2niix binary, run by convert.py",
+    "bids-validator-deno": "its wheel ships the bids-validator-deno command, run by bids/validate.py",
 }
 IMPORT_NAMES = {"pyyaml": "yaml"}
 

@@ -28,6 +28,8 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.IMPORT_PLAN,
     paths.IMPORT_RECEIPT,
     paths.PUSH_PLAN,
+    paths.BIDS_RECEIPT,
+    paths.BIDS_VALIDATE_RECEIPT,
 }
 
 

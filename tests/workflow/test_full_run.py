@@ -194,7 +194,7 @@ LINT_ALLOWED = {
     (f"rule {name}", "Specify a conda environment or container for each rule.")
     for name in (
         *("discover", "download_session", "upload_session", "set_variables", "report"),
-        *("plan", "pseudonymise_scan"),
+        *("plan", "pseudonymise_scan", "bids_dataset", "bids_validate"),
         *("import_plan", "import_session", "upload_resources", "push"),
     )
 }

@@ -323,3 +323,41 @@ def push_source():
         words += ["--variables", f"--prefix={cv['prefix']}", f"--derived={as_json(cv['derived'])}"]
         words += [f"--values-csv={cv['values_csv']}"] if cv["values_csv"] else []
     return " ".join(shlex.quote(w) for w in words)
+# -- BIDS output (rules/bids.smk), on when bids.mapping is set ---------------------------------------
+BIDS = config["bids"]
+
+
+def bids_options():
+    """The BIDS commands' options: strictness and, pseudonymised, where the pseudonyms come from
+    (params: a change re-lints and rebuilds; the key's fingerprint, never the key)."""
+    words = ["--strict"] if BIDS["strict"] else []
+    if PSEUDO:
+        words += ["--pseudonymised", f"--namespace={PSEUDO['namespace']}"]
+        words += [f"--mapping-csv={PSEUDO['mapping_csv']}"] if PSEUDO["mapping_csv"] else []
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def get_bids_gate(wildcards):
+    """With BIDS on, a download waits for the plan, whose lint of the mapping stops the run on
+    errors (ancient: a re-plan does not download again)."""
+    return [ancient(f"{ROOT}/{paths.PLAN_TSV}")] if BIDS["mapping"] else []
+
+
+def get_bids_inputs(wildcards):
+    """What the dataset is built from: the mapping, the manifest and every convert receipt."""
+    sessions = get_sessions()
+    return {
+        "mapping": BIDS["mapping"],
+        "scans": f"{ROOT}/{paths.SCANS_TSV}",
+        "converts": [
+            str(paths.convert_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans
+        ],
+    }
+
+
+def get_bids_targets(wildcards=None):
+    """The BIDS receipts the `all` rule asks for (none while BIDS is off)."""
+    if not BIDS["mapping"]:
+        return []
+    targets = [f"{ROOT}/{paths.BIDS_RECEIPT}"]
+    return targets + ([f"{ROOT}/{paths.BIDS_VALIDATE_RECEIPT}"] if BIDS["validate"] else [])

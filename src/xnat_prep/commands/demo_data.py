@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xnat_prep import credentials
 from xnat_prep.commands import options
-from xnat_prep.demodata.protocols import SIZES
+from xnat_prep.demodata.protocols import PROTOCOL_NAMES, SIZES
 from xnat_prep.errors import UserError
 
 
@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a duplicate scan type, an untyped scan, non-image series (Secondary "
         "Capture, SR report) and a series dcm2niix cannot convert",
     )
+    what.add_argument(
+        "--protocol",
+        choices=PROTOCOL_NAMES,
+        default="default",
+        help="the series of a session: default, or a BIDS-typical session (multi-run task BOLD with "
+        "SBRef, spin-echo and GRE fieldmaps, multi-echo, DWI) named as a scanner names them (bids) "
+        "or with ReproIn names (reproin)",
+    )
     what.add_argument("--project", default="DEMO", help="project ID (default: DEMO)")
     what.add_argument(
         "--labels",
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             args.edge_cases,
             args.project,
             args.labels,
+            args.protocol,
         )
         print(
             f"wrote {len(plans)} session(s) to {args.out} and {args.out / 'subjects.csv'} "
@@ -96,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         csv=args.csv,
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
+        protocol=args.protocol,
     )
     print(
         f"project {args.project} on {host} holds {len(sessions)} demo session(s) "

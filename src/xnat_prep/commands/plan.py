@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xnat_prep import config as config_mod
 from xnat_prep import discover, plan
+from xnat_prep.commands import bids_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,16 +26,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--download-mb-s", type=float, default=plan.DOWNLOAD_MB_S, help="expected download rate (MB/s)"
     )
+    parser.add_argument(
+        "--bids-mapping", help="with --output-root: lint this bids.yaml (errors: exit 1, nothing downloaded)"
+    )
+    bids_dataset.add_lint_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     root, upload, variables = args.output_root, args.upload, args.variables
+    mapping, strict, pseudo = args.bids_mapping, args.strict, bids_dataset.pseudo_settings(args)
     if args.configfile:
         config = config_mod.load(args.configfile)
         subjects = config_mod.offline_check(config, ", ".join(args.configfile))
         config_mod.require_subjects(config)
         root = Path(config["output_root"])
         upload, variables = config["upload"]["enabled"], config["custom_variables"]["enabled"]
+        mapping, strict = config["bids"]["mapping"], config["bids"]["strict"]
+        if config["pseudonymise"]["enabled"]:
+            settings = config["pseudonymise"]
+            pseudo = {k: settings[k] for k in ("key_file", "namespace", "mapping_csv")}
+        if mapping:
+            from xnat_prep import bids
+
+            bids.load(mapping)  # a broken mapping stops before discovery
         discover.run_discovery(
             config_mod.connection(config),
             subjects,
@@ -53,4 +67,11 @@ def run(args: argparse.Namespace) -> int:
     plan_tsv, inventory_tsv = plan.write(found, root)
     print(found.text())
     print(f"plan: {plan_tsv}, inventory: {inventory_tsv}")
+    if mapping:
+        from xnat_prep import bids, paths
+
+        _, lines = bids.lint(root, mapping, strict=strict, pseudo=pseudo)
+        for line in lines:
+            print(line)
+        print(f"BIDS mapping {mapping}: no error; names in {root / paths.BIDS_PLAN_TSV}")
     return 0

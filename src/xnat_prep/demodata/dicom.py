@@ -375,39 +375,82 @@ def _write_mr(info: SessionInfo, spec: SeriesSpec, folder: Path) -> list[Path]:
     diffusion: dict[int, bytes] = {}
     paths = []
     for v, k, image in _images(info, spec, geometry):
-        g = geometry[k]
-        index = v * spec.slices + k + 1
-        uid = info.uid("instance", spec.number, index)
-        offset = v * spec.tr / 1000 + (times[k] if spec.volumes > 1 else 0)
-        acquired = series_start + dt.timedelta(seconds=offset)
-        own = dict(
-            (
-                standard("SOPInstanceUID", uid),
-                standard("InstanceNumber", str(index)),
-                standard("AcquisitionNumber", str(v + 1)),
-                standard("AcquisitionDate", acquired.strftime("%Y%m%d")),
-                standard("AcquisitionTime", _ds_time(acquired)),
-                standard("ImagePositionPatient", decimals(*g.position)),
-                standard("ImageOrientationPatient", decimals(*g.row, *g.col)),
-                standard("SliceLocation", decimals(g.position @ g.normal)),
+        if spec.bvals and k == 0:  # the same for every slice of the volume: encode once
+            diffusion = encode_all(_diffusion(spec.bvals[v], spec.bvecs[v]))
+        for e in range(spec.n_images):
+            index = (v * spec.slices + k) * spec.n_images + e + 1
+            path = folder / f"{index:0{width}d}.dcm"
+            paths.append(path)
+            extra = _echo_elements(spec, e, image) if spec.n_images > 1 else {}
+            pixels = extra.pop(PIXEL_DATA, None) or image.tobytes()
+            extra = diffusion | extra
+            _write_image(
+                info, spec, writer, (geometry[k], times[k], series_start), v, index, pixels, extra, path
             )
-        )
-        own[PHILIPS_BLOCK] = element(PHILIPS_BLOCK, "LO", PHILIPS_CREATOR)
-        own[PHILIPS_PLANE] = element(PHILIPS_PLANE, "CS", PHILIPS_PLANES[g.plane])
-        if spec.volumes > 1:
-            own.update((standard("TemporalPositionIdentifier", str(v + 1)),))
-        if spec.bvals:
-            if k == 0:  # the same for every slice of the volume: encode once
-                diffusion = encode_all(_diffusion(spec.bvals[v], spec.bvecs[v]))
-            own |= diffusion
-        pixels = image.tobytes()
-        if spec.defect == "truncated_pixel_data":
-            pixels = pixels[: len(pixels) // 2]
-        own[PIXEL_DATA] = element(PIXEL_DATA, "OW", pixels)
-        path = folder / f"{index:0{width}d}.dcm"
-        writer.write(path, uid, own)
-        paths.append(path)
     return paths
+
+
+def _echo_elements(spec: SeriesSpec, e: int, image: np.ndarray) -> dict[int, bytes]:
+    """Echo number, echo time and pixels of image ``e`` of a multi-echo (or magnitude+phase) series."""
+    n_echoes = max(1, len(spec.echoes))
+    phase = e >= n_echoes
+    te = spec.echoes[min(e, n_echoes - 1)] if spec.echoes else spec.te
+    if phase:
+        rows, cols = image.shape
+        y, x = np.mgrid[0:rows, 0:cols]
+        pixels = (2048 + 1500 * np.sin(x / cols * 2 * np.pi) * np.cos(y / rows * np.pi)).astype("<u2")
+        image_type = "ORIGINAL\\PRIMARY\\P\\ND"
+    else:
+        decay = np.exp(-(te - (spec.echoes[0] if spec.echoes else te)) / 50.0)
+        pixels = np.clip(np.rint(image * decay), 0, 4095).astype("<u2")
+        image_type = "ORIGINAL\\PRIMARY\\M\\ND"
+    return dict(
+        (
+            standard("EchoNumbers", str(min(e, n_echoes - 1) + 1)),
+            standard("EchoTime", decimals(te)),
+            standard("ImageType", image_type),
+            (PIXEL_DATA, pixels.tobytes()),
+        )
+    )
+
+
+def _write_image(
+    info: SessionInfo,
+    spec: SeriesSpec,
+    writer: SeriesWriter,
+    where: tuple[SliceGeometry, float, dt.datetime],
+    v: int,
+    index: int,
+    pixels: bytes,
+    extra: dict[int, bytes],
+    path: Path,
+) -> None:
+    """One image file: the shared elements, its own position and time, ``extra`` and ``pixels``."""
+    g, slice_time, series_start = where
+    uid = info.uid("instance", spec.number, index)
+    offset = v * spec.tr / 1000 + (slice_time if spec.volumes > 1 else 0)
+    acquired = series_start + dt.timedelta(seconds=offset)
+    own = dict(
+        (
+            standard("SOPInstanceUID", uid),
+            standard("InstanceNumber", str(index)),
+            standard("AcquisitionNumber", str(v + 1)),
+            standard("AcquisitionDate", acquired.strftime("%Y%m%d")),
+            standard("AcquisitionTime", _ds_time(acquired)),
+            standard("ImagePositionPatient", decimals(*g.position)),
+            standard("ImageOrientationPatient", decimals(*g.row, *g.col)),
+            standard("SliceLocation", decimals(g.position @ g.normal)),
+        )
+    )
+    own[PHILIPS_BLOCK] = element(PHILIPS_BLOCK, "LO", PHILIPS_CREATOR)
+    own[PHILIPS_PLANE] = element(PHILIPS_PLANE, "CS", PHILIPS_PLANES[g.plane])
+    if spec.volumes > 1:
+        own.update((standard("TemporalPositionIdentifier", str(v + 1)),))
+    own |= extra
+    if spec.defect == "truncated_pixel_data":
+        pixels = pixels[: len(pixels) // 2]
+    own[PIXEL_DATA] = element(PIXEL_DATA, "OW", pixels)
+    writer.write(path, uid, own)
 
 
 def _diffusion(bval: float, bvec: tuple[float, float, float]) -> Dataset:

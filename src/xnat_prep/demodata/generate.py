@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from xnat_prep.demodata.dicom import SessionInfo, write_series
-from xnat_prep.demodata.protocols import SIZES, SeriesSpec, session_protocol
+from xnat_prep.demodata.protocols import PROTOCOL_NAMES, SIZES, SeriesSpec, session_protocol
 from xnat_prep.errors import UserError
 from xnat_prep.paths import scan_dir
 
@@ -56,12 +56,17 @@ def series_folder(spec: SeriesSpec) -> str:
     return scan_dir(str(spec.number), spec.description)
 
 
-def write_session(dest: Path, info: SessionInfo, size: str, edge_cases: bool = False) -> list[Path]:
-    """Write every series of one session under ``dest``; return the series folders."""
+def write_session(
+    dest: Path, info: SessionInfo, size: str, edge_cases: bool = False, protocol: str = "default"
+) -> list[Path]:
+    """Write every series of one session under ``dest``; return the series folders (``protocol``:
+    default, or the BIDS-typical ``bids``/``reproin`` session, see ``protocols.bids_protocol``)."""
     if size not in SIZES:
         raise UserError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
     folders = []
-    for spec in session_protocol(size, edge_cases):
+    if protocol not in PROTOCOL_NAMES:
+        raise UserError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOL_NAMES)}")
+    for spec in session_protocol(size, edge_cases, protocol):
         folder = dest / series_folder(spec)
         write_series(info, spec, folder)
         folders.append(folder)
@@ -94,11 +99,12 @@ def generate(
     edge_cases: bool = False,
     project: str = "DEMO",
     style: LabelStyle = "prefixed",
+    protocol: str = "default",
 ) -> list[PlannedSession]:
     """Write a whole demo study under ``out`` (plus ``out/subjects.csv``); return its sessions."""
     plans = plan_sessions(n_subjects, n_sessions, style)
     for p in plans:
         info = SessionInfo(project, p.subject, p.session, seed, p.session_index)
-        write_session(out / p.subject / p.session, info, size, edge_cases)
+        write_session(out / p.subject / p.session, info, size, edge_cases, protocol)
     write_subjects_csv(out / "subjects.csv", project, plans, seed)
     return plans

@@ -40,10 +40,22 @@ class SeriesSpec:
     bvals: tuple[float, ...] = ()  # one per volume for DWI
     bvecs: tuple[tuple[float, float, float], ...] = ()
     defect: Defect | None = None
+    # several echoes in one series (their TEs, ms): each slice and volume is written once per echo
+    echoes: tuple[float, ...] = ()
+    # with echoes: the last echo is written again as a phase image (ImageType P), as a Philips
+    # B0 map series holds magnitude and phase images together
+    with_phase: bool = False
+
+    @property
+    def n_images(self) -> int:
+        """Images per slice position and volume (echoes, plus the phase image)."""
+        return max(1, len(self.echoes)) + (1 if self.with_phase else 0)
 
     @property
     def n_files(self) -> int:
-        return 1 if self.kind in ("secondary_capture", "report") else self.slices * self.volumes
+        if self.kind in ("secondary_capture", "report"):
+            return 1
+        return self.slices * self.volumes * self.n_images
 
 
 def hemisphere_directions(n: int) -> tuple[tuple[float, float, float], ...]:
@@ -264,7 +276,88 @@ def edge_case_series(base: tuple[SeriesSpec, ...]) -> tuple[SeriesSpec, ...]:
     )
 
 
-def session_protocol(size: str, edge_cases: bool = False) -> tuple[SeriesSpec, ...]:
-    """The series of one session of ``size``, plus the edge cases if asked for."""
+PROTOCOL_NAMES = ("default", "bids", "reproin")
+
+
+def bids_protocol(size: str, reproin: bool = False) -> tuple[SeriesSpec, ...]:
+    """A BIDS-typical session: series named as a scanner names them (``reproin``: ReproIn names).
+
+    Multi-run task BOLD with SBRef (a cancelled and repeated run: run 2 stopped after 2 volumes),
+    a spin-echo fieldmap pair (AP, PA), a GRE fieldmap (two magnitude echoes and a phase image in
+    one series, as Philips writes it), multi-echo BOLD, DWI, a T1w and a non-image series.
+    """
+    m = {"tiny": 16, "small": 32, "realistic": 64}[size]
+    slices, voxel = (8, 12.0) if size == "tiny" else (16, 192 / m)
+    volumes = {"tiny": 6, "small": 10, "realistic": 100}[size]
+    names = {
+        "scout": "AAHead_Scout",
+        "t1": "T1w_MPR",
+        "se_ap": "SpinEchoFieldMap_AP",
+        "se_pa": "SpinEchoFieldMap_PA",
+        "sbref": "tfMRI_nback_AP_SBRef",
+        "bold": "tfMRI_nback_AP",
+        "gre": "gre_field_mapping",
+        "me": "rfMRI_REST_ME_AP",
+        "dwi": "dMRI_dir6_AP",
+        "report": "PhoenixZIPReport",
+    }
+    if reproin:
+        names |= {
+            "scout": "anat-scout",
+            "t1": "anat-T1w",
+            "se_ap": "fmap-epi_acq-se_dir-AP",
+            "se_pa": "fmap-epi_acq-se_dir-PA",
+            "sbref": "func-sbref_task-nback_dir-AP",
+            "bold": "func-bold_task-nback_dir-AP",
+            "gre": "fmap-fieldmap_acq-gre",
+            "me": "func-bold_task-rest_acq-me_dir-AP",
+            "dwi": "dwi-dwi_acq-dir6_dir-AP",
+            "report": "PhoenixZIPReport",
+        }
+
+    def bold(number: int, key: str, n: int) -> SeriesSpec:
+        return _bold(number, names[key], m, slices, n, voxel, 1000)
+
+    t1 = _t1(2, m * 2, slices * 3, voxel / 2)
+    se = replace(bold(3, "se_ap", 1), te=60, sequence="SE", variant="SK", sequence_name="epse2d1")
+    bvals, bvecs = dwi_scheme(1, {1000: 6})
+    series = [
+        replace(_localizer(32, 256), description=names["scout"]),
+        replace(t1, description=names["t1"]),
+        se,
+        replace(se, number=4, description=names["se_pa"]),
+        bold(5, "sbref", 1),
+        bold(6, "bold", volumes),
+        bold(7, "sbref", 1),
+        bold(8, "bold", 2),  # cancelled after 2 volumes
+        bold(9, "sbref", 1),
+        bold(10, "bold", volumes),  # the repeat
+        bold(11, "sbref", 1),
+        bold(12, "bold", volumes),
+        replace(
+            bold(13, "gre", 1),
+            te=4.92,
+            tr=500,
+            flip=60,
+            sequence="GR",
+            variant="SP",
+            sequence_name="fm2d2r",
+            echoes=(4.92, 7.38),
+            with_phase=True,
+        ),
+        replace(bold(14, "me", volumes), echoes=(14.0, 38.0, 62.0)),
+        replace(_dwi(15, m, slices, voxel, 1, {1000: 6}), description=names["dwi"], bvals=bvals, bvecs=bvecs),
+        SeriesSpec(16, names["report"], kind="secondary_capture", rows=240, cols=320),
+    ]
+    return tuple(series)
+
+
+def session_protocol(
+    size: str, edge_cases: bool = False, protocol: str = "default"
+) -> tuple[SeriesSpec, ...]:
+    """The series of one session of ``size``, plus the edge cases if asked for (``protocol``:
+    default, or the BIDS-typical ``bids`` / ``reproin`` session)."""
+    if protocol != "default":
+        return bids_protocol(size, reproin=protocol == "reproin")
     base = PROTOCOLS[size]
     return base + edge_case_series(base) if edge_cases else base

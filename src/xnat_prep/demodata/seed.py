@@ -80,6 +80,7 @@ def seed_server(
     csv: Path | None = None,
     verify_tls: bool = True,
     ca_bundle: str | None = None,
+    protocol: str = "default",
 ) -> list[tuple[str, str]]:
     """Make ``project`` hold ``n_subjects`` x ``n_sessions`` demo sessions; return them all.
 
@@ -112,7 +113,7 @@ def seed_server(
             info = SessionInfo(project, p.subject, p.session, seed, p.session_index)
             with tempfile.TemporaryDirectory(prefix="xnat-prep-seed-") as tmp:
                 folder = Path(tmp) / "session"
-                write_session(folder, info, size, edge_cases)
+                write_session(folder, info, size, edge_cases, protocol)
                 archive = zip_session(folder, Path(tmp) / f"{p.session}.zip")
                 shutil.rmtree(folder)  # halves the peak disk use of a realistic session
                 # data= (a stream) rather than a path: xnatpy draws a progress bar for paths
