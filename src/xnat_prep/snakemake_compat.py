@@ -143,7 +143,8 @@ def shared_resource(workflow: Any, name: str, value: int) -> None:
     env = CAP_ENV.format(name.upper())
     if is_main_process(workflow):
         default_resource(workflow, name, value)
-        os.environ[env] = str(workflow.global_resources[name])
+        limit = workflow.global_resources[name]
+        os.environ[env] = str(getattr(limit, "value", limit))  # a Resource in Snakemake 9
     else:
         default_resource(workflow, name, int(os.environ.get(env) or value))
 
