@@ -1,9 +1,11 @@
 """``download-session``: a session's scans' DICOM, verified against the manifest, resumable.
 
-One job per session (the ``download_session`` rule): its scans one after another over one
-connection, so the job's fixed cost (a Python start, imports, a login) is paid once per session,
-not once per scan, and the job holds one slot of the workflow's XNAT connection cap. The next
-scan's zip is fetched while this one is unpacked.
+One job per session (the ``download_session`` rule), so the job's fixed cost (a Python start,
+imports, a login) is paid once per session, not once per scan. It fetches up to k scans at once
+(``xnat.scans_in_parallel``), each on its own connection, and holds k units of the workflow's
+XNAT connection cap (``xnat_api``): one big session can use the connections the user allows, and
+the cap still holds across all jobs. On a real network (latency, a per-connection rate) that is
+what makes one session fast; with k = 1 the scans go one after another on one connection.
 
 Per scan: a scan whose receipt lists exactly the manifest's files, all present with their sizes,
 is done and costs no request. Otherwise the scan is (re)built in a work folder next to its final
@@ -26,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import time
@@ -107,64 +110,51 @@ def download_session(
     receipt: str | Path,
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any]:
     """Download every scan of ``scans`` into the receipt's folder, one folder ``<scan>`` each
     (``files``: the manifest's, by scan ID), then write the session receipt; raises XnatError
     naming the scans that failed.
 
-    One connection: every request goes through one network thread, one after another. That
-    thread fetches the next scan's zip while the main thread unpacks this one, so the server
-    and the local disk work at the same time.
+    Up to ``parallel`` scans at once, each on a connection of its own (one ``Session`` per
+    worker, taken from a pool of ``parallel``), so the job never has more than ``parallel``
+    requests in flight: the workflow gives it that many units of the ``xnat_api`` cap. Each scan
+    is one unit of work (``_download_scan``): fetched, verified, renamed and given its receipt on
+    its own; the session receipt lists the scans in the order given, whatever order they end in.
     """
     started = time.monotonic()
     dest = paths.outputs_of(receipt)
-    done: list[dict[str, Any]] = []
-    failed: list[str] = []
-    with (
-        Session(connection, credentials, retry=retry) as transfer,
-        ThreadPoolExecutor(1, thread_name_prefix="xnat-get") as network,
-    ):
+    workers = max(1, min(parallel, len(scans)))
+    results: list[dict[str, Any] | str | None] = [None] * len(scans)
+    pool: queue.SimpleQueue[Session] = queue.SimpleQueue()
+    sessions = [Session(connection, credentials, retry=retry) for _ in range(workers)]
+    for transfer in sessions:
+        pool.put(transfer)
 
-        def on_network(fn: Callable[..., T], *args: Any) -> Future[tuple[T, int]]:
-            return network.submit(_counted, transfer, fn, *args)
+    def work(index: int, task: ScanTask) -> None:
+        transfer = pool.get()
+        try:
+            results[index] = _download_scan(transfer, session_id, task, files, dest)
+        except UserError as exc:  # XnatError too; a wrong password fails every scan alike
+            log.error("%s", exc)
+            results[index] = str(exc)
+        finally:
+            pool.put(transfer)
 
-        def finish(plan: _Plan, first_zip: Future | None) -> None:
-            try:
-                data = _finish(plan, transfer, lambda fn, *args: on_network(fn, *args).result(), first_zip)
-            except UserError as exc:  # XnatError too; a wrong password fails every scan alike
-                log.error("%s", exc)
-                failed.append(str(exc))
-                return
-            done.append({k: data[k] for k in _SESSION_RECEIPT_KEYS})
-
-        previous: tuple[_Plan, Future | None] | None = None
-        for task in scans:
-            scan_files = [f for f in files.get(task.scan_id, []) if f.resource == task.resource]
-            try:
-                if not scan_files:
-                    raise UserError(
-                        f"scan {task.scan_id}: no {task.resource} files in the manifest; rerun discovery"
-                    )
-                plan = _plan(
-                    session_id,
-                    task.scan_id,
-                    task.resource,
-                    scan_files,
-                    dest / task.scan,
-                    paths.receipt_of(dest / task.scan),
-                )
-            except UserError as exc:
-                log.error("%s", exc)
-                failed.append(str(exc))
-                continue
-            # this scan's zip downloads while the previous scan is unpacked
-            current = (plan, on_network(_get_zip, plan) if plan.wants_zip else None)
-            if previous is not None:
-                finish(*previous)
-            previous = current
-        if previous is not None:
-            finish(*previous)
-        requests_made = transfer.requests
+    try:
+        if workers == 1:
+            for index, task in enumerate(scans):
+                work(index, task)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="xnat-get") as threads:
+                for future in [threads.submit(work, i, t) for i, t in enumerate(scans)]:
+                    future.result()  # re-raises anything but a scan's own failure
+    finally:
+        for transfer in sessions:
+            transfer.close()
+    requests_made = sum(t.requests for t in sessions)
+    done = [r for r in results if isinstance(r, dict)]
+    failed = [r for r in results if isinstance(r, str)]
     if failed:
         more = f" (and {len(failed) - 1} more, see the log)" if len(failed) > 1 else ""
         raise XnatError(
@@ -185,13 +175,39 @@ def download_session(
     }
     receipts.write(receipt, data)
     log.info(
-        "session %s: %d scans, %d files, %d HTTP requests",
+        "session %s: %d scans, %d files, %d HTTP requests, %d scan(s) at a time",
         session_id,
         len(done),
         data["n_files"],
         requests_made,
+        workers,
     )
     return data
+
+
+def _download_scan(
+    transfer: Session,
+    session_id: str,
+    task: ScanTask,
+    files: Mapping[str, Sequence[FileSpec]],
+    dest: Path,
+) -> dict[str, Any]:
+    """One scan, start to end, over ``transfer`` (this worker's connection): plan from the local
+    disk, fetch what is missing, verify, rename, write the scan's receipt; its session-receipt
+    entry. UserError (XnatError) when the scan fails."""
+    scan_files = [f for f in files.get(task.scan_id, []) if f.resource == task.resource]
+    if not scan_files:
+        raise UserError(f"scan {task.scan_id}: no {task.resource} files in the manifest; rerun discovery")
+    plan = _plan(
+        session_id,
+        task.scan_id,
+        task.resource,
+        scan_files,
+        dest / task.scan,
+        paths.receipt_of(dest / task.scan),
+    )
+    data = _finish(plan, transfer, functools.partial(_counted, transfer), None)
+    return {k: data[k] for k in _SESSION_RECEIPT_KEYS}
 
 
 _SESSION_RECEIPT_KEYS = ("scan_id", "n_files", "bytes", "fetched", "reused", "method", "http_requests")

@@ -14,7 +14,8 @@ Each entry names what it relies on and why; a Snakemake upgrade is a review of t
   full run from a partial one at its end.
 - ``config_source``: ``workflow.overwrite_configfiles``, the ``--configfile`` names for messages.
 - ``default_resource``: ``workflow.global_resources``, to make ``xnat.max_connections`` the default
-  of the ``xnat_api`` cap unless the user gave ``--resources xnat_api=N``.
+  of the ``xnat_api`` cap unless the user gave ``--resources xnat_api=N``; ``shared_resource`` hands
+  the main process's limit to the jobs (``workflow.is_main_process``).
 - The end-of-run "run the same command again" check (``xnat_prep.run.finish``): Snakemake 9.27 does
   not add to a running invocation all the jobs that a checkpoint run again finds.
 - Outside the workflow, ``bench/`` uses ``snakemake.api`` internals to time stages
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from importlib.metadata import version
@@ -124,6 +126,27 @@ def default_resource(workflow: Any, name: str, value: int) -> None:
     """A global resource's limit, unless the user set it (``--resources name=N`` or a profile)."""
     if name not in workflow.global_resources:
         workflow.global_resources[name] = value
+
+
+CAP_ENV = "XNAT_PREP_CAP_{}"
+
+
+def shared_resource(workflow: Any, name: str, value: int) -> None:
+    """``default_resource``, and the same limit in the cluster jobs.
+
+    ``--resources name=N`` reaches only the main process: a cluster job's Snakemake gets no
+    ``--resources`` and would constrain a rule's request by the config's value instead. The main
+    process leaves its limit in the environment the jobs inherit (as ``config.export_for_jobs``
+    does), and a job takes it from there, so ``{resources.name}`` in a job's command is the number
+    of units the main process granted it.
+    """
+    env = CAP_ENV.format(name.upper())
+    if is_main_process(workflow):
+        default_resource(workflow, name, value)
+        limit = workflow.global_resources[name]
+        os.environ[env] = str(getattr(limit, "value", limit))  # a Resource in Snakemake 9
+    else:
+        default_resource(workflow, name, int(os.environ.get(env) or value))
 
 
 def report_requested(workflow: Any, full_run_targets: Iterable[str]) -> bool:

@@ -252,3 +252,65 @@ def test_session_fetches_every_scan_on_one_connection_and_resumes_what_failed(tm
             "3-T.json",
         ]
         assert receipts.read(tmp_path / "out" / "E1.json")["n_files"] == 12
+
+
+TIMING_KEYS = {"duration_s", "finished"}
+
+
+def without_timing(data):
+    if isinstance(data, dict):
+        return {k: without_timing(v) for k, v in data.items() if k not in TIMING_KEYS}
+    if isinstance(data, list):
+        return [without_timing(v) for v in data]
+    return data
+
+
+def test_parallel_scans_same_files_and_receipts_and_at_most_k_connections(tmp_path, admin_env):
+    """k = 3 fetches a 5-scan session over at most 3 connections at once (all 3 used: each zip
+    waits 0.5 s on the server), into the same files and receipts as k = 1, scans in the given
+    order; the per-scan unit keeps its resume: a rerun with k = 3 sends nothing."""
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(
+            server.url, tmp_path / "dicom", "E1", [{"n_slices": n} for n in (3, 4, 2, 5, 3)]
+        )
+        tasks = [download.ScanTask(n, "DICOM", f"{n}-T") for n in ("5", "3", "1", "4", "2")]
+        stats = f"{server.url}/xapi/xnatprep/stats"
+        auth = (ADMIN.user, ADMIN.password)
+        requests.put(
+            f"{server.url}/xapi/xnatprep/faults",
+            json={"spec": "latency_ms=500,path=/files$"},
+            auth=auth,
+            timeout=30,
+        ).raise_for_status()
+
+        def run(k, where):
+            requests.delete(stats, auth=auth, timeout=30).raise_for_status()
+            started = time.monotonic()
+            result = download.download_session(
+                Connection(server.url),
+                session_id=session.session_id,
+                scans=tasks,
+                files=session.files,
+                receipt=tmp_path / where / "E1.json",
+                retry=FAST_RETRY,
+                parallel=k,
+            )
+            seconds = time.monotonic() - started
+            return result, seconds, requests.get(stats, auth=auth, timeout=30).json()
+
+        one, one_s, one_stats = run(1, "k1")
+        three, three_s, three_stats = run(3, "k3")
+        assert one_stats["max_in_flight"] == 1 and one_stats["max_connections"] == 1
+        assert three_stats["max_in_flight"] == 3 and three_stats["max_connections"] == 3
+        assert three_s < one_s * 0.7, (one_s, three_s)
+        assert [s["scan_id"] for s in three["scans"]] == ["5", "3", "1", "4", "2"]
+        assert without_timing(one) == without_timing(three)
+        for task in tasks:
+            a, b = tmp_path / "k1" / "E1" / task.scan, tmp_path / "k3" / "E1" / task.scan
+            assert {p.name: md5(p) for p in a.iterdir()} == {p.name: md5(p) for p in b.iterdir()}
+            assert without_timing(receipts.read(a.with_name(a.name + ".json"))) == without_timing(
+                receipts.read(b.with_name(b.name + ".json"))
+            )
+        again, _, _ = run(3, "k3")
+        assert again["http_requests"] == 0
+        assert {s["method"] for s in again["scans"]} == {"none"}

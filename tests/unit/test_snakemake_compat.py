@@ -74,3 +74,21 @@ def test_report_requested_and_default_resource():
     snakemake_compat.default_resource(wf, "xnat_api", 4)
     assert wf.global_resources["xnat_api"] == 1
     assert snakemake_compat.config_source(wf) == "--config"
+
+
+def test_shared_resource_hands_the_main_process_limit_to_jobs(monkeypatch):
+    """--resources xnat_api=1 reaches only the main process; its jobs take the limit from the
+    environment it leaves them, not the config's value (a Resource object in Snakemake 9)."""
+    from snakemake.resources import Resource
+
+    monkeypatch.delenv("XNAT_PREP_CAP_XNAT_API", raising=False)
+    main = SimpleNamespace(is_main_process=True, global_resources={"xnat_api": Resource("xnat_api", 1)})
+    snakemake_compat.shared_resource(main, "xnat_api", 4)
+    assert main.global_resources["xnat_api"].value == 1
+    job = SimpleNamespace(is_main_process=False, global_resources={})
+    snakemake_compat.shared_resource(job, "xnat_api", 4)
+    assert job.global_resources["xnat_api"] == 1
+    monkeypatch.delenv("XNAT_PREP_CAP_XNAT_API")
+    fresh = SimpleNamespace(is_main_process=False, global_resources={})
+    snakemake_compat.shared_resource(fresh, "xnat_api", 4)
+    assert fresh.global_resources["xnat_api"] == 4

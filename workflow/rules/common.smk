@@ -34,7 +34,8 @@ except UserError as error:
 snakemake_compat.idempotent_group_components()  # acts only with --group-components N > 1
 # The steps that talk to XNAT each take `xnat_api=1`. Custom resources are global, so this caps
 # the connections across all jobs, also cluster jobs (`--resources xnat_api=N` overrides it).
-snakemake_compat.default_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
+# A download job holds k units and opens k connections (get_download_slots).
+snakemake_compat.shared_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
 
 ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
 try:
@@ -113,6 +114,12 @@ def get_scan_identity(wildcards):
         "scan_type": row.scan_type,
         "resource": row.resource,
     }
+
+
+def get_download_slots(wildcards):
+    """The download job's units of the xnat_api cap: one per scan in flight, at most
+    xnat.scans_in_parallel and the session's number of selected scans."""
+    return max(1, min(config["xnat"]["scans_in_parallel"], len(session_rows(wildcards))))
 
 
 def get_session_scan_tasks(wildcards):

@@ -12,10 +12,14 @@ rule download_session:
     benchmark:
         "benchmarks/download_session/{project}/{subject}/{session}.tsv"
     resources:
-        xnat_api=1,  # one connection: the session's scans are fetched one after another
+        # k = xnat.scans_in_parallel scans at once, one connection each: min(k, the session's
+        # scans) units of the global cap (Snakemake lowers it to the cap if that is smaller); the
+        # job opens exactly as many connections as it holds units (--parallel)
+        xnat_api=get_download_slots,
     params:
         session_id=get_session_id,
         scans=get_session_scan_tasks,
     shell:
         "xnat-prep --log {log:q} download-session --files {input.files:q}"
         " --session-id {params.session_id:q} --scans {params.scans:q} --receipt {output.receipt:q}"
+        " --parallel {resources.xnat_api}"

@@ -23,6 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="session receipt JSON to write when done; the scans' folders go beside it",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="fetch up to K scans at once, each on its own connection (default 1: one after another); "
+        "the workflow passes the xnat_api units the job holds",
+    )
     options.add_connection_arguments(parser)
 
 
@@ -31,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         by_scan = manifest.read_session_files(args.files)
     except (OSError, ValueError) as exc:
         raise UserError(f"{args.files}: {exc}") from None
+    if args.parallel < 1:
+        raise UserError(f"--parallel: must be 1 or more, not {args.parallel}")
     tasks = options.json_argument(args.scans, "--scans", list)
     try:
         scans = [
@@ -45,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
         scans=scans,
         files=by_scan,
         receipt=args.receipt,
+        parallel=args.parallel,
     )
     return 0

@@ -17,6 +17,7 @@ from types import FrameType
 
 from xnat_prep.errors import UserError
 from xnat_prep.server import faults as faults_module
+from xnat_prep.server import model as model_module
 from xnat_prep.server import options as options_module
 
 
@@ -43,6 +44,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="users file (see `xnat-prep users`); replaces the default admin/admin account",
     )
     add_answer_options(parser)
+    add_model_options(parser)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """A real XNAT's costs on this server (server.model; docs/server.md): latency and rate caps."""
+    group = parser.add_argument_group(
+        "server model",
+        "make this loopback server cost what a real XNAT on a real network costs; a preset's values "
+        "can be replaced one by one (0 switches one off); rates in MB/s (10**6 bytes)",
+    )
+    group.add_argument(
+        "--model",
+        choices=sorted(model_module.PRESETS),
+        help="a named preset: campus = 50 ms per request, 40 MB/s per connection, 125 MB/s for the "
+        "whole server, zips built at 30 MB/s (default: none, loopback as it is)",
+    )
+    group.add_argument("--latency-ms", type=float, metavar="MS", help="wait MS before answering each request")
+    group.add_argument("--conn-mb-s", type=float, metavar="R", help="at most R MB/s per connection")
+    group.add_argument(
+        "--server-mb-s", type=float, metavar="R", help="at most R MB/s for all connections together"
+    )
+    group.add_argument(
+        "--zip-mb-s", type=float, metavar="R", help="zips (?format=zip) are built at most R MB/s each"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
             context.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise UserError(f"{args.tls_cert}: cannot load certificate/key: {exc}") from exc
+    model = model_module.build(args.model, args.latency_ms, args.conn_mb_s, args.server_mb_s, args.zip_mb_s)
     options = options_module.from_settings(
-        args.dicom_file_name_template, args.anonymize, args.anonymize_script
+        args.dicom_file_name_template, args.anonymize, args.anonymize_script, model
     )
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir)

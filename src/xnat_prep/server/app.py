@@ -17,6 +17,7 @@ from xnat_prep.server import archive, dicomdump, prearchive
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, parse_spec
 from xnat_prep.server.http import Handler, Server
+from xnat_prep.server.model import STATS_PATH
 from xnat_prep.server.schema import schema_text
 
 XNAT_VERSION = "1.8.10"
@@ -270,6 +271,15 @@ def faults_endpoint(h: Handler) -> None:
     h.send_json({"enabled": plan is not None, **(plan.as_dict() if plan else {})})
 
 
+def stats_endpoint(h: Handler) -> None:
+    """Connections open and requests in flight, now and at most (model.Stats); DELETE resets the
+    maxima; plus the server model in force. Admin only."""
+    h.require_admin()
+    if h.command == "DELETE":
+        h.server.stats.reset()
+    h.send_json({**h.server.stats.as_dict(), "model": h.server.model.as_dict()})
+
+
 SIMPLE_ROUTES: dict[tuple[str, str], Callable[[Handler], None]] = {
     ("PUT", "/data/services/auth"): login,
     ("POST", "/data/services/auth"): login,
@@ -289,6 +299,8 @@ SIMPLE_ROUTES: dict[tuple[str, str], Callable[[Handler], None]] = {
     ("GET", FAULTS_PATH): faults_endpoint,
     ("PUT", FAULTS_PATH): faults_endpoint,
     ("DELETE", FAULTS_PATH): faults_endpoint,
+    ("GET", STATS_PATH): stats_endpoint,
+    ("DELETE", STATS_PATH): stats_endpoint,
     ("POST", "/data/services/import"): prearchive.import_service,
     ("POST", "/data/services/archive"): prearchive.archive_service,
     ("POST", "/data/services/prearchive/delete"): prearchive.delete_service,

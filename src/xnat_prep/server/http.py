@@ -31,6 +31,7 @@ from xnat_prep import __version__
 from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, Decision, Faults
+from xnat_prep.server.model import PACE_CHUNK, STATS_PATH, Pacer, Stats, sleep_until
 from xnat_prep.server.options import Options
 from xnat_prep.server.store import Store
 from xnat_prep.server.zipstream import Part, ZipEntry, zip_layout
@@ -117,9 +118,10 @@ class RequestLog:
     """``requests.jsonl``: one flushed JSON line per request, never credentials.
 
     Fields: time (when the response completed, ``%Y-%m-%dT%H:%M:%S%z``), user, method, path,
-    query, status, bytes_in, bytes_out, duration_ms, and ``faults`` (the injected fault kinds)
-    when there were any. Paths and query values that carry secrets (token secrets, password-like
-    parameters) are replaced by ``***``.
+    query, status, bytes_in, bytes_out, duration_ms, ``connections`` (connections open when the
+    request started, its own included), ``in_flight`` (requests being answered then, itself
+    included), and ``faults`` (the injected fault kinds) when there were any. Paths and query
+    values that carry secrets (token secrets, password-like parameters) are replaced by ``***``.
     """
 
     def __init__(self, path: Path) -> None:
@@ -169,6 +171,10 @@ class Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, Handler)
         self.options = options or Options()
+        self.model = self.options.model
+        # one token bucket for every response body: the server's uplink (model.server_mb_s)
+        self.uplink = Pacer(self.model.server_mb_s) if self.model.server_mb_s else None
+        self.stats = Stats()
         self.store = store
         self.auth = auth
         self.faults = faults
@@ -212,6 +218,14 @@ class Handler(BaseHTTPRequestHandler):
             self.request.settimeout(30)
             self.request.do_handshake()
         super().setup()
+        model = self.server.model
+        self.link = Pacer(model.conn_mb_s) if model.conn_mb_s else None  # this connection's share
+        self.zip_pacer: Pacer | None = None  # while a zip is being built and sent (model.zip_mb_s)
+        self.open_connections = self.server.stats.opened()
+
+    def finish(self) -> None:
+        self.server.stats.closed()
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -234,11 +248,15 @@ class Handler(BaseHTTPRequestHandler):
         self.route = normalise(raw_path)
         self.body = Body(self.rfile, self.headers)
         self.fault = Decision()
+        self.in_flight = self.server.stats.started()
         try:
             if self.body.invalid:
                 raise HTTPError(400, "bad Content-Length")
-            if self.route != FAULTS_PATH:
+            if self.route not in (FAULTS_PATH, STATS_PATH):
                 self.fault = self.server.faults.decide(self.command, self.route)
+                # the modelled server's answer time (model.latency_ms), then any injected delay
+                if self.server.model.latency_ms:
+                    time.sleep(self.server.model.latency_ms / 1000.0)
             if self.fault.delay_s:
                 time.sleep(self.fault.delay_s)
             if self.fault.reset:
@@ -263,6 +281,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             raise
         finally:
+            self.server.stats.ended()
             self.write_log()
             if not self.body.drain():
                 self.close_connection = True
@@ -287,6 +306,8 @@ class Handler(BaseHTTPRequestHandler):
                 "bytes_in": self.body.count,
                 "bytes_out": self.bytes_out,
                 "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+                "connections": self.open_connections,
+                "in_flight": self.in_flight,
                 **({"faults": self.fault.kinds} if self.fault.kinds else {}),
             }
         )
@@ -378,9 +399,53 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_last(self, data: bytes) -> None:
         """Log the request, then send the response's final bytes (see write_log)."""
+        self.pace(len(data))
         self.bytes_out += len(data)
         self.write_log()
         self.wfile.write(data)
+
+    @property
+    def paced(self) -> bool:
+        return self.server.model.paced
+
+    def pace(self, n: int) -> None:
+        """Wait until ``n`` more bytes may go out under the server model (model.py): this
+        connection's rate, the zip being built, then the server's uplink shared by all."""
+        if not n or not self.paced:
+            return
+        now = time.monotonic()
+        when = now
+        for pacer in (self.link, self.zip_pacer):
+            if pacer is not None:
+                when = max(when, pacer.reserve(n, now))
+        if self.server.uplink is not None:
+            when = self.server.uplink.reserve(n, when)
+        sleep_until(when)
+
+    def write_paced(self, data: bytes | memoryview) -> None:
+        """``wfile.write``, in paced steps when a model is on."""
+        if not self.paced:
+            self.wfile.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), PACE_CHUNK):
+            piece = view[start : start + PACE_CHUNK]
+            self.pace(len(piece))
+            self.wfile.write(piece)
+
+    def sendfile_paced(self, fh: Any, offset: int, count: int) -> int:
+        """``socket.sendfile``, in paced steps when a model is on; bytes sent."""
+        if not self.paced:
+            return self.connection.sendfile(fh, offset=offset, count=count)
+        sent = 0
+        while sent < count:
+            step = min(PACE_CHUNK, count - sent)
+            self.pace(step)
+            n = self.connection.sendfile(fh, offset=offset + sent, count=step)
+            if n == 0:
+                break
+            sent += n
+        return sent
 
     def send_bytes(
         self,
@@ -395,7 +460,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.fault.truncate:
             body = body[: len(body) // 2]
             self.close_connection = True
-        self.wfile.write(body[:-1])
+        self.write_paced(body[:-1])
         self.bytes_out += len(body) - 1
         self.send_last(body[-1:])
 
@@ -479,14 +544,14 @@ class Handler(BaseHTTPRequestHandler):
             if room <= 0:
                 break
             if isinstance(part, bytes):
-                self.wfile.write(part[:room])
+                self.write_paced(part[:room])
                 count = min(len(part), room)
             else:
                 path, offset, size = part
                 count = 0
                 if min(size, room) > 0:  # sendfile refuses count=0
                     with open(path, "rb") as fh:
-                        count = self.connection.sendfile(fh, offset=offset, count=min(size, room))
+                        count = self.sendfile_paced(fh, offset, min(size, room))
             sent += count
             self.bytes_out += count
         if self.fault.truncate:
@@ -498,13 +563,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_zip(self, entries: list[ZipEntry], name: str) -> None:
         parts, length = zip_layout(entries)
-        self.send_parts(
-            parts,
-            length,
-            "application/zip",
-            200,
-            {"Content-Disposition": f'attachment; filename="{name}.zip"'},
-        )
+        zip_mb_s = self.server.model.zip_mb_s
+        self.zip_pacer = Pacer(zip_mb_s) if zip_mb_s else None  # XNAT builds it while it streams
+        try:
+            self.send_parts(
+                parts,
+                length,
+                "application/zip",
+                200,
+                {"Content-Disposition": f'attachment; filename="{name}.zip"'},
+            )
+        finally:
+            self.zip_pacer = None
 
 
 class TruncatedResponse(Exception):

@@ -9,6 +9,7 @@ from pathlib import Path
 from xnat_prep.errors import UserError
 from xnat_prep.server.anonymize import Script
 from xnat_prep.server.anonymize import load as load_script
+from xnat_prep.server.model import NO_MODEL, Model
 
 # XNAT's default dicomFileNameTemplate (TemplatizedDicomFileNamer; ".dcm" is added when it has no extension)
 DEFAULT_NAME_TEMPLATE = (
@@ -23,12 +24,16 @@ class Options:
     dicom_name_template: str = DEFAULT_NAME_TEMPLATE
     # the site-wide anonymization script run on every import (anonymize.py); None: off, as by default
     anonymize: Script | None = None
+    # what a real XNAT on a real network costs (model.py): latency, rate caps; none by default
+    model: Model = NO_MODEL
 
 
-def from_settings(template: str, anonymize: bool, anonymize_script: Path | None) -> Options:
+def from_settings(
+    template: str, anonymize: bool, anonymize_script: Path | None, model: Model | None = None
+) -> Options:
     """Options from the command's settings; UserError for a bad template or script."""
     script = load_script(anonymize_script) if anonymize or anonymize_script else None
-    return Options(dicom_name_template=check_template(template), anonymize=script)
+    return Options(dicom_name_template=check_template(template), anonymize=script, model=model or NO_MODEL)
 
 
 def check_template(template: str) -> str:
