@@ -9,6 +9,8 @@ rule plan:
         "logs/plan/plan.log",
     params:
         root=output_root("plan", paths.PLAN_TSV),
-        steps=("" if UPLOAD else " --no-upload") + ("" if VARIABLES else " --no-variables"),
+        steps=("" if UPLOAD else " --no-upload")
+        + ("" if VARIABLES else " --no-variables")
+        + (" --store zip" if ZIP else ""),
     shell:
         "xnat-prep --log {log:q} plan --output-root {params.root:q}{params.steps}"

@@ -23,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="session receipt JSON to write when done; the scans' folders go beside it",
     )
+    parser.add_argument(
+        "--store",
+        choices=["files", "zip"],
+        default="files",
+        help="files: a folder of DICOM files per scan (default); zip: one verified zip per scan "
+        "(<scan>.zip beside its receipt; dicom.store)",
+    )
     options.add_connection_arguments(parser)
 
 
@@ -45,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
         scans=scans,
         files=by_scan,
         receipt=args.receipt,
+        store=args.store,
     )
     return 0
