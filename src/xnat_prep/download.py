@@ -268,6 +268,7 @@ def _plan(
         plan.done = _done_zip(plan)
         if plan.done is None:
             plan.missing = list(targets)
+            dest.parent.mkdir(parents=True, exist_ok=True)
         return plan
     plan.done = _done_receipt(receipt, dest, targets, listed)
     if plan.done is not None:
