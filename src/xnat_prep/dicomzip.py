@@ -103,11 +103,6 @@ def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]])
     return problems
 
 
-def file_md5(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
-
-
 def local_tmp_root(setting: str | None = None) -> Path:
     """Where to unpack on this node: ``setting`` (``dicom.local_tmp``, ``$VARS`` expanded here),
     else ``XNAT_PREP_LOCAL_TMP`` (the workflow exports the config's value), else ``$TMPDIR``,

@@ -19,7 +19,7 @@ With ``dicom.store: zip`` (``store="zip"``) a scan is one zip beside its receipt
 (``{scan}.zip``: 2 files per scan on a shared filesystem instead of one per DICOM instance): the
 zip is streamed to ``.{scan}.zip.part``, every entry's size and md5 is checked against the manifest
 in one read of it (nothing extracted), and only then is it renamed to its final name and the
-receipt written, with the zip's size, mtime and md5. A rerun trusts a zip whose size and mtime
+receipt written, with the zip's size and mtime. A rerun trusts a zip whose size and mtime
 match its receipt (no request, no hashing); a zip changed since (damaged, replaced, touched) is
 checked against the manifest again, kept if every entry is still right, else fetched again.
 
@@ -353,12 +353,12 @@ def _done_zip(plan: _Plan) -> dict[str, Any] | None:
 
 
 def _zip_receipt(
-    plan: _Plan, *, method: str, reused: int, requests_made: int, md5: str = "", host: str = ""
+    plan: _Plan, *, method: str, reused: int, requests_made: int, host: str = ""
 ) -> dict[str, Any]:
-    """Write the zip-mode receipt of ``plan`` (the zip in place and verified) and return it."""
+    """Write the zip-mode receipt of ``plan`` (the zip in place, its entries checked against the
+    manifest) and return it. The zip's size and mtime let a rerun trust it without reading it."""
     st = plan.zip_final.stat()
     old = _read_receipt(plan.receipt) or {}
-    kept = old.get("zip") if isinstance(old.get("zip"), dict) and not md5 else {}
     data = {
         "step": "download_session",
         "host": host or old.get("host", ""),
@@ -375,12 +375,7 @@ def _zip_receipt(
         "duration_s": round(time.monotonic() - plan.started, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "xnat_prep_version": __version__,
-        "zip": {
-            "name": plan.zip_final.name,
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "md5": md5 or (kept or {}).get("md5") or dicomzip.file_md5(plan.zip_final),
-        },
+        "zip": {"name": plan.zip_final.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
         "files": plan.listed,
     }
     receipts.write(plan.receipt, data)
@@ -480,9 +475,9 @@ def _finish_zip(
     try:
         for attempt in range(ROUNDS):
             if attempt == 0 and first_zip is not None:
-                (size, md5), sent = first_zip.result()
+                size, sent = first_zip.result()
             else:
-                (size, md5), sent = call(_get_zip, plan)
+                size, sent = call(_get_zip, plan)
             requests_made += sent
             problems = dicomzip.check_entries(plan.zip_part, plan.expected)
             if not problems:
@@ -505,9 +500,7 @@ def _finish_zip(
     for leftover in (plan.work, plan.dest):  # a files-mode folder of this scan: the zip replaces it
         if leftover.is_dir():
             shutil.rmtree(leftover)
-    data = _zip_receipt(
-        plan, method="zip", reused=0, requests_made=requests_made, md5=md5, host=transfer.host
-    )
+    data = _zip_receipt(plan, method="zip", reused=0, requests_made=requests_made, host=transfer.host)
     log.info(
         "scan %s: %d files kept in %s (%d bytes), %d HTTP requests",
         plan.scan_id,
@@ -636,9 +629,9 @@ def _save_response(path: Path, target: _Target, response: Response) -> None:
         raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
-def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile | tuple[int, str]:
+def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile | int:
     """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive (zip mode:
-    its size and md5, checked by the caller)."""
+    its size; the caller checks its entries)."""
     save = functools.partial(_save_zip_kept if plan.store == "zip" else _save_zip, plan.zip_part)
     return _stale_hint(transfer.get, plan.zip_uri, save, params={"format": "zip"})
 
@@ -683,16 +676,17 @@ def _save_zip(tmp: Path, response: Response) -> zipfile.ZipFile:
         raise Corrupt(f"not a complete zip: {exc}") from None
 
 
-def _save_zip_kept(tmp: Path, response: Response) -> tuple[int, str]:
-    """Zip mode: stream the zip to ``tmp``; (size, md5) of it. A cut-off archive is retried."""
+def _save_zip_kept(tmp: Path, response: Response) -> int:
+    """Zip mode: stream the zip to ``tmp``; its size. A cut-off archive is retried. No digest of
+    the whole zip: its entries are checked against the manifest next (one hashing pass, not two)."""
     refuse_html(response, "a zip")
     with open(tmp, "wb") as out:
-        size, md5 = stream_to(response, out)
+        size, _ = stream_to(response, out, md5=False)
     try:
         zipfile.ZipFile(tmp).close()
     except zipfile.BadZipFile as exc:
         raise Corrupt(f"not a complete zip: {exc}") from None
-    return size, md5
+    return size
 
 
 def _manifest_key(name: str, uri: str) -> str:
