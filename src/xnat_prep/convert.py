@@ -24,6 +24,7 @@ the SOP class is read from the DICOM file meta by a few lines of ``struct`` (pyd
 from __future__ import annotations
 
 import errno
+import glob
 import gzip
 import hashlib
 import importlib.util
@@ -181,6 +182,8 @@ def _run_dcm2niix(
     source: Path | None = None,
 ) -> dict[str, Any]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):  # a killed run's
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
         command = [dcm2niix_binary(), "-b", "y", "-ba", "y", "-z", "y" if compress else "n"]
