@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bench import bigscan, clients, machine, measure, scale, study, table, workflow
+from bench import bigscan, clients, machine, measure, scale, study, table, workflow, zipstore
 from bench import pseudonymise as pseudo
 from bench.table import Row
 from xnat_prep import manifest, paths
@@ -223,6 +223,7 @@ def define_rows(mode: Mode) -> dict[str, Row]:
         ),
     ]
     rows += pseudo.rows()
+    rows += zipstore.rows()
     assert tuple(r.key for r in rows) == table.ROW_KEYS
     return {r.key: r for r in rows}
 
@@ -542,6 +543,7 @@ def ratios(ctx: Ctx) -> None:
     r["scale.noop_vs_dryrun"].ratio = val("scale.noop_rerun") / val("scale.dryrun_done")
     r["latency.vs_baseline"].ratio = val("latency.baseline") / val("latency.workflow")
     pseudo.ratios(r)
+    zipstore.ratios(r)
     for key in (
         "requests.transfer_per_scan",
         "requests.noop_rerun",
@@ -611,11 +613,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--scale-scans", type=int, help="scans in the synthetic manifest (multiple of 50)")
+    parser.add_argument(
+        "--study",
+        help="another study than the mode's, as SIZE:SUBJECTSxSESSIONS (e.g. realistic:4x1)",
+    )
     parser.add_argument("--max-connections", type=int, default=4, help="the workflow's xnat.max_connections")
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["transfer", "pipeline", "scale", "big", "pseudonymise"],
+        choices=["transfer", "pipeline", "scale", "big", "pseudonymise", "zipstore"],
         help="run only these parts (the others' rows stay empty)",
     )
     args = parser.parse_args(argv)
@@ -624,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
         mode = replace(mode, reps=args.reps, pipeline_reps=min(args.reps, mode.pipeline_reps))
     if args.scale_scans:
         mode = replace(mode, scale_scans=args.scale_scans)
+    if args.study:
+        size, _, shape = args.study.partition(":")
+        subjects, _, sessions = shape.partition("x")
+        mode = replace(mode, study=study.StudySpec(size, int(subjects), int(sessions)))
     started = dt.datetime.now(dt.UTC)
     start = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="xnat-prep-bench-"))
@@ -643,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results_dir / f"{started:%Y-%m-%d}{'-quick' if args.quick else ''}.md"
     parts = {"transfer": transfer_and_convert, "pipeline": pipeline, "scale": scale_rows, "big": big_scan}
     parts["pseudonymise"] = pseudo.measure
+    parts["zipstore"] = zipstore.measure
     for name, part in parts.items():
         if args.only is None or name in args.only:
             t0 = time.perf_counter()

@@ -42,6 +42,13 @@ ROW_KEYS = (
     "pseudo.floor",
     "pseudo.workflow",
     "pseudo.vs_floor",
+    "zip.limit_zip",
+    "zip.download",
+    "zip.download_vs_limit",
+    "zip.files_per_scan",
+    "zip.dcm2niix",
+    "zip.convert",
+    "zip.convert_vs_dcm2niix",
 )
 
 # Rows computed from other rows (a ratio, no samples of their own).
@@ -56,6 +63,8 @@ DERIVED = frozenset(
         "scale.noop_vs_dryrun",
         "latency.vs_baseline",
         "pseudo.vs_floor",
+        "zip.download_vs_limit",
+        "zip.convert_vs_dcm2niix",
     }
 )
 

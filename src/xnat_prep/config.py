@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from xnat_prep import dicomzip
 from xnat_prep.errors import UserError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ CA_BUNDLE_ENV = "XNAT_CA_BUNDLE"
 INSECURE_ENV = "XNAT_INSECURE"
 MAX_CONNECTIONS_ENV = "XNAT_MAX_CONNECTIONS"
 DOWN_FILE_ENV = "XNAT_DOWN_FILE"  # the access layer's circuit breaker, shared by a run's jobs
+LOCAL_TMP_ENV = dicomzip.LOCAL_TMP_ENV  # dicom.local_tmp, unexpanded: the node expands it
 DOWN_FILE = ".snakemake/xnat-prep/xnat-down"  # relative to the workflow's working directory
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
 # What the schema's patterns mean, for error messages.
@@ -222,9 +224,10 @@ def export_for_jobs(
 
     ``xnat-prep`` of ``python`` comes first on PATH, and the config's server, TLS and connection
     settings go where the commands look for them by default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``,
-    ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``). Not ``params:``, so no rerun trigger, and no
-    password: that comes from the environment, ~/.netrc or ~/.xnat as always. ``XNAT_DOWN_FILE``
-    lets a job that finds XNAT down tell the jobs after it (``xnat_api.http``'s circuit breaker).
+    ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``; ``dicom.local_tmp`` as ``XNAT_PREP_LOCAL_TMP``).
+    Not ``params:``, so no rerun trigger, and no password: that comes from the environment,
+    ~/.netrc or ~/.xnat as always. ``XNAT_DOWN_FILE`` lets a job that finds XNAT down tell the
+    jobs after it (``xnat_api.http``'s circuit breaker).
     """
     bindir = os.path.dirname(python)
     if environ.get("PATH", "").split(os.pathsep)[0] != bindir:
@@ -236,6 +239,9 @@ def export_for_jobs(
         environ["XNAT_PREP_PSEUDO_KEY_FILE"] = os.path.abspath(key_file)
     environ[MAX_CONNECTIONS_ENV] = str(config["xnat"]["max_connections"])
     environ[DOWN_FILE_ENV] = os.path.abspath(DOWN_FILE)
+    environ.pop(LOCAL_TMP_ENV, None)
+    if config["dicom"]["local_tmp"]:
+        environ[LOCAL_TMP_ENV] = config["dicom"]["local_tmp"]
     environ.pop(CA_BUNDLE_ENV, None)
     environ.pop(INSECURE_ENV, None)
     if isinstance(settings.verify, str):

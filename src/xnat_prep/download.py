@@ -17,6 +17,14 @@ scan's receipt written. So nothing incomplete ever has a final name, with one re
 instead of one per file (on this project's test machine creating a file costs ~0.2 ms of kernel
 time, and the study has hundreds of thousands).
 
+With ``dicom.store: zip`` (``store="zip"``) a scan is one zip beside its receipt instead of a folder
+(``{scan}.zip``: 2 files per scan on a shared filesystem instead of one per DICOM instance): the
+zip is streamed to ``.{scan}.zip.part``, every entry's size and md5 is checked against the manifest
+in one read of it (nothing extracted), and only then is it renamed to its final name and the
+receipt written, with the zip's size and mtime. A rerun trusts a zip whose size and mtime
+match its receipt (no request, no hashing); a zip changed since (damaged, replaced, touched) is
+checked against the manifest again, kept if every entry is still right, else fetched again.
+
 A scan that fails does not stop the others; the job fails at the end naming them, and a rerun
 fetches only what is still missing. The session receipt (the rule's output) is written last.
 """
@@ -29,7 +37,6 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import time
 import zipfile
@@ -40,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
-from xnat_prep import __version__, paths, receipts
+from xnat_prep import __version__, dicomzip, paths, receipts
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
 from xnat_prep.xnat_api import (
@@ -65,7 +72,6 @@ FEW_FILES = 2
 FEW_BYTES_FRACTION = 0.1
 FEW_FILES_MAX = 16
 ROUNDS = 3  # zip → whatever failed → whatever still failed
-_AFTER_FILES = re.compile(r"(?:^|/)resources/[^/]+/files/(.+)$")
 
 
 class FileSpec(Protocol):
@@ -111,10 +117,11 @@ def download_session(
     credentials: creds_mod.Credentials | None = None,
     retry: RetryPolicy | None = None,
     parallel: int = 1,
+    store: str = "files",
 ) -> dict[str, Any]:
     """Download every scan of ``scans`` into the receipt's folder, one folder ``<scan>`` each
-    (``files``: the manifest's, by scan ID), then write the session receipt; raises XnatError
-    naming the scans that failed.
+    (``store="zip"``: one verified zip ``<scan>.zip`` each; ``files``: the manifest's, by scan ID),
+    then write the session receipt; raises XnatError naming the scans that failed.
 
     Up to ``parallel`` scans at once, each on a connection of its own (one ``Session`` per
     worker, taken from a pool of ``parallel``), so the job never has more than ``parallel``
@@ -134,7 +141,7 @@ def download_session(
     def work(index: int, task: ScanTask) -> None:
         transfer = pool.get()
         try:
-            results[index] = _download_scan(transfer, session_id, task, files, dest)
+            results[index] = _download_scan(transfer, session_id, task, files, dest, store)
         except UserError as exc:  # XnatError too; a wrong password fails every scan alike
             log.error("%s", exc)
             results[index] = str(exc)
@@ -191,6 +198,7 @@ def _download_scan(
     task: ScanTask,
     files: Mapping[str, Sequence[FileSpec]],
     dest: Path,
+    store: str = "files",
 ) -> dict[str, Any]:
     """One scan, start to end, over ``transfer`` (this worker's connection): plan from the local
     disk, fetch what is missing, verify, rename, write the scan's receipt; its session-receipt
@@ -205,6 +213,7 @@ def _download_scan(
         scan_files,
         dest / task.scan,
         paths.receipt_of(dest / task.scan),
+        store,
     )
     data = _finish(plan, transfer, functools.partial(_counted, transfer), None)
     return {k: data[k] for k in _SESSION_RECEIPT_KEYS}
@@ -225,6 +234,7 @@ class _Plan:
     targets: list[_Target]
     listed: list[dict[str, Any]]  # the receipt's "files"
     started: float
+    store: str = "files"  # dicom.store: "files" (a folder) or "zip" (one verified zip, dest + ".zip")
     missing: list[_Target] = field(default_factory=list)
     done: dict[str, Any] | None = None  # the receipt, when the scan is complete already
 
@@ -237,27 +247,50 @@ class _Plan:
         return self.dest.with_name(f".{self.dest.name}.zip.part")
 
     @property
+    def zip_final(self) -> Path:
+        """The scan's kept zip in zip mode (``paths.zip_of``)."""
+        return paths.zip_of(self.dest)
+
+    @property
+    def expected(self) -> dict[str, tuple[int, str]]:
+        """Manifest path -> (size, md5): what the zip must hold."""
+        return {t.spec.path: (t.size, t.spec.md5) for t in self.targets}
+
+    @property
     def zip_uri(self) -> str:
         return f"/data/experiments/{self.session_id}/scans/{self.scan_id}/resources/{self.resource}/files"
 
     @property
     def wants_zip(self) -> bool:
-        return bool(self.missing) and not _few(self.missing, self.targets)
+        return bool(self.missing) and (self.store == "zip" or not _few(self.missing, self.targets))
 
 
 def _plan(
-    session_id: str, scan_id: str, resource: str, files: Sequence[FileSpec], dest: Path, receipt: Path
+    session_id: str,
+    scan_id: str,
+    resource: str,
+    files: Sequence[FileSpec],
+    dest: Path,
+    receipt: Path,
+    store: str = "files",
 ) -> _Plan:
     """What the scan still needs: nothing if its receipt is complete, else the files missing
-    from its work folder (an earlier complete folder is moved there first)."""
+    from its work folder (an earlier complete folder is moved there first); in zip mode all of
+    them unless the zip beside the receipt is still the verified one."""
     targets = _targets(files)
     listed = _listed(targets)
-    plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic())
+    plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic(), store)
+    plan.zip_part.unlink(missing_ok=True)  # a crashed run's
+    if store == "zip":
+        plan.done = _done_zip(plan)
+        if plan.done is None:
+            plan.missing = list(targets)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        return plan
     plan.done = _done_receipt(receipt, dest, targets, listed)
     if plan.done is not None:
         return plan
     work = plan.work
-    plan.zip_part.unlink(missing_ok=True)  # a crashed run's
     if dest.exists():  # earlier files, but not matching the manifest any more: rebuilt in the work folder
         if work.exists():
             shutil.rmtree(work)
@@ -277,11 +310,93 @@ def _listed(targets: list[_Target]) -> list[dict[str, Any]]:
     return [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
 
 
-def verified_locally(receipt: Path, files: Sequence[FileSpec]) -> bool:
+def verified_locally(receipt: Path, files: Sequence[FileSpec], store: str = "files") -> bool:
     """Whether a scan is downloaded already: its receipt lists exactly ``files`` and each is in the
-    folder beside it with its size (what a download job checks before sending any request)."""
+    folder beside it with its size, or (zip mode) its zip has the size and mtime the receipt
+    recorded (what a download job checks before sending any request)."""
     targets = _targets(files)
+    if store == "zip":
+        data = _read_receipt(receipt)
+        return (
+            data is not None
+            and data.get("files") == _listed(targets)
+            and _zip_unchanged(paths.zip_of(paths.outputs_of(receipt)), data)
+        )
     return _done_receipt(receipt, paths.outputs_of(receipt), targets, _listed(targets)) is not None
+
+
+def _read_receipt(receipt: Path) -> dict[str, Any] | None:
+    try:
+        with open(receipt, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _zip_unchanged(zip_path: Path, data: Mapping[str, Any]) -> bool:
+    """The zip has the size and mtime its receipt recorded when it was verified."""
+    kept = data.get("zip")
+    try:
+        st = os.stat(zip_path)
+    except OSError:
+        return False
+    return (
+        isinstance(kept, dict) and kept.get("size") == st.st_size and kept.get("mtime_ns") == st.st_mtime_ns
+    )
+
+
+def _done_zip(plan: _Plan) -> dict[str, Any] | None:
+    """Zip mode: the receipt if the scan's zip is still the one verified (size and mtime as
+    recorded: no hashing), or, when it differs or the receipt is gone, if a fresh check of every
+    entry against the manifest passes (the receipt is then rewritten); None if it must be fetched."""
+    data = _read_receipt(plan.receipt)
+    if data is not None and data.get("files") == plan.listed and _zip_unchanged(plan.zip_final, data):
+        return data
+    if not plan.zip_final.exists():
+        return None
+    problems = dicomzip.check_entries(plan.zip_final, plan.expected)
+    if problems:
+        log.warning(
+            "%s: changed since it was verified (%s%s); fetching it again",
+            plan.zip_final,
+            problems[0],
+            f" and {len(problems) - 1} more" if len(problems) > 1 else "",
+        )
+        plan.zip_final.unlink()
+        return None
+    log.info("%s: checked again against the manifest, kept (no request)", plan.zip_final)
+    return _zip_receipt(plan, method="none", reused=len(plan.targets), requests_made=0)
+
+
+def _zip_receipt(
+    plan: _Plan, *, method: str, reused: int, requests_made: int, host: str = ""
+) -> dict[str, Any]:
+    """Write the zip-mode receipt of ``plan`` (the zip in place, its entries checked against the
+    manifest) and return it. The zip's size and mtime let a rerun trust it without reading it."""
+    st = plan.zip_final.stat()
+    old = _read_receipt(plan.receipt) or {}
+    data = {
+        "step": "download_session",
+        "host": host or old.get("host", ""),
+        "session_id": plan.session_id,
+        "scan_id": plan.scan_id,
+        "resource": plan.resource,
+        "store": "zip",
+        "n_files": len(plan.targets),
+        "bytes": sum(t.size for t in plan.targets),
+        "fetched": len(plan.targets) - reused,
+        "reused": reused,
+        "method": method,
+        "http_requests": requests_made,
+        "duration_s": round(time.monotonic() - plan.started, 3),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "xnat_prep_version": __version__,
+        "zip": {"name": plan.zip_final.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        "files": plan.listed,
+    }
+    receipts.write(plan.receipt, data)
+    return data
 
 
 def _counted(transfer: Session, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
@@ -310,6 +425,8 @@ def _finish(
     if plan.done is not None:
         log.info("scan %s: done already (%s)", plan.scan_id, plan.receipt)
         return {**plan.done, "fetched": 0, "reused": len(plan.targets), "method": "none", "http_requests": 0}
+    if plan.store == "zip":
+        return _finish_zip(plan, transfer, call, first_zip)
     missing = plan.missing
     reused = len(plan.targets) - len(missing)
     methods: list[str] = []
@@ -339,6 +456,7 @@ def _finish(
         )
     plan.work.mkdir(parents=True, exist_ok=True)  # a scan whose files are all in sub-folders still gets one
     os.replace(plan.work, plan.dest)
+    plan.zip_final.unlink(missing_ok=True)  # from an earlier run in zip mode
     data.update(
         fetched=len(plan.targets) - reused,
         reused=reused,
@@ -356,6 +474,56 @@ def _finish(
         data["n_files"],
         data["fetched"],
         reused,
+        requests_made,
+    )
+    return data
+
+
+def _finish_zip(
+    plan: _Plan,
+    transfer: Session,
+    call: Callable[..., tuple[Any, int]],
+    first_zip: Future | None,
+) -> dict[str, Any]:
+    """Zip mode: check the streamed zip's entries against the manifest (up to ROUNDS fetches),
+    rename it to its final name, drop a files-mode folder of the scan, write the receipt."""
+    requests_made = 0
+    problems: list[str] = []
+    try:
+        for attempt in range(ROUNDS):
+            if attempt == 0 and first_zip is not None:
+                size, sent = first_zip.result()
+            else:
+                size, sent = call(_get_zip, plan)
+            requests_made += sent
+            problems = dicomzip.check_entries(plan.zip_part, plan.expected)
+            if not problems:
+                break
+            for problem in problems[:5]:
+                log.warning("%s: %s; will retry", plan.zip_uri, problem)
+            if any("not in the manifest" in p for p in problems):
+                raise XnatError(
+                    f"scan {plan.scan_id} of {plan.session_id}: the zip holds files the manifest does "
+                    f"not list: {problems[0]} (is the manifest stale? rerun discovery)"
+                )
+        else:
+            raise XnatError(
+                f"scan {plan.scan_id} of {plan.session_id}: zip still bad after {ROUNDS} fetches: "
+                f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+        os.replace(plan.zip_part, plan.zip_final)
+    finally:
+        plan.zip_part.unlink(missing_ok=True)
+    for leftover in (plan.work, plan.dest):  # a files-mode folder of this scan: the zip replaces it
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+    data = _zip_receipt(plan, method="zip", reused=0, requests_made=requests_made, host=transfer.host)
+    log.info(
+        "scan %s: %d files kept in %s (%d bytes), %d HTTP requests",
+        plan.scan_id,
+        data["n_files"],
+        plan.zip_final.name,
+        size,
         requests_made,
     )
     return data
@@ -478,9 +646,10 @@ def _save_response(path: Path, target: _Target, response: Response) -> None:
         raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
-def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile:
-    """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive."""
-    save = functools.partial(_save_zip, plan.zip_part)
+def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile | int:
+    """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive (zip mode:
+    its size; the caller checks its entries)."""
+    save = functools.partial(_save_zip_kept if plan.store == "zip" else _save_zip, plan.zip_part)
     return _stale_hint(transfer.get, plan.zip_uri, save, params={"format": "zip"})
 
 
@@ -524,6 +693,19 @@ def _save_zip(tmp: Path, response: Response) -> zipfile.ZipFile:
         raise Corrupt(f"not a complete zip: {exc}") from None
 
 
+def _save_zip_kept(tmp: Path, response: Response) -> int:
+    """Zip mode: stream the zip to ``tmp``; its size. A cut-off archive is retried. No digest of
+    the whole zip: its entries are checked against the manifest next (one hashing pass, not two)."""
+    refuse_html(response, "a zip")
+    with open(tmp, "wb") as out:
+        size, _ = stream_to(response, out, md5=False)
+    try:
+        zipfile.ZipFile(tmp).close()
+    except zipfile.BadZipFile as exc:
+        raise Corrupt(f"not a complete zip: {exc}") from None
+    return size
+
+
 def _manifest_key(name: str, uri: str) -> str:
     """The manifest path of a zip entry: the text after ``resources/<label>/files/``.
 
@@ -531,8 +713,6 @@ def _manifest_key(name: str, uri: str) -> str:
     nothing is ever written under an entry's own name: such an archive is not trustworthy.
     """
     try:
-        paths.safe_relpath(name)
+        return dicomzip.entry_key(name)
     except ValueError as exc:
         raise XnatError(f"zip from {uri}: refusing entry {name!r}: {exc}") from None
-    match = _AFTER_FILES.search(name)
-    return match.group(1) if match else name.partition("/files/")[2] or name

@@ -28,9 +28,11 @@ FILES_DIR = "manifest/files"
 SESSION_FILES = "manifest/files/{project}/{subject}/{session}.tsv"
 SESSION_DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}.json"
 DICOM_DIR = "dicom/{project}/{subject}/{session}/{scan}"
+DICOM_ZIP = "dicom/{project}/{subject}/{session}/{scan}.zip"  # dicom.store: zip (one verified zip per scan)
 DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"
 PSEUDO_RECEIPT = "pseudo/{project}/{subject}/{session}/{scan}.json"
 PSEUDO_DIR = "pseudo/{project}/{subject}/{session}/{scan}"
+PSEUDO_ZIP = "pseudo/{project}/{subject}/{session}/{scan}.zip"  # dicom.store: zip
 NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
 CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
 UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
@@ -101,6 +103,12 @@ def outputs_of(receipt: str | Path) -> Path:
     return receipt.with_suffix("")
 
 
+def zip_of(folder: str | Path) -> Path:
+    """The zip that stands for a folder in ``dicom.store: zip``: ``x`` -> ``x.zip``."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".zip")
+
+
 def receipt_of(folder: str | Path) -> Path:
     """The receipt of a folder: ``x`` -> ``x.json``."""
     folder = Path(folder)
@@ -143,6 +151,11 @@ def convert_receipt(root: str | Path, project: str, subject: str, session: str, 
 def dicom_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
     """Where one scan's DICOM files go (not a declared output: see docs/architecture.md)."""
     return build(root, DICOM_DIR, project=project, subject=subject, session=session, scan=scan)
+
+
+def dicom_zip(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
+    """One scan's verified zip in ``dicom.store: zip`` (beside its receipt, instead of the folder)."""
+    return build(root, DICOM_ZIP, project=project, subject=subject, session=session, scan=scan)
 
 
 def pseudo_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:

@@ -65,9 +65,11 @@ def build(
     cores: int = 1,
     group_components: Mapping[str, int] | None = None,
     download_mb_s: float = DOWNLOAD_MB_S,
+    store: str = "files",
 ) -> Plan:
     """The plan of the run whose manifest is under ``root`` (``group_components``: rule -> scans
-    per cluster job, from a profile's ``groups`` and ``group-components``)."""
+    per cluster job, from a profile's ``groups`` and ``group-components``; ``store``: the config's
+    ``dicom.store``, which decides the inodes and what counts as verified locally)."""
     import pandas as pd
 
     root = Path(root)
@@ -82,7 +84,7 @@ def build(
         if where not in file_lists:
             file_lists[where] = manifest.read_session_files(paths.session_files(root, *where))
         files = file_lists[where].get(scan.scan_id, [])
-        if download.verified_locally(paths.download_receipt(root, *where, scan.scan), files):
+        if download.verified_locally(paths.download_receipt(root, *where, scan.scan), files, store):
             done_bytes += scan.bytes
         else:
             to_fetch.append(scan)
@@ -112,7 +114,13 @@ def build(
     convert_bytes = sum(s.bytes for s in to_convert)
     # DICOM stays; NIfTI (gzip) is at most about the DICOM's size; one folder + receipt per scan.
     disk = fetch_bytes + convert_bytes
-    inodes = fetch_files + 2 * len(to_fetch) + 4 * len(to_convert)
+    # files: one per DICOM instance + the scan's folder + receipt; zip: the zip + receipt
+    inodes_by_store = {
+        "files": fetch_files + 2 * len(to_fetch) + 4 * len(to_convert),
+        "zip": 2 * len(to_fetch) + 4 * len(to_convert),
+    }
+    inodes = inodes_by_store[store]
+    other = "zip" if store == "files" else "files"
     seconds = fetch_bytes / 1e6 / download_mb_s + convert_bytes / 1e6 / (
         CONVERT_MB_S_PER_CORE * max(1, cores)
     )
@@ -142,7 +150,12 @@ def build(
             f"with grouping {groups}" if groups else "no grouping (one job per step)",
         ),
         ("disk needed (GB)", round(disk / 1e9, 2), "under output_root: DICOM to fetch + NIfTI (<= DICOM)"),
-        ("inodes needed", inodes, "files + folders + receipts"),
+        (
+            "inodes needed",
+            inodes,
+            f"dicom.store {store}: files + folders + receipts "
+            f"({inodes_by_store[other]:,} with dicom.store {other})",
+        ),
         (
             "estimated minutes",
             round(seconds / 60, 1),

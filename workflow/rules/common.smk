@@ -45,6 +45,10 @@ except UserError as error:
 UPLOAD = config["upload"]["enabled"]
 VARIABLES = config["custom_variables"]["enabled"]
 NETWORK_LOCAL = config["cluster"]["network_on_submit_host"]
+# dicom.store: "zip" keeps one verified zip per scan (x.zip beside the receipt x.json) instead of
+# the folder x/; conversion unpacks it in node-local temp space (dicom.local_tmp, exported to jobs)
+DICOM_STORE = config["dicom"]["store"]
+ZIP = DICOM_STORE == "zip"
 
 
 pathvars:
@@ -66,6 +70,14 @@ def output_root(key, template):
 def folder_of(key):
     """A param: the folder beside the output receipt ``key`` (paths.outputs_of), where the step writes."""
     return lambda wildcards, output: str(paths.outputs_of(output[key]))
+
+
+def dicom_of(key):
+    """A param: where a DICOM step writes beside the output receipt ``key``: its folder, or in zip
+    mode the zip of that name (paths.zip_of)."""
+    if ZIP:
+        return lambda wildcards, output: str(paths.zip_of(paths.outputs_of(output[key])))
+    return folder_of(key)
 
 
 def as_json(value):
@@ -132,8 +144,10 @@ def get_session_scan_tasks(wildcards):
 
 
 def get_scan_dicom_dir(wildcards):
-    """The scan's DICOM folder, in the session's folder beside the session download receipt."""
-    return str(paths.dicom_dir(ROOT, wildcards.project, wildcards.subject, wildcards.session, wildcards.scan))
+    """The scan's DICOM folder, in the session's folder beside the session download receipt
+    (zip mode: the scan's zip there)."""
+    key = (wildcards.project, wildcards.subject, wildcards.session, wildcards.scan)
+    return str(paths.dicom_zip(ROOT, *key) if ZIP else paths.dicom_dir(ROOT, *key))
 
 
 def get_subject_id(wildcards):
@@ -153,10 +167,11 @@ def get_convert_input(wildcards):
 
 
 def get_convert_dicom(wildcards):
-    """The folder the conversion reads (beside its input receipt)."""
+    """The folder (zip mode: the zip) the conversion reads, beside its input receipt."""
     key = (wildcards.project, wildcards.subject, wildcards.session, wildcards.scan)
     if PSEUDO:
-        return str(paths.outputs_of(paths.pseudo_receipt(ROOT, *key)))
+        folder = paths.outputs_of(paths.pseudo_receipt(ROOT, *key))
+        return str(paths.zip_of(folder) if ZIP else folder)
     return get_scan_dicom_dir(wildcards)
 
 
@@ -330,6 +345,8 @@ def push_source():
         words += ["--variables", f"--prefix={cv['prefix']}", f"--derived={as_json(cv['derived'])}"]
         words += [f"--values-csv={cv['values_csv']}"] if cv["values_csv"] else []
     return " ".join(shlex.quote(w) for w in words)
+
+
 # -- BIDS output (rules/bids.smk), on when bids.mapping is set ---------------------------------------
 BIDS = config["bids"]
 

@@ -5,7 +5,8 @@ rule download_session:
         files=ancient("<results>/manifest/files/{project}/{subject}/{session}.tsv"),
         plan=get_bids_gate,  # BIDS on: the plan's lint of the mapping passed
     output:
-        # the scans' folders go beside it, in <results>/dicom/{project}/{subject}/{session}/
+        # the scans' folders (dicom.store zip: the scans' zips) go beside it, in
+        # <results>/dicom/{project}/{subject}/{session}/
         receipt="<results>/dicom/{project}/{subject}/{session}.json",
     log:
         "logs/download_session/{project}/{subject}/{session}.log",
@@ -19,7 +20,9 @@ rule download_session:
     params:
         session_id=get_session_id,
         scans=get_session_scan_tasks,
+        store=DICOM_STORE,
     shell:
         "xnat-prep --log {log:q} download-session --files {input.files:q}"
         " --session-id {params.session_id:q} --scans {params.scans:q} --receipt {output.receipt:q}"
         " --parallel {resources.xnat_api}"
+        " --store {params.store}"

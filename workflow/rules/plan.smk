@@ -10,7 +10,9 @@ rule plan:
         "logs/plan/plan.log",
     params:
         root=output_root("plan", paths.PLAN_TSV),
-        steps=("" if UPLOAD else " --no-upload") + ("" if VARIABLES else " --no-variables"),
+        steps=("" if UPLOAD else " --no-upload")
+        + ("" if VARIABLES else " --no-variables")
+        + (" --store zip" if ZIP else ""),
         bids=(f" --bids-mapping {shlex.quote(BIDS['mapping'])} {bids_options()}" if BIDS["mapping"] else ""),
     shell:
         "xnat-prep --log {log:q} plan --output-root {params.root:q}{params.steps}{params.bids}"

@@ -4,6 +4,7 @@ rule pseudonymise_scan:
         download=ancient("<results>/dicom/{project}/{subject}/{session}.json"),
     output:
         # the pseudonymised files go beside it, in <results>/pseudo/{project}/{subject}/{session}/{scan}/
+        # (dicom.store zip: in {scan}.zip there)
         receipt="<results>/pseudo/{project}/{subject}/{session}/{scan}.json",
     log:
         "logs/pseudonymise_scan/{project}/{subject}/{session}/{scan}.log",
@@ -11,7 +12,7 @@ rule pseudonymise_scan:
         "benchmarks/pseudonymise_scan/{project}/{subject}/{session}/{scan}.tsv"
     params:
         dicom=get_scan_dicom_dir,
-        out=folder_of("receipt"),
+        out=dicom_of("receipt"),
         subject_id=get_subject_id,
         options=get_pseudo_options,
         labels=get_pseudo_labels,

@@ -8,7 +8,16 @@ from xnat_prep import convert
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dicom", required=True, help="directory of the scan's DICOM files")
+    parser.add_argument(
+        "--dicom",
+        required=True,
+        help="directory of the scan's DICOM files, or its zip (dicom.store: zip; unpacked into --local-tmp)",
+    )
+    parser.add_argument(
+        "--local-tmp",
+        default=None,
+        help="node-local folder to unpack a zip in (default: $XNAT_PREP_LOCAL_TMP, else $TMPDIR, else /tmp)",
+    )
     parser.add_argument(
         "--receipt", required=True, help="receipt JSON to write; the outputs go in the folder of its name"
     )
@@ -36,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
         scan_id=args.scan_id,
         scan_type=args.scan_type,
         scrub_sidecars=args.scrub_sidecars,
+        local_tmp=args.local_tmp,
     )
     return 0

@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fetch up to K scans at once, each on its own connection (default 1: one after another); "
         "the workflow passes the xnat_api units the job holds",
     )
+    parser.add_argument(
+        "--store",
+        choices=["files", "zip"],
+        default="files",
+        help="files: a folder of DICOM files per scan (default); zip: one verified zip per scan "
+        "(<scan>.zip beside its receipt; dicom.store)",
+    )
     options.add_connection_arguments(parser)
 
 
@@ -56,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
         files=by_scan,
         receipt=args.receipt,
         parallel=args.parallel,
+        store=args.store,
     )
     return 0

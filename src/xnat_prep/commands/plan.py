@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="Snakemake profile folder whose grouping gives the cluster jobs")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores converting at once")
     parser.add_argument(
+        "--store",
+        choices=["files", "zip"],
+        default="files",
+        help="with --output-root: dicom.store of the run (files per DICOM instance, or one zip per scan)",
+    )
+    parser.add_argument(
         "--download-mb-s", type=float, default=plan.DOWNLOAD_MB_S, help="expected download rate (MB/s)"
     )
     parser.add_argument(
@@ -33,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root, upload, variables = args.output_root, args.upload, args.variables
+    root, upload, variables, store = args.output_root, args.upload, args.variables, args.store
     mapping, strict, pseudo = args.bids_mapping, args.strict, bids_dataset.pseudo_settings(args)
     if args.configfile:
         config = config_mod.load(args.configfile)
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         config_mod.require_subjects(config)
         root = Path(config["output_root"])
         upload, variables = config["upload"]["enabled"], config["custom_variables"]["enabled"]
+        store = config["dicom"]["store"]
         mapping, strict = config["bids"]["mapping"], config["bids"]["strict"]
         if config["pseudonymise"]["enabled"]:
             settings = config["pseudonymise"]
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cores=args.cores,
         group_components=plan.grouping(args.profile),
         download_mb_s=args.download_mb_s,
+        store=store,
     )
     plan_tsv, inventory_tsv = plan.write(found, root)
     print(found.text())

@@ -1,4 +1,7 @@
-"""Pseudonymise a folder or zip of one subject's DICOM into a new folder, atomically.
+"""Pseudonymise a folder or zip of one subject's DICOM into a new folder (or zip), atomically.
+
+An output named ``*.zip`` (``dicom.store: zip``) is one zip of STORED entries instead of a folder,
+written under a temporary name beside it and renamed at the end: the same form the download keeps.
 
 Everything is written into a temporary folder next to the output and renamed into place at the
 end: an error leaves the previous output (or none), never half of a new one. Output files are
@@ -128,15 +131,22 @@ def pseudonymise_tree(
     layout: Layout = "series",
     labels: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Pseudonymise every DICOM file of ``source`` into ``out_dir`` (replaced); returns the
-    receipt data (no key, no subject ID, no original value: only counts, pseudonymised UIDs,
-    the key's fingerprint and the method). ``labels`` (the XNAT project, subject and session
-    labels) are cleaned out of the text the profile keeps."""
+    """Pseudonymise every DICOM file of ``source`` into ``out_dir`` (replaced; a name ending in
+    ``.zip`` makes it one zip); returns the receipt data (no key, no subject ID, no original value:
+    only counts, pseudonymised UIDs, the key's fingerprint and the method). ``labels`` (the XNAT
+    project, subject and session labels) are cleaned out of the text the profile keeps."""
     started = time.monotonic()
     out_dir = Path(out_dir)
     p = Pseudonymiser(key, subject_id, pseudonym, profile, labels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    as_zip = out_dir.name.endswith(".zip")
+    if as_zip:
+        tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.part")
+        archive: zipfile.ZipFile | None = zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED)
+        names: set[str] = set()
+    else:
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+        archive = None
     n_input = n_written = 0
     quarantined: list[dict[str, str]] = []
     try:
@@ -158,7 +168,17 @@ def pseudonymise_tree(
             p.dataset(ds)
             sop = first_value(ds, 0x00080018)
             series = first_value(ds, 0x0020000E) or "unknown"
-            target = tmp / (f"{series}/{sop}.dcm" if layout == "series" else f"{sop}.dcm")
+            relname = f"{series}/{sop}.dcm" if layout == "series" else f"{sop}.dcm"
+            if archive is not None:
+                if relname in names:
+                    raise UserError(f"{name}: a second file with the same SOPInstanceUID as another input")
+                names.add(relname)
+                buffer = io.BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                archive.writestr(relname, buffer.getvalue())
+                n_written += 1
+                continue
+            target = tmp / relname
             if target.exists():
                 raise UserError(f"{name}: a second file with the same SOPInstanceUID as another input")
             target.parent.mkdir(exist_ok=True)
@@ -168,9 +188,19 @@ def pseudonymise_tree(
             raise UserError(f"{source}: no files to pseudonymise")
         if reid_table:
             write_reid_table(reid_table, p)
-        replace_dir(tmp, out_dir)
+        if archive is not None:
+            archive.close()
+            archive = None
+            os.replace(tmp, out_dir)
+        else:
+            replace_dir(tmp, out_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if archive is not None:
+            archive.close()
+        if as_zip:
+            tmp.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     quarantined.sort(key=lambda q: (q["series_number"], q["sop_instance_uid"]))
     log.info(
         "pseudonymised %d of %d files (%d quarantined), key %s",

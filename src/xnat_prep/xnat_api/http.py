@@ -516,17 +516,24 @@ def copy_hashing(chunks: Iterable[bytes], out: IO[bytes]) -> tuple[int, str]:
     return size, md5.hexdigest()
 
 
-def stream_to(response: requests.Response, out: IO[bytes]) -> tuple[int, str]:
-    """Copy a streamed body to ``out`` in 1 MiB chunks; returns (bytes, md5 hex).
+def stream_to(response: requests.Response, out: IO[bytes], *, md5: bool = True) -> tuple[int, str]:
+    """Copy a streamed body to ``out`` in 1 MiB chunks; returns (bytes, md5 hex; "" with
+    ``md5=False``, for a body whose parts are checked afterwards).
 
     A body shorter than its ``Content-Length`` raises ``Corrupt`` (urllib3 usually notices
     first; this also covers servers that close the connection cleanly mid-body).
     """
-    size, md5 = copy_hashing(response.iter_content(CHUNK), out)
+    if md5:
+        size, digest = copy_hashing(response.iter_content(CHUNK), out)
+    else:
+        size, digest = 0, ""
+        for chunk in response.iter_content(CHUNK):
+            out.write(chunk)
+            size += len(chunk)
     expected = response.headers.get("Content-Length")
     if expected is not None and "Content-Encoding" not in response.headers and int(expected) != size:
         raise Corrupt(f"body truncated: {size} of {expected} bytes")
-    return size, md5
+    return size, digest
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,0 +1,122 @@
+"""``dicom.store: zip`` rows: the workflow's zip-mode download against the raw zip-GET limit, its
+conversion from zips (unpacked in node-local temp space) against plain dcm2niix on the unpacked
+folders, and the DICOM files it leaves per scan.
+
+Measured side by side in each repetition, on one copy of the study's server: the raw parallel GET
+of every scan's zip (``bench/raw_get.py``, the same connections as the workflow), the workflow's
+download stage with ``dicom.store: zip``, its convert stage (``dicom.local_tmp`` on this machine's
+disk, as ``$TMPDIR`` would be on a node), then the same zips unpacked (not timed) and plain
+dcm2niix on those folders with the same parallelism and options.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench import clients, study
+from bench.table import Row
+from xnat_prep import dicomzip, manifest, paths
+
+ROW_KEYS = (
+    "zip.limit_zip",
+    "zip.download",
+    "zip.download_vs_limit",
+    "zip.files_per_scan",
+    "zip.dcm2niix",
+    "zip.convert",
+    "zip.convert_vs_dcm2niix",
+)
+
+
+def rows() -> list[Row]:
+    return [
+        Row("zip.limit_zip", "dicom.store zip: raw limit, parallel GET of each scan's zip", "s"),
+        Row("zip.download", "dicom.store zip: workflow download_session stage (after discovery)", "s"),
+        Row(
+            "zip.download_vs_limit",
+            "dicom.store zip: raw zip-GET time / workflow download time",
+            "x",
+            target=">= 0.8",
+            ok=lambda r: r >= 0.8,
+        ),
+        Row(
+            "zip.files_per_scan",
+            "dicom.store zip: DICOM files left on the shared filesystem per scan",
+            "files",
+            target="<= 2",
+            ok=lambda r: r <= 2,
+        ),
+        Row("zip.dcm2niix", "dicom.store zip: plain dcm2niix on the unpacked folders, same parallelism", "s"),
+        Row("zip.convert", "dicom.store zip: workflow convert_scan stage, unpacking each zip in temp", "s"),
+        Row(
+            "zip.convert_vs_dcm2niix",
+            "dicom.store zip: workflow convert time / plain dcm2niix time",
+            "x",
+            target="<= 1.2",
+            ok=lambda r: r <= 1.2,
+        ),
+    ]
+
+
+def ratios(r: dict[str, Row]) -> None:
+    if r["zip.download"].samples and r["zip.limit_zip"].samples:
+        r["zip.download_vs_limit"].ratio = r["zip.limit_zip"].value / r["zip.download"].value
+    if r["zip.convert"].samples and r["zip.dcm2niix"].samples:
+        r["zip.convert_vs_dcm2niix"].ratio = r["zip.convert"].value / r["zip.dcm2niix"].value
+    if r["zip.files_per_scan"].samples:
+        r["zip.files_per_scan"].ratio = r["zip.files_per_scan"].value
+
+
+def dicom_files_per_scan(results: Path, n_scans: int, n_sessions: int) -> tuple[float, int]:
+    """(files per scan, files) under ``results/dicom``, the session receipts left out."""
+    n = sum(len(names) for _, _, names in os.walk(results / "dicom"))
+    return (n - n_sessions) / n_scans, n
+
+
+def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imports this module)
+    data = study.clone(ctx.study.data_dir, ctx.work / "server-zipstore")
+    out = ctx.work / "zip-out"
+    log = ctx.work / "logs"
+    log.mkdir(exist_ok=True)
+    with study.server(data) as srv:
+        for rep in range(ctx.mode.reps):
+            wf = ctx.workflow(f"zipstore-{rep}", srv.url)
+            node = ctx.work / f"zip-node-tmp-{rep}"
+            node.mkdir(parents=True, exist_ok=True)
+            wf.write_config(dicom={"store": "zip", "local_tmp": str(node)})
+            wf.run(["--until", "discover"], "zip-discover")
+            scans = manifest.read_scans(wf.results / paths.SCANS_TSV)
+            zips = [
+                f"/data/experiments/{r.session_id}/scans/{r.scan_id}/resources/{r.resource}/files?format=zip"
+                for r in scans
+            ]
+            # raw limit first, then the workflow, in the same repetition
+            limit = clients.raw_get(
+                srv.url, zips, ctx.max_connections, out / "zip", ctx.env, log / f"zip-limit-{rep}.log"
+            )
+            ctx.add("zip.limit_zip", limit.wall_s)
+            clients.remove(out / "zip")
+            before = study.request_count(srv)
+            ctx.add("zip.download", wf.stage("download_stage", f"zip-download-{rep}").wall_s)
+            n_requests = study.request_count(srv) - before
+            sessions = {(r.project, r.subject, r.session) for r in scans}
+            per_scan, n_files = dicom_files_per_scan(wf.results, len(scans), len(sessions))
+            ctx.add("zip.files_per_scan", per_scan)
+            ctx.rows["zip.files_per_scan"].note = (
+                f"{n_files:,} files under dicom/ for {len(scans)} scans and {len(sessions)} sessions "
+                f"(a session receipt each); {n_requests / len(scans):.2f} requests per scan"
+            )
+            ctx.add("zip.convert", wf.stage("convert_stage", f"zip-convert-{rep}").wall_s)
+            leftover = list(node.iterdir())
+            if leftover:
+                ctx.rows["zip.convert"].note = f"{len(leftover)} unpacked folder(s) left in temp!"
+            folders = []
+            for i, r in enumerate(scans):  # the same zips unpacked, not timed
+                folder = out / "unpacked" / str(i)
+                folder.mkdir(parents=True)
+                dicomzip.unpack(paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan), folder)
+                folders.append((folder, f"{paths.safe_component(r.session)}_{r.scan}"))
+            ctx.add("zip.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores))
+            clients.remove(out, wf.workdir, node)
+    clients.remove(data)

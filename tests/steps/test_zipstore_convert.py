@@ -1,0 +1,161 @@
+"""dicom.store zip, conversion side: a scan's zip is unpacked in node-local temp space, dcm2niix runs
+there, only the NIfTI comes back; temp space missing or full is one clear error naming the folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from dicomfake import write_series
+
+from xnat_prep import convert, dicomzip, receipts
+from xnat_prep.errors import UserError
+
+
+def md5s(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def zip_of(folder: Path, zip_path: Path, prefix: str = "E1/scans/1-T1w/resources/DICOM/files/") -> Path:
+    """The folder as XNAT zips a scan resource (STORED entries under .../files/)."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + path.relative_to(folder).as_posix())
+    return zip_path
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "dicom" / "1-T1w"
+    write_series(folder, n_slices=6, size=16)
+    return folder, zip_of(folder, tmp_path / "dicom" / "1-T1w.zip")
+
+
+def convert_into(root: Path, source: Path, **kwargs) -> tuple[dict, Path]:
+    receipt = root / "nifti" / "1-T1w.json"
+    data = convert.convert_scan(dicom_dir=source, receipt=receipt, name="sub_T1w", **kwargs)
+    return data, receipt.with_suffix("")
+
+
+def test_zip_converts_to_the_same_nifti_as_the_folder(tmp_path: Path, series: tuple[Path, Path]) -> None:
+    folder, zipped = series
+    node = tmp_path / "node"
+    node.mkdir()
+    plain, plain_out = convert_into(tmp_path / "a", folder)
+    from_zip, zip_out = convert_into(tmp_path / "b", zipped, local_tmp=str(node))
+    assert from_zip["status"] == plain["status"] == "converted"
+    assert from_zip["n_dicom"] == plain["n_dicom"] == 6
+    assert md5s(zip_out) == md5s(plain_out)
+    assert list(node.iterdir()) == []  # the unpacked copy is gone
+
+
+def test_local_tmp_comes_from_the_environment(tmp_path: Path, series: tuple[Path, Path], monkeypatch) -> None:
+    node = tmp_path / "node-$SLURM_JOB_ID"
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv(dicomzip.LOCAL_TMP_ENV, str(node))
+    assert dicomzip.local_tmp_root() == tmp_path / "node-42"
+    monkeypatch.delenv(dicomzip.LOCAL_TMP_ENV)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "slurm-tmp"))
+    assert dicomzip.local_tmp_root() == tmp_path / "slurm-tmp"
+
+
+def test_missing_local_tmp_fails_naming_it_and_writes_nothing(
+    tmp_path: Path, series: tuple[Path, Path]
+) -> None:
+    _, zipped = series
+    missing = tmp_path / "no-such-node-disk"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xnat_prep.cli",
+            "convert-scan",
+            "--dicom",
+            str(zipped),
+            "--receipt",
+            str(tmp_path / "out" / "1-T1w.json"),
+            "--name",
+            "x",
+            "--local-tmp",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if str(missing) in ln]
+    assert errors and "no such folder" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    """A 64 KiB tmpfs: node-local temp space that fills up (needs root and mount)."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+def test_full_local_tmp_fails_naming_it_and_keeps_the_old_result(tmp_path: Path, tiny_fs: Path) -> None:
+    folder = tmp_path / "dicom" / "1-T1w"
+    write_series(folder, n_slices=6, size=128)
+    zipped = zip_of(folder, tmp_path / "dicom" / "1-T1w.zip")
+    assert zipped.stat().st_size > 64 * 1024  # the scan cannot fit
+    _, out = convert_into(tmp_path, folder)  # an earlier result, which must survive
+    before = md5s(out)
+    receipt = out.with_name("1-T1w.json")
+    recorded = receipts.read(receipt)
+    with pytest.raises(dicomzip.LocalTempError) as caught:
+        convert_into(tmp_path, zipped, local_tmp=str(tiny_fs))
+    assert str(tiny_fs) in str(caught.value) and "No space left" in str(caught.value)
+    assert caught.value.exit_code == 1
+    assert md5s(out) == before and receipts.read(receipt) == recorded
+    assert list(tiny_fs.iterdir()) == []  # the partial unpack is removed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["1-T1w", "1-T1w.json"]
+
+
+def test_damaged_zip_is_one_clear_error(tmp_path: Path, series: tuple[Path, Path]) -> None:
+    _, zipped = series
+    data = bytearray(zipped.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside an entry's bytes: the CRC check catches it
+    zipped.write_bytes(bytes(data))
+    node = tmp_path / "node"
+    node.mkdir()
+    with pytest.raises(UserError, match=r"1-T1w\.zip: damaged zip .*run again to fetch it"):
+        convert_into(tmp_path / "c", zipped, local_tmp=str(node))
+    assert list(node.iterdir()) == []
+    assert not (tmp_path / "c" / "nifti" / "1-T1w.json").exists()
+
+
+def test_check_entries_against_the_manifest(tmp_path: Path, series: tuple[Path, Path]) -> None:
+    folder, zipped = series
+    expected = {
+        p.name: (p.stat().st_size, hashlib.md5(p.read_bytes()).hexdigest()) for p in sorted(folder.iterdir())
+    }
+    assert dicomzip.check_entries(zipped, expected) == []
+    name = next(iter(expected))
+    wrong = {**expected, name: (expected[name][0], "0" * 32)}
+    said = f"{name}: md5 {expected[name][1]}, manifest says {'0' * 32}"
+    assert dicomzip.check_entries(zipped, wrong) == [said]
+    fewer = dict(list(expected.items())[1:])
+    assert dicomzip.check_entries(zipped, fewer) == [f"{name}: in the zip, not in the manifest"]
+    more = {**expected, "extra.dcm": (1, "0" * 32)}
+    assert dicomzip.check_entries(zipped, more) == ["extra.dcm: in the manifest, not in the zip"]
+    zipped.write_bytes(zipped.read_bytes()[:-30])  # cut off
+    assert dicomzip.check_entries(zipped, expected)[0].startswith("unreadable zip")
