@@ -132,8 +132,12 @@ def download_session(
             try:
                 data = _finish(plan, transfer, lambda fn, *args: on_network(fn, *args).result(), first_zip)
             except UserError as exc:  # XnatError too; a wrong password fails every scan alike
-                log.error("%s", exc)
-                failed.append(str(exc))
+                # each failure names its scan (a request's own message names only its URL)
+                message = (
+                    str(exc) if str(exc).startswith(f"scan {plan.scan_id}") else f"scan {plan.scan_id}: {exc}"
+                )
+                log.error("%s", message)
+                failed.append(message)
                 return
             done.append({k: data[k] for k in _SESSION_RECEIPT_KEYS})
 

@@ -53,7 +53,7 @@ CASES = {
     "html-files": Case("html", FILES, "answered an HTML page, not JSON"),
     "html-zip": Case("html", ZIP, "answered an HTML page, not a zip", "scan 1"),
     "html-session-document": Case(
-        "html", EXPERIMENT, "answered an HTML page, not JSON", "001_MR1", config=NO_UPLOAD
+        "html", EXPERIMENT, "answered an HTML page, not JSON", "XNAT_E00001", config=NO_UPLOAD
     ),
     "html-as-json-subjects": Case("html_as_json", SUBJECTS, "answered an HTML page, not JSON"),
     "html-as-json-files": Case("html_as_json", FILES, "answered an HTML page, not JSON"),
@@ -64,7 +64,7 @@ CASES = {
     "wrong-shape-subjects": Case("wrong_shape", SUBJECTS, "not a ResultSet listing", ci=True),
     "wrong-shape-files": Case("wrong_shape", FILES, "not a ResultSet listing"),
     "wrong-shape-session-document": Case(
-        "wrong_shape", EXPERIMENT, "not an XNAT experiment document", "001_MR1", config=NO_UPLOAD
+        "wrong_shape", EXPERIMENT, "not an XNAT experiment document", "XNAT_E00001", config=NO_UPLOAD
     ),
     "missing-columns-subjects": Case("missing_columns", SUBJECTS, "listing without column(s) ID, label"),
     "missing-columns-experiments": Case(
@@ -74,7 +74,7 @@ CASES = {
     "missing-columns-files": Case("missing_columns", FILES, "listing without column(s) URI, Size"),
     "wrong-digest": Case("wrong_digest", FILES, "still bad", "scan 1", ci=True),
     "corrupt-bytes-zip": Case("corrupt_bytes", ZIP, "still bad", "scan 1"),
-    "corrupt-bytes-files": Case("corrupt_bytes", r"/resources/DICOM/files", "still bad", "scan 1"),
+    "corrupt-bytes-zip-and-files": Case("corrupt_bytes", r"/resources/DICOM/files", "still bad", "scan 1"),
     "huge-size": Case("huge_size", FILES, "free on", "scan 1", ci=True),
     "negative-size": Case("negative_size", FILES, "size '-1' is not a file size", "scan 1"),
     "bad-size": Case("bad_size", FILES, "size '12 kB' is not a file size", "scan 1"),
@@ -121,18 +121,19 @@ def outcomes(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, tuple[Path, Result]]:
-    """The cases this session runs, three at a time (mostly Snakemake's start-up and retry waits)."""
+    """The cases this session runs, four at a time (mostly Snakemake's start-up and retry waits)."""
     selected = {
         item.callspec.params.get("name") for item in request.session.items if hasattr(item, "callspec")
     }
     full = request.config.getoption("--full")
     names = [n for n in CASES if n in selected and (CASES[n].ci or full)]
     workdirs = {name: tmp_path_factory.mktemp(name) for name in names}
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(4) as pool:
         futures = {name: pool.submit(run_case, template, CASES[name], workdirs[name]) for name in names}
     return {name: (workdirs[name], future.result()) for name, future in futures.items()}
 
 
+@pytest.mark.timeout(3600)  # the first case's setup runs them all (four at a time)
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=() if c.ci else pytest.mark.reliability_full) for n, c in CASES.items()]
 )

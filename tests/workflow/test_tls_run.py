@@ -67,6 +67,7 @@ def test_ca_bundle_run_passes(tls_study: tuple[Study, Path], tmp_path: Path) -> 
     assert result.data_writes()  # NIfTI uploaded, variables set: over HTTPS
 
 
+@pytest.mark.reliability_full
 def test_verify_off_passes_with_the_loud_warning(tls_study: tuple[Study, Path], tmp_path: Path) -> None:
     study, _ = tls_study
     result = run(study, tmp_path, verify_tls=False)
