@@ -80,7 +80,7 @@ class Study:
         user: str = RUNNER,
         password: str | None = PASSWORD,
         env: dict[str, str] | None = None,
-        timeout: float = 300,
+        timeout: float = 900,  # a whole run on a shared, loaded machine can take minutes
         background: bool = False,
     ) -> Result | subprocess.Popen:
         """Run ``snakemake -s <repo>/Snakefile --directory workdir`` with credentials in the env only."""
