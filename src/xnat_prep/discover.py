@@ -249,19 +249,24 @@ def _session_scans(xs: Client, listed: _Listed) -> Discovery:
         )
         return out
     by_scan: dict[str, list[FileRow]] = {}
+    bad_size: dict[str, str] = {}  # scan ID -> why its file list cannot be trusted
     for row in file_rows:
         match = _FILE_URI.search(row.get("URI", ""))
         if match and row.get("collection") == RESOURCE:
             scan_id, path = match.group(1), unquote(match.group(2))
+            size = _file_size(row.get("Size"))
+            if size is None:
+                bad_size.setdefault(scan_id, f"file {path!r}: size {row.get('Size')!r} is not a file size")
+                size = 0
             by_scan.setdefault(scan_id, []).append(
-                FileRow(scan_id, RESOURCE, path, int(row.get("Size") or 0), row.get("digest", ""), row["URI"])
+                FileRow(scan_id, RESOURCE, path, size, row.get("digest", ""), row["URI"])
             )
     seen: dict[str, str] = {}
     for scan in picked:  # in scan order (sorted above)
         scan_id, scan_type = str(scan["ID"]), scan.get("type") or ""
         files = by_scan.get(scan_id, [])
         description = scan.get("series_description") or ""
-        unsafe = _unsafe_path(files)
+        unsafe = _unsafe_path(files) or bad_size.get(scan_id, "")
         if unsafe:  # refused here, before any download job could write anything
             message = f"scan {scan_id}: {unsafe}; scan skipped"
             out.errors.append(ErrorRow(session.project, session.subject, session.session, message))
@@ -309,6 +314,14 @@ def _session_scans(xs: Client, listed: _Listed) -> Discovery:
     return out
 
 
+def _file_size(value: Any) -> int | None:
+    """A listing's ``Size`` as a number of bytes (empty: 0), or None when it is not one."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return 0
+    return int(text) if text.isdigit() else None
+
+
 def _unsafe_path(files: Iterable[FileRow]) -> str:
     """Why a scan's file list cannot be written safely (absolute path, ``..``, NUL), else ""."""
     for row in files:
@@ -350,9 +363,10 @@ def discover(
             try:
                 rows = _listing(lambda project=project: main.subjects(project))
             except _ListingError as exc:
-                result.errors += [
-                    ErrorRow(project, s.subject, "", f"project {project}: {exc}") for s in wanted
-                ]
+                # the access layer's message names the project when it knows it ("no read permission
+                # on project P"); said once, not twice
+                message = str(exc) if f"project {project}" in str(exc) else f"project {project}: {exc}"
+                result.errors += [ErrorRow(project, s.subject, "", message) for s in wanted]
                 continue
             ids = {r["label"]: r["ID"] for r in rows}
             for s in wanted:

@@ -143,8 +143,10 @@ def download_session(
         try:
             results[index] = _download_scan(transfer, session_id, task, files, dest, store)
         except UserError as exc:  # XnatError too; a wrong password fails every scan alike
-            log.error("%s", exc)
-            results[index] = str(exc)
+            # each failure names its scan (a request's own message names only its URL)
+            message = str(exc) if str(exc).startswith(f"scan {task.scan_id}") else f"scan {task.scan_id}: {exc}"
+            log.error("%s", message)
+            results[index] = message
         finally:
             pool.put(transfer)
 
@@ -215,6 +217,7 @@ def _download_scan(
         paths.receipt_of(dest / task.scan),
         store,
     )
+    _check_space(plan)
     data = _finish(plan, transfer, functools.partial(_counted, transfer), None)
     return {k: data[k] for k in _SESSION_RECEIPT_KEYS}
 
@@ -303,6 +306,28 @@ def _plan(
     for folder in {(work / t.rel).parent for t in plan.missing}:  # once per folder, not per file
         folder.mkdir(parents=True, exist_ok=True)
     return plan
+
+
+def _check_space(plan: _Plan) -> None:
+    """Refuse a scan whose missing files do not fit on the disk (a listing's absurd size too)
+    before any request: UserError naming the scan, the need and what is free."""
+    need = sum(t.size for t in plan.missing)
+    if not need:
+        return
+    free = shutil.disk_usage(plan.dest.parent).free
+    if need > free:
+        raise UserError(
+            f"scan {plan.scan_id} of {plan.session_id}: needs {_human(need)}, only {_human(free)} free "
+            f"on {plan.work.parent}; scan skipped (XNAT lists its files at that size)"
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def _listed(targets: list[_Target]) -> list[dict[str, Any]]:

@@ -106,3 +106,59 @@ def test_faults_endpoint_validates_and_needs_login(server: ServerHandle) -> None
     assert api(server, "PUT", "/xapi/xnatprep/faults", json={"bogus": 1}).status_code == 400
     assert api(server, "PUT", "/xapi/xnatprep/faults", json={"error": 2}).status_code == 400
     assert api(server, "GET", "/xapi/xnatprep/faults", auth=None).status_code == 401
+
+
+# -- hostile answers (answer=KIND, server/hostile.py) -----------------------------------------------
+
+LISTING = "/data/projects/F/resources/R/files"
+
+
+def hostile(server: ServerHandle, kind: str, path: str) -> None:
+    set_faults(server, {"answer": kind, "path": path})
+
+
+def test_hostile_answers_change_only_what_they_name(server: ServerHandle) -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    honest = api(server, "GET", LISTING, params={"format": "json"}).json()["ResultSet"]["Result"]
+    [row] = honest
+    data = api(server, "GET", FILE).content
+    assert hashlib.md5(data).hexdigest() == row["digest"]
+    try:
+        hostile(server, "html", f"^{LISTING}$")
+        page = api(server, "GET", LISTING, params={"format": "json"})
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert api(server, "GET", FILE).content == data  # path-scoped: the file itself is honest
+        hostile(server, "wrong_digest", f"^{LISTING}$")
+        [wrong] = api(server, "GET", LISTING, params={"format": "json"}).json()["ResultSet"]["Result"]
+        assert wrong["digest"] != row["digest"] and {**wrong, "digest": row["digest"]} == row
+        hostile(server, "unsafe_dotdot", f"^{LISTING}$")
+        [climbing] = api(server, "GET", LISTING, params={"format": "json"}).json()["ResultSet"]["Result"]
+        assert climbing["URI"].endswith("/files/../../big.bin")
+        hostile(server, "corrupt_bytes", "/files")
+        bad = api(server, "GET", FILE).content
+        assert len(bad) == len(data) and bad != data
+        archive = zipfile.ZipFile(io.BytesIO(api(server, "GET", LISTING, params={"format": "zip"}).content))
+        [entry] = archive.infolist()
+        assert (
+            archive.read(entry) != data and archive.testzip() is None
+        )  # its CRC agrees with the wrong bytes
+        hostile(server, "zip_slip", "/files")
+        names = zipfile.ZipFile(
+            io.BytesIO(api(server, "GET", LISTING, params={"format": "zip"}).content)
+        ).namelist()
+        assert names == ["../../big.bin"]
+        hostile(server, "zip_truncated", "/files")
+        cut = api(server, "GET", LISTING, params={"format": "zip"})
+        assert cut.status_code == 200 and int(cut.headers["Content-Length"]) == len(cut.content)
+        assert not zipfile.is_zipfile(io.BytesIO(cut.content))
+        assert server.requests()[-1]["faults"] == ["answer:zip_truncated"]
+    finally:
+        set_faults(server, None)
+
+
+def test_unknown_hostile_answer_is_refused(server: ServerHandle) -> None:
+    answer = api(server, "PUT", "/xapi/xnatprep/faults", json={"answer": "nonsense"})
+    assert answer.status_code == 400 and "answer=nonsense is not one of html" in answer.text

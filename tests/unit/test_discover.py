@@ -133,8 +133,9 @@ def test_transient_errors_are_retried(seeded, tmp_path: Path) -> None:
 class ListingStub:
     """A client whose session lists one scan with the given file paths."""
 
-    def __init__(self, paths_listed: list[str]):
+    def __init__(self, paths_listed: list[str], size: str = "1"):
         self.paths = paths_listed
+        self.size = size
 
     def scans(self, session_id: str) -> list[dict]:
         return [{"ID": "1", "type": "T1w", "series_description": "t1"}]
@@ -144,7 +145,7 @@ class ListingStub:
             {
                 "URI": f"/data/experiments/E/scans/1/resources/DICOM/files/{p}",
                 "collection": "DICOM",
-                "Size": "1",
+                "Size": self.size,
             }
             for p in self.paths
         ]
@@ -167,3 +168,34 @@ def test_unsafe_paths_in_a_listing_skip_the_scan_with_one_error(listed, why) -> 
     assert found.scans == [] and found.files == {} and found.sessions == []
     [error] = found.errors
     assert error.session == "E1" and error.message.startswith("scan 1: ") and why in error.message
+
+
+@pytest.mark.parametrize("size", ["-1", "12 kB", "1e3"])
+def test_a_listed_size_that_is_not_a_size_skips_the_scan_with_one_error(size: str) -> None:
+    from xnat_prep.manifest import SessionIdentity
+
+    session = SessionIdentity("P", "S", "SID", "E1", "E", "xnat:mrSessionData")
+    stub = ListingStub(["a.dcm", "b.dcm"], size)
+    found = discover._session_scans(stub, discover._session_listing(stub, session, Selection()))  # type: ignore[arg-type]
+    assert found.scans == [] and found.files == {}
+    [error] = found.errors
+    assert error.message == f"scan 1: file 'a.dcm': size {size!r} is not a file size; scan skipped"
+
+
+def test_no_access_to_a_project_names_it_once() -> None:
+    from xnat_prep.subjects import Subject as Row
+    from xnat_prep.xnat_api import AccessDenied
+
+    class Denied:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def subjects(self, project: str) -> list[dict]:
+            raise AccessDenied(f"no read permission on project {project} for XNAT user u (HTTP 403 to GET x)")
+
+    result = discover.discover(Denied, [Row("SECRET", "S01", (), 2)], Selection())  # type: ignore[arg-type]
+    [error] = result.errors
+    assert error.message.count("SECRET") == 1 and error.message.startswith("no read permission on project")

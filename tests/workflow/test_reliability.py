@@ -54,6 +54,7 @@ def case_config(study: Study, workdir: Path, tag: str) -> dict[str, Any]:
 
 
 def snakemake(study: Study, workdir: Path, config: dict[str, Any] | None, *args: str, **kw: Any) -> Result:
+    kw.setdefault("timeout", 900)  # a whole run on a shared, loaded machine can take minutes
     result = study.snakemake(workdir, config, *args, **kw)
     assert isinstance(result, Result)
     SEEN.append((workdir, result))
@@ -129,7 +130,7 @@ def test_fault_matrix_run_completes_identically(
 # what is killed: a word of its command line (None: snakemake itself, with all its jobs)
 KINDS = [None, "discover", "download-session", "convert-scan", "dcm2niix", "upload-session", "set-variables"]
 KINDS += ["report"]
-CI_KILLS = {(None, 0), ("dcm2niix", 0)}
+CI_KILLS = {(None, 0)}  # dcm2niix killed: tests/steps/test_convert.py in CI, the real one under --full
 KILLS = [
     pytest.param(
         kind, seed, id=f"{kind or 'snakemake'}-{seed}", marks=() if (kind, seed) in CI_KILLS else FULL
@@ -172,7 +173,7 @@ def test_kill_9_then_unlock_and_rerun_completes_identically(
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 0.1))
             os.kill(victims[0], signal.SIGKILL)
-        out, err = run.communicate(timeout=300)
+        out, err = run.communicate(timeout=900)
     finally:
         study.faults(None)
     SEEN.append((tmp_path, Result(run.returncode, out, err, [])))

@@ -8,6 +8,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ class Study:
         user: str = RUNNER,
         password: str | None = PASSWORD,
         env: dict[str, str] | None = None,
-        timeout: float = 300,
+        timeout: float = 900,  # a whole run on a shared, loaded machine can take minutes
         background: bool = False,
     ) -> Result | subprocess.Popen:
         """Run ``snakemake -s <repo>/Snakefile --directory workdir`` with credentials in the env only."""
@@ -134,6 +135,8 @@ def clean_env(workdir: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XNAT", "NETRC"))}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    # matplotlib's font cache (the report's chart) built once for all runs, not once per fresh HOME
+    env.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "xnat-prep-tests-matplotlib"))
     return env
 
 

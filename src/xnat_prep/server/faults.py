@@ -18,6 +18,9 @@ a JSON object; ``GET`` shows the active plan, ``DELETE`` switches faults off; ad
                 unless it also sent Basic credentials)
     path        regular expression (without commas); only request paths matching it (re.search)
                 get faults
+    answer      a hostile answer instead of a fault: html, wrong_digest, zip_slip, ... (the kinds
+                and what each does: ``hostile.py``); every matching request gets it
+    answer_rate fraction of the matching requests that get the hostile answer (default 1)
 
 Determinism independent of thread interleaving: each decision is a hash of (seed, fault kind,
 method, path, n), where n counts earlier requests with the same method and path. The faults
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xnat_prep.errors import UserError
+from xnat_prep.server import hostile
 
 FAULTS_PATH = "/xapi/xnatprep/faults"  # the endpoint that sets the plan; never faulted itself
 DEFAULT_STATUSES = (500, 502, 503, 429)
@@ -51,6 +55,8 @@ class FaultPlan:
     latency_ms: float = 0.0
     expire: float = 0.0
     path: str | None = None
+    answer: str | None = None  # a hostile answer kind (hostile.KINDS)
+    answer_rate: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +69,8 @@ class FaultPlan:
             "latency_ms": self.latency_ms,
             "expire": self.expire,
             "path": self.path,
+            "answer": self.answer,
+            "answer_rate": self.answer_rate,
         }
 
 
@@ -88,7 +96,11 @@ def parse_spec(spec: str | dict[str, Any]) -> FaultPlan:
             elif key == "path":
                 re.compile(value)
                 plan.path = value or None
-            elif key in (*_RATES, "latency_ms"):
+            elif key == "answer":
+                if value not in hostile.KINDS:
+                    raise UserError(f"--faults: answer={value} is not one of {', '.join(hostile.KINDS)}")
+                plan.answer = value
+            elif key in (*_RATES, "latency_ms", "answer_rate"):
                 setattr(plan, key, float(value))
             else:
                 raise UserError(f"--faults: unknown key '{key}'")
@@ -96,7 +108,7 @@ def parse_spec(spec: str | dict[str, Any]) -> FaultPlan:
         raise UserError(f"--faults: bad value in {items}: {exc}") from exc
     if plan.latency_ms and "latency" not in items:
         plan.latency = 1.0
-    for key in _RATES:
+    for key in (*_RATES, "answer_rate"):
         if not 0.0 <= getattr(plan, key) <= 1.0:
             raise UserError(f"--faults: {key} must be a fraction between 0 and 1")
     return plan
@@ -111,6 +123,7 @@ class Decision:
     truncate: bool = False
     delay_s: float = 0.0
     expire: bool = False
+    answer: str | None = None  # a hostile answer kind
     kinds: list[str] = field(default_factory=list)
 
 
@@ -154,6 +167,8 @@ class Faults:
             d.delay_s = plan.latency_ms / 1000.0
         if draw("expire") < plan.expire:
             d.expire = True
+        if plan.answer is not None and draw("answer") < plan.answer_rate:
+            d.answer = plan.answer
         d.kinds = [
             k
             for k, on in (
@@ -162,6 +177,7 @@ class Faults:
                 ("truncate", d.truncate),
                 ("latency", d.delay_s > 0),
                 ("expire", d.expire),
+                (f"answer:{d.answer}", d.answer is not None),
             )
             if on
         ]

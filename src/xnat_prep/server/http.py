@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from xnat_prep import __version__
+from xnat_prep.server import hostile
 from xnat_prep.server.auth import Auth
 from xnat_prep.server.errors import HTTPError
 from xnat_prep.server.faults import FAULTS_PATH, Decision, Faults
@@ -266,6 +267,10 @@ class Handler(BaseHTTPRequestHandler):
             if self.fault.status is not None:
                 retry = {"Retry-After": "1"} if self.fault.status == 429 else {}
                 raise HTTPError(self.fault.status, "injected fault", retry)
+            whole = hostile.whole_answer(self.fault.answer, self.command)
+            if whole is not None:  # a hostile answer replacing the server's (faults: answer=...)
+                self.send_bytes(whole[0], 200, whole[1])
+                return
             self.server.route(self)
         except HTTPError as exc:
             if not self.status:
@@ -474,6 +479,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_bytes(text.encode(), status, content_type, headers)
 
     def send_json(self, obj: Any, status: int = 200) -> None:
+        if status < 300:
+            obj = hostile.json_doc(self.fault.answer, obj)
         self.send_bytes(json.dumps(obj).encode(), status, "application/json")
 
     def send_result_set(self, rows: list[dict[str, Any]], title: str = "Results") -> None:
@@ -494,6 +501,11 @@ class Handler(BaseHTTPRequestHandler):
     def send_file(self, path: Path, size: int, name: str, headers: dict[str, str] | None = None) -> None:
         """A stored file with Range support (one range), sent with sendfile."""
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if self.fault.answer is not None and self.command == "GET":
+            wrong = hostile.file_bytes(self.fault.answer, path.read_bytes())
+            if wrong is not None:
+                self.send_bytes(wrong, 200, content_type, headers)
+                return
         # stored files never change (a new version is a new blob), so the blob's mtime is the upload time
         modified = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
         headers = {"Accept-Ranges": "bytes", "Last-Modified": modified, **(headers or {})}
@@ -562,6 +574,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_last(last)
 
     def send_zip(self, entries: list[ZipEntry], name: str) -> None:
+        hostile_zip = hostile.zip_body(self.fault.answer, entries) if self.command == "GET" else None
+        if hostile_zip is not None:
+            disposition = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
+            self.send_bytes(hostile_zip, 200, "application/zip", disposition)
+            return
         parts, length = zip_layout(entries)
         zip_mb_s = self.server.model.zip_mb_s
         self.zip_pacer = Pacer(zip_mb_s) if zip_mb_s else None  # XNAT builds it while it streams

@@ -44,14 +44,18 @@ class Client(Session):
     # -- discovery -------------------------------------------------------------------------------
 
     def subjects(self, project: str) -> list[dict[str, Any]]:
-        return self.rows(f"/data/projects/{_q(project)}/subjects", {"columns": SUBJECT_COLUMNS})
+        return self.rows(
+            f"/data/projects/{_q(project)}/subjects", {"columns": SUBJECT_COLUMNS}, required=("ID", "label")
+        )
 
     def experiments(self, project: str, subject_id: str) -> list[dict[str, Any]]:
         path = f"/data/projects/{_q(project)}/subjects/{_q(subject_id)}/experiments"
-        return self.rows(path, {"columns": EXPERIMENT_COLUMNS})
+        return self.rows(path, {"columns": EXPERIMENT_COLUMNS}, required=("ID", "label", "xsiType"))
 
     def scans(self, session_id: str) -> list[dict[str, Any]]:
-        return self.rows(f"/data/experiments/{_q(session_id)}/scans", {"columns": SCAN_COLUMNS})
+        return self.rows(
+            f"/data/experiments/{_q(session_id)}/scans", {"columns": SCAN_COLUMNS}, required=("ID",)
+        )
 
     def project_scans(self, project: str) -> list[dict[str, Any]]:
         """One row per scan of every image session of a project: one request (XNAT's search over
@@ -61,7 +65,9 @@ class Client(Session):
 
     def session_files(self, session_id: str) -> list[dict[str, Any]]:
         """Every file of every scan resource of a session (with ``digest``) in one listing."""
-        return self.rows(f"/data/experiments/{_q(session_id)}/scans/ALL/files")
+        return self.rows(
+            f"/data/experiments/{_q(session_id)}/scans/ALL/files", required=("URI", "Size", "collection")
+        )
 
     def dicom_values(
         self, project: str, session_id: str, scan_id: str, keywords: list[str]

@@ -304,16 +304,21 @@ class Session:
         """GET a JSON answer (``format=json`` added); an HTML page instead says so in one line."""
         return self.request("GET", path, params=[("format", "json"), *_pairs(params or {})], handle=_json)
 
-    def rows(self, path: str, params: Params | None = None) -> list[dict[str, Any]]:
-        """A ResultSet listing's rows."""
+    def rows(
+        self, path: str, params: Params | None = None, required: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """A ResultSet listing's rows; each must have the ``required`` columns."""
         data = self.get_json(path, params)
         try:
             rows = data["ResultSet"]["Result"]
-            if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-                return rows
         except (KeyError, TypeError):
-            pass
-        raise XnatError(f"GET {path}: XNAT answered JSON that is not a ResultSet listing")
+            rows = None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise XnatError(f"GET {path}: XNAT answered JSON that is not a ResultSet listing")
+        missing = [c for c in required if any(c not in r for r in rows)]
+        if missing:
+            raise XnatError(f"GET {path}: XNAT answered a listing without column(s) {', '.join(missing)}")
+        return rows
 
     def put(self, path: str, params: Params | None = None, body: Body = None) -> requests.Response:
         return self.request("PUT", path, params=params, body=body)  # type: ignore[return-value]
