@@ -144,7 +144,9 @@ def download_session(
             results[index] = _download_scan(transfer, session_id, task, files, dest, store)
         except UserError as exc:  # XnatError too; a wrong password fails every scan alike
             # each failure names its scan (a request's own message names only its URL)
-            message = str(exc) if str(exc).startswith(f"scan {task.scan_id}") else f"scan {task.scan_id}: {exc}"
+            message = str(exc)
+            if not message.startswith(f"scan {task.scan_id}"):
+                message = f"scan {task.scan_id}: {message}"
             log.error("%s", message)
             results[index] = message
         finally:
