@@ -33,6 +33,10 @@ ROW_KEYS = (
     "scale.dryrun_done",
     "scale.noop_rerun",
     "scale.noop_vs_dryrun",
+    "scale.dag_cpu",
+    "scale.dryrun_done_cpu",
+    "scale.noop_cpu",
+    "scale.noop_vs_dryrun_cpu",
     "scale.slurm_jobs_per_25",
     "scale.slurm_nodes_jobs_per_25",
     "transfer.job_rss",
@@ -54,6 +58,7 @@ DERIVED = frozenset(
         "download.best_vs_baseline",
         "convert.vs_dcm2niix",
         "scale.noop_vs_dryrun",
+        "scale.noop_vs_dryrun_cpu",
         "latency.vs_baseline",
         "pseudo.vs_floor",
     }

@@ -36,8 +36,8 @@ def test_selection_by_type_globs_and_description_regex(study: Study, tmp_path: P
     assert by_subject == {(s, n) for s in ("001", "SUB002") for n in expected}
     dry = study.snakemake(tmp_path, config, "-n", env={"XNAT_HOST": study.url})
     assert dry.rc == 0 and dry.requests == []
-    counts = dict(re.findall(r"^(download_session|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
-    assert counts == {"download_session": "2", "convert_scan": str(2 * len(expected))}  # 1 session each
+    counts = dict(re.findall(r"^(download_session|convert_session)\s+(\d+)$", dry.stdout, re.MULTILINE))
+    assert counts == {"download_session": "2", "convert_session": "2"}  # 1 session each
 
 
 def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: Path) -> None:
