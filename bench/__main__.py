@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -422,14 +424,18 @@ def pipeline(ctx: Ctx) -> None:
         clients.remove(data, wf.workdir)
 
 
-def scale_rows(ctx: Ctx) -> None:
-    """DAG build, no-op rerun and Slurm grouping on a synthetic manifest (no server needed)."""
+SCALE_PARTS = ("dag", "slurm", "noop")
+
+
+def scale_rows(ctx: Ctx, parts: Sequence[str] = SCALE_PARTS) -> None:
+    """DAG build, no-op rerun and Slurm grouping on a synthetic manifest (no server needed);
+    ``parts``: which of them (at 100,000 scans each takes long: they can run side by side)."""
     shape = scale.shape_for(ctx.mode.scale_scans)
     csv = ctx.work / "scale-subjects.csv"
     scale.write_subjects(csv, shape)
     wf = ctx.workflow("scale", "http://127.0.0.1:9", csv)  # port 9 (discard): nothing may connect
     rows = scale.write_manifest(wf.results, shape)
-    for rep in range(ctx.mode.reps):
+    for rep in range(ctx.mode.reps if "dag" in parts else 0):
         run = wf.run(["-n"], f"dag-{rep}")
         counts = scale.job_counts(run.log.read_text())
         # one convert job per session (or per scan: the layout before 2026-12-02, measurable with
@@ -442,8 +448,12 @@ def scale_rows(ctx: Ctx) -> None:
         ctx.add("scale.dag_build", run.wall_s)
         ctx.add("scale.dag_rss", run.max_rss_mb)
         ctx.add("scale.dag_cpu", run.cpu_s)
-    ctx.rows["scale.dag_build"].note = f"{counts.get('total', 0):,} jobs"
-    slurm_dry_runs(ctx, wf, shape.scans, per_scan="convert_scan" in counts)
+        ctx.rows["scale.dag_build"].note = f"{counts.get('total', 0):,} jobs"
+    if "slurm" in parts:
+        rules = (workflow.REPO / "workflow" / "rules" / "convert.smk").read_text()
+        slurm_dry_runs(ctx, wf, shape.scans, per_scan="rule convert_scan:" in rules)
+    if "noop" not in parts:
+        return
     scale.write_outputs(wf.results, rows)
     for rep in range(ctx.mode.reps):
         done = wf.run(["-n"], f"dryrun-done-{rep}")
@@ -643,6 +653,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these parts (the others' rows stay empty)",
     )
     parser.add_argument(
+        "--scale-parts",
+        nargs="+",
+        choices=SCALE_PARTS,
+        default=list(SCALE_PARTS),
+        help="which scale rows to measure (default: all)",
+    )
+    parser.add_argument(
         "--name",
         help="results file suffix: bench/results/<date>-<name>.md (default: none, or 'quick')",
     )
@@ -671,7 +688,12 @@ def main(argv: list[str] | None = None) -> int:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     suffix = args.name or ("quick" if args.quick else "")
     out = args.results_dir / f"{started:%Y-%m-%d}{'-' + suffix if suffix else ''}.md"
-    parts = {"transfer": transfer_and_convert, "pipeline": pipeline, "scale": scale_rows, "big": big_scan}
+    parts = {
+        "transfer": transfer_and_convert,
+        "pipeline": pipeline,
+        "scale": functools.partial(scale_rows, parts=args.scale_parts),
+        "big": big_scan,
+    }
     parts["pseudonymise"] = pseudo.measure
     for name, part in parts.items():
         if args.only is None or name in args.only:

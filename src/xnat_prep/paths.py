@@ -35,9 +35,9 @@ PSEUDO_SESSION_DIR = "pseudo/{project}/{subject}/{session}"
 NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
 CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
 SESSION_CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}.json"
-# in a session's NIfTI folder: the settings its scans were converted with (no scan folder is
+# in a session's NIfTI folder: the settings its scans were converted with (no scan's receipt is
 # named like it: a {scan} value always holds a "-")
-CONVERT_SETTINGS_NAME = ".convert_session.json"
+CONVERT_SETTINGS_NAME = "convert_session.json"
 UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
 VARIABLES_RECEIPT = "receipts/variables/{project}/{subject}/{session}.json"
 IMPORT_PLAN = "import/import_plan.tsv"
