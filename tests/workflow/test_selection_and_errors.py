@@ -122,7 +122,8 @@ def test_widening_the_selection_fetches_and_converts_only_the_new_scans(study: S
     result = study.snakemake(tmp_path, first)
     assert result.rc == 0, result.output[-3000:]
     root = tmp_path / "results"
-    receipts = "nifti/*/*/*/*.json"  # one per scan (the NIfTI sidecars are a level deeper)
+    # one per scan ({scan} always holds a "-"; the NIfTI sidecars are a level deeper)
+    receipts = "nifti/*/*/*/*-*.json"
     before = {p: p.stat().st_mtime_ns for p in root.glob(receipts)}
     assert len(before) == 2  # one localizer per session
 
