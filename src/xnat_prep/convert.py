@@ -393,8 +393,7 @@ def convert_session(
         "extra": extra,
         "compress": compress,
         "scrub_sidecars": scrub_sidecars,
-        "source": str(source_dir),
-    }
+    }  # no path: the NIfTI tree of a pseudonymised run must not name the session
     settings_mtime = _settings_mtime(out_dir / paths.CONVERT_SETTINGS_NAME, settings)
     results: dict[str, dict[str, Any]] = {}
     interrupted: list[str] = []
