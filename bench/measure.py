@@ -32,6 +32,7 @@ class Run:
     max_rss_mb: float
     returncode: int
     log: Path | None
+    cpu_s: float = 0.0  # user + system time of the command and every descendant it waited for
 
 
 class CommandFailed(RuntimeError):
@@ -80,7 +81,7 @@ def run(
         if log:
             out.close()
         os.unlink(rss_file.name)
-    result = Run(wall, max_rss_kb / 1024, proc.returncode, log)
+    result = Run(wall, max_rss_kb / 1024, proc.returncode, log, usage.ru_utime + usage.ru_stime)
     if check and result.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:] if log else ""
         raise CommandFailed(f"{' '.join(map(str, cmd))} exited {result.returncode}\n{tail}")

@@ -111,8 +111,12 @@ def write_outputs(root: Path, scans: list[ScanRow]) -> None:
     sessions = sorted({(r.project, r.subject, r.session) for r in scans})
     for key in sessions:
         _touch(paths.session_download_receipt(root, *key), receipt)
-    for row in scans:
-        _touch(paths.convert_receipt(root, row.project, row.subject, row.session, row.scan), receipt)
+    if hasattr(paths, "session_convert_receipt"):  # one convert job per session
+        for key in sessions:
+            _touch(paths.session_convert_receipt(root, *key), receipt)
+    else:  # the layout before 2026-12-02: one per scan
+        for row in scans:
+            _touch(paths.convert_receipt(root, row.project, row.subject, row.session, row.scan), receipt)
     for key in sessions:
         _touch(paths.upload_receipt(root, *key), receipt)
         _touch(paths.variables_receipt(root, *key), receipt)

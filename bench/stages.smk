@@ -2,7 +2,7 @@
 #   snakemake --snakefile bench/stages.smk download_stage   (discovery + every download job)
 #   snakemake --snakefile bench/stages.smk convert_stage    (+ every convert job)
 # The obvious ways do not work with the discover checkpoint in Snakemake 9.27: `--until
-# download_session` and `--omit-from convert_scan` select jobs before the checkpoint has run and
+# download_session` and `--omit-from convert_session` select jobs before the checkpoint has run and
 # answer "Nothing to be done", and naming the receipts as targets fails ("Rule parameter depends
 # on checkpoint but checkpoint output is not defined as input file for the rule"). An input
 # function that asks the checkpoint (the workflow's own get_sessions()) lets Snakemake order it.
@@ -18,6 +18,4 @@ rule download_stage:
 
 rule convert_stage:
     input:
-        lambda wildcards: [
-            f"{ROOT}/nifti/{'/'.join(key)}/{scan}.json" for key, scans in get_sessions().items() for scan in scans
-        ],
+        lambda wildcards: [f"{ROOT}/nifti/{'/'.join(key)}.json" for key in get_sessions()],

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "discover": "list subjects' sessions, scans and files into a manifest",
     "download-session": "download a session's scans' DICOM, verified and resumable",
     "pseudonymise": "pseudonymise a subject's DICOM (keyed UIDs and dates, PS3.15 profile)",
+    "convert-session": "convert a session's scans' DICOM to NIfTI with dcm2niix, resumable per scan",
     "convert-scan": "convert one scan's DICOM to NIfTI with dcm2niix",
     "upload-session": "upload a session's NIfTI results to XNAT",
     "set-variables": "write custom variables on a session",

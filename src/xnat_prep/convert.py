@@ -28,6 +28,7 @@ import glob
 import gzip
 import hashlib
 import importlib.util
+import json
 import logging
 import mmap
 import os
@@ -39,13 +40,14 @@ import struct
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from xnat_prep import __version__, dicomzip, paths, receipts
 from xnat_prep.errors import UserError
-from xnat_prep.fsutil import replace_dir
+from xnat_prep.fsutil import atomic_write, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -379,3 +381,147 @@ def nifti_geometry(path: Path) -> dict[str, list[float] | list[int]]:
         "shape": [int(d) for d in dims[1 : ndim + 1]],
         "voxel_size": [round(float(p), 6) for p in pixdim[1 : min(ndim, 3) + 1]],
     }
+
+
+# -- convert_session: the workflow's step (one job per session, convert_scan per scan) -------------
+
+
+@dataclass(frozen=True)
+class SessionScan:
+    """One scan of a ``convert_session`` job."""
+
+    scan: str  # the {scan} wildcard: its folder and receipt name in the session folders
+    scan_id: str = ""
+    scan_type: str = ""
+
+
+def convert_session(
+    *,
+    source_dir: str | Path,
+    receipt: str | Path,
+    scans: list[SessionScan],
+    name_prefix: str = "",
+    extra: str = "",
+    compress: bool = True,
+    scrub_sidecars: bool = False,
+    store: str = "files",
+) -> dict[str, Any]:
+    """Convert a session's scans one after another (:func:`convert_scan` each), then write the
+    session receipt (the rule's only declared output); returns its data.
+
+    ``source_dir`` holds each scan's DICOM in ``<scan>/`` (``store="zip"``: ``<scan>.zip``) beside
+    its receipt ``<scan>.json`` (the download's or the pseudonymisation's). Each scan's own convert
+    receipt and NIfTI folder go in the session receipt's folder, as ``paths.convert_receipt`` and
+    ``paths.nifti_dir`` name them.
+    ``convert_scan`` stays the unit of work, untouched: this only decides which scans need it.
+
+    Restart granularity is the scan: a scan whose convert receipt is newer than its source receipt
+    and than the session's conversion settings (``paths.CONVERT_SETTINGS``, rewritten only when they
+    change) was converted from this DICOM with these settings and is kept; the others are converted
+    again. So a job killed half-way, or retried by Slurm, converts only the scans it had not
+    finished. A scan interrupted by the machine (:class:`Interrupted`: OOM kill, disk full) does not
+    stop the others; the job fails at the end naming them, with no session receipt.
+    """
+    started = time.monotonic()
+    source_dir, out_dir = Path(source_dir), paths.outputs_of(receipt)
+    settings = {
+        "name_prefix": name_prefix,
+        "extra": extra,
+        "compress": compress,
+        "scrub_sidecars": scrub_sidecars,
+    }  # no path: the NIfTI tree of a pseudonymised run must not name the session
+    settings_mtime = _settings_mtime(out_dir / paths.CONVERT_SETTINGS_NAME, settings)
+    results: dict[str, dict[str, Any]] = {}
+    interrupted: list[str] = []
+    for scan in scans:
+        scan_receipt = out_dir / f"{scan.scan}.json"
+        folder = source_dir / scan.scan
+        source = paths.zip_of(folder) if store == "zip" else folder
+        kept = _converted_already(scan_receipt, paths.receipt_of(folder), settings_mtime, scan.scan_id)
+        if kept is not None:
+            log.info("%s: %s already (%s), kept", scan.scan, kept["status"], scan_receipt)
+            results[scan.scan] = {"status": kept["status"], "converted_now": False}
+            continue
+        for stale in out_dir.glob(f".{scan.scan}.*.tmp"):  # left by a killed attempt
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            data = convert_scan(
+                dicom_dir=source,
+                receipt=scan_receipt,
+                name=f"{name_prefix}{scan.scan}",
+                extra=extra,
+                compress=compress,
+                scan_id=scan.scan_id,
+                scan_type=scan.scan_type,
+                scrub_sidecars=scrub_sidecars,
+            )
+        except Interrupted as exc:
+            log.error("%s", exc)
+            interrupted.append(f"{scan.scan} ({exc})")
+            continue
+        results[scan.scan] = {"status": data["status"], "converted_now": True}
+    if interrupted:
+        raise Interrupted(
+            f"{receipt}: {len(interrupted)} of {len(scans)} scan(s) not converted: {'; '.join(interrupted)}"
+        )
+    summary: dict[str, Any] = {
+        "step": "convert_session",
+        "scans": results,
+        "n_scans": len(scans),
+        "n_converted_now": sum(r["converted_now"] for r in results.values()),
+        "date": datetime.now(UTC).date().isoformat(),
+        "duration_s": round(time.monotonic() - started, 3),
+        "xnat_prep_version": __version__,
+    }
+    receipts.write(receipt, summary)
+    return summary
+
+
+def _settings_mtime(path: Path, settings: dict[str, Any]) -> int:
+    """The mtime (ns) of the session's recorded conversion settings, written anew (so: now) when
+    they differ from ``settings``: every scan converted before that is then out of date."""
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == settings:
+            return path.stat().st_mtime_ns
+    except (OSError, ValueError):
+        pass
+    atomic_write(path, json.dumps(settings, sort_keys=True) + "\n")
+    return path.stat().st_mtime_ns
+
+
+def _converted_already(
+    scan_receipt: Path, source_receipt: Path, settings_mtime: int, scan_id: str
+) -> dict[str, Any] | None:
+    """The scan's convert receipt if it is a verdict on this scan's current DICOM with the current
+    settings (newer than both), else None. A receipt is written last and atomically, so one that
+    is there is complete; equal times count as older (a coarse clock must not keep a stale result)."""
+    try:
+        mtime = scan_receipt.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    try:
+        source_mtime = source_receipt.stat().st_mtime_ns
+    except FileNotFoundError:
+        source_mtime = 0  # not downloaded: converting finds no DICOM and says so
+    if mtime <= settings_mtime or mtime <= source_mtime:
+        return None
+    try:
+        data = receipts.read(scan_receipt)
+    except UserError:
+        return None
+    if data.get("scan_id", "") != scan_id or data.get("status") not in ("converted", "skipped", "failed"):
+        return None
+    return data
+
+
+def scan_receipts(convert_receipts: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The per-scan convert receipts behind ``convert_receipts``: a session receipt
+    (``convert_session``) stands for its scans' receipts, in its order; a scan's receipt for itself."""
+    found: list[Path] = []
+    for path in map(Path, convert_receipts):
+        data = receipts.read(path)
+        if data.get("step") == "convert_session":
+            found += [paths.outputs_of(path) / f"{scan}.json" for scan in data.get("scans", {})]
+        else:
+            found.append(path)
+    return found

@@ -33,8 +33,13 @@ DOWNLOAD_RECEIPT = "dicom/{project}/{subject}/{session}/{scan}.json"
 PSEUDO_RECEIPT = "pseudo/{project}/{subject}/{session}/{scan}.json"
 PSEUDO_DIR = "pseudo/{project}/{subject}/{session}/{scan}"
 PSEUDO_ZIP = "pseudo/{project}/{subject}/{session}/{scan}.zip"  # dicom.store: zip
+PSEUDO_SESSION_DIR = "pseudo/{project}/{subject}/{session}"
 NIFTI_DIR = "nifti/{project}/{subject}/{session}/{scan}"
 CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}/{scan}.json"
+SESSION_CONVERT_RECEIPT = "nifti/{project}/{subject}/{session}.json"
+# in a session's NIfTI folder: the settings its scans were converted with (no scan's receipt is
+# named like it: a {scan} value always holds a "-")
+CONVERT_SETTINGS_NAME = "convert_session.json"
 UPLOAD_RECEIPT = "receipts/upload/{project}/{subject}/{session}.json"
 VARIABLES_RECEIPT = "receipts/variables/{project}/{subject}/{session}.json"
 IMPORT_PLAN = "import/import_plan.tsv"
@@ -143,8 +148,13 @@ def download_receipt(root: str | Path, project: str, subject: str, session: str,
     return build(root, DOWNLOAD_RECEIPT, project=project, subject=subject, session=session, scan=scan)
 
 
+def session_convert_receipt(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The convert receipt of one session (the ``convert_session`` rule's output)."""
+    return build(root, SESSION_CONVERT_RECEIPT, project=project, subject=subject, session=session)
+
+
 def convert_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
-    """The convert receipt of one scan (the ``convert_scan`` rule's output)."""
+    """The convert receipt of one scan (written by ``convert_session``, not a declared output)."""
     return build(root, CONVERT_RECEIPT, project=project, subject=subject, session=session, scan=scan)
 
 
@@ -161,6 +171,11 @@ def dicom_zip(root: str | Path, project: str, subject: str, session: str, scan: 
 def pseudo_receipt(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:
     """The pseudonymise receipt of one scan (the ``pseudonymise_scan`` rule's output)."""
     return build(root, PSEUDO_RECEIPT, project=project, subject=subject, session=session, scan=scan)
+
+
+def pseudo_session_dir(root: str | Path, project: str, subject: str, session: str) -> Path:
+    """The folder of one session's pseudonymised scans (each ``<scan>/`` beside ``<scan>.json``)."""
+    return build(root, PSEUDO_SESSION_DIR, project=project, subject=subject, session=session)
 
 
 def nifti_dir(root: str | Path, project: str, subject: str, session: str, scan: str) -> Path:

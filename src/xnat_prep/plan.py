@@ -98,7 +98,7 @@ def build(
     fetch_sessions = {(s.project, s.subject, s.session) for s in to_fetch}
     jobs = {
         "download_session": len(fetch_sessions),
-        "convert_scan": len(to_convert),
+        "convert_session": len({(s.project, s.subject, s.session) for s in to_convert}),
         "upload_session": len(sessions_to_upload),
         "set_variables": len(sessions_to_set),
     }

@@ -33,7 +33,7 @@ STAGE_ORDER = (
     "plan",
     "download_session",
     "pseudonymise_scan",
-    "convert_scan",
+    "convert_session",
     "upload_session",
     "set_variables",
     "import_plan",
@@ -46,11 +46,12 @@ HIDDEN = frozenset({"all", "import_all", "default", "total"})
 # The steps with one job per session / per scan, and their receipt (the rule's output).
 PER_SESSION = {
     "download_session": paths.SESSION_DOWNLOAD_RECEIPT,
+    "convert_session": paths.SESSION_CONVERT_RECEIPT,
     "upload_session": paths.UPLOAD_RECEIPT,
     "set_variables": paths.VARIABLES_RECEIPT,
 }
-PER_SCAN = {"pseudonymise_scan": paths.PSEUDO_RECEIPT, "convert_scan": paths.CONVERT_RECEIPT}
-BYTE_STAGES = frozenset({"download_session", "pseudonymise_scan", "convert_scan"})
+PER_SCAN = {"pseudonymise_scan": paths.PSEUDO_RECEIPT}
+BYTE_STAGES = frozenset({"download_session", "pseudonymise_scan", "convert_session"})
 
 SessionKey = tuple[str, str, str]  # project, subject, session (as path components)
 ScanKey = tuple[str, str, str, str]  # ... and the {scan} wildcard
@@ -253,11 +254,14 @@ class Progress:
     def _account(self, stage: Stage, job: _Job) -> None:
         """A finished job's bytes and outcome, from its receipt and the manifest."""
         receipt = _read_json(_receipt_path(job)) if job.rule in PER_SESSION or job.rule in PER_SCAN else {}
-        status = receipt.get("status", "")
-        if status == "skipped":
-            stage.skipped += 1
-        elif status in ("failed", "denied"):
-            stage.problems += 1
+        # a session's conversion reports each scan's outcome (skipped, failed) in its receipt
+        scans = receipt.get("scans")
+        statuses = [s.get("status", "") for s in scans.values()] if isinstance(scans, dict) else []
+        for status in statuses or [receipt.get("status", "")]:
+            if status == "skipped":
+                stage.skipped += 1
+            elif status in ("failed", "denied"):
+                stage.problems += 1
         if job.rule not in BYTE_STAGES:
             return
         if job.rule == "download_session" and isinstance(receipt.get("bytes"), int):

@@ -23,11 +23,11 @@ def slurm_cluster() -> None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """One subject with one tiny session (4 scans): Slurm jobs cost seconds each on 2 cores."""
+    """One subject with two tiny sessions (4 scans each): Slurm jobs cost seconds each on 2 cores."""
     from xnat_prep.demodata import seed_server
 
     base = tmp_path_factory.mktemp("slurm-demo")
     with running_server(base / "xnat-data") as server:
         csv = base / "subjects.csv"
-        seed_server(server.url, *server.admin, "DEMO", 1, 1, "tiny", csv=csv)
+        seed_server(server.url, *server.admin, "DEMO", 1, 2, "tiny", csv=csv)
         yield Demo(server, csv)

@@ -90,10 +90,10 @@ def test_iridis_overlay_sets_a_partition_and_keeps_every_default_resource(tmp_pa
 
 def test_network_on_nodes_overlay_groups_every_network_rule_but_discover() -> None:
     overlay = yaml.safe_load((PROFILES / "slurm" / "network-on-nodes.yaml").read_text())
-    assert set(overlay["groups"]) == {"convert_scan", *NETWORK_RULES} - {"discover"}
+    assert set(overlay["groups"]) == {"convert_session", *NETWORK_RULES} - {"discover"}
     assert len(set(overlay["groups"].values())) == 1  # one connected component per session
     # the base profile groups no network rule: under network_on_submit_host they must stay local
-    assert set(SLURM["groups"]) == {"convert_scan"}
+    assert set(SLURM["groups"]) == {"convert_session"}
 
 
 def test_cluster_profiles_keep_group_jobs_to_one_core() -> None:

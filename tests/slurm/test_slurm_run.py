@@ -42,8 +42,8 @@ from xnat_prep import manifest, paths
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
-# Scans per convert group in these runs (production: 25, profiles/slurm): the demo's 4 scans make
-# 2 cluster jobs, so the count shows that grouping works, and the 2 jobs fit the 2-core test node.
+# Sessions per convert group in these runs (production: 3, profiles/slurm): the demo's 2 sessions
+# make 1 cluster job, so the count shows that grouping works.
 GROUP = 2
 # Receipt fields that differ between two runs of the same conversion.
 VOLATILE = {"duration_s", "date", "finished"}
@@ -131,11 +131,11 @@ def assert_same_results(run: Run, reference: Run) -> None:
 
 def test_conversion_ran_as_grouped_cluster_jobs(slurm_run: Run) -> None:
     assert slurm_run.result.rc == 0, explain(slurm_run.result, slurm_run.workdir)
-    n_scans = len(slurm_run.scans())
-    assert n_scans > GROUP
+    n_sessions = len({(s.project, s.subject, s.session) for s in slurm_run.scans()})
+    assert n_sessions >= GROUP
     jobs = cluster_jobs(slurm_run.workdir, slurm_run.since)
     # only the convert groups went to Slurm: the network rules stayed on this host
-    assert len(jobs) == math.ceil(n_scans / GROUP), jobs
+    assert len(jobs) == math.ceil(n_sessions / GROUP), jobs
     assert {job.state for job in jobs} == {"COMPLETED"}, jobs
 
 
@@ -192,7 +192,8 @@ def test_scancel_mid_run_then_rerun_completes(demo: Demo, slurm_run: Run, local_
     rerun = run_slurm(demo, workdir)
     assert rerun.result.rc == 0, explain(rerun.result, rerun.workdir)
     redone = cluster_jobs(workdir, rerun.since)
-    assert 1 <= len(redone) <= math.ceil(len(rerun.scans()) / GROUP), redone
+    n_sessions = len({(s.project, s.subject, s.session) for s in rerun.scans()})
+    assert 1 <= len(redone) <= math.ceil(n_sessions / GROUP), redone
     assert {job.state for job in redone} == {"COMPLETED"}, redone
     assert_same_results(rerun, local_run)
 

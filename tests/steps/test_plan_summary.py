@@ -72,7 +72,7 @@ def test_plan_matches_what_the_download_fetches(seeded, tmp_path):
         credentials=ADMIN,
         retry=FAST_RETRY,
     )
-    first = plan.build(root, upload=False, variables=False, group_components={"convert_scan": 25})
+    first = plan.build(root, upload=False, variables=False, group_components={"convert_session": 3})
     assert first.value("scans to download") == len(result.scans) > 0
     assert first.value("scans skipped") == len(result.skipped) > 0
     reasons = set(first.inventory["why_not"])
@@ -107,7 +107,7 @@ def test_plan_matches_what_the_download_fetches(seeded, tmp_path):
 
 def test_grouping_from_the_slurm_profile():
     profile = Path(__file__).resolve().parents[2] / "profiles" / "slurm"
-    assert plan.grouping(profile) == {"convert_scan": 25}
+    assert plan.grouping(profile) == {"convert_session": 3}
 
 
 def test_dicom_criteria_select_by_header_sampled_or_every_scan(tmp_path):

@@ -15,7 +15,7 @@ DECLARED = {  # every path a rule declares, as paths.py names it
     paths.SESSION_FILES,
     paths.SESSION_DOWNLOAD_RECEIPT,
     paths.PSEUDO_RECEIPT,
-    paths.CONVERT_RECEIPT,
+    paths.SESSION_CONVERT_RECEIPT,
     paths.UPLOAD_RECEIPT,
     paths.VARIABLES_RECEIPT,
     paths.SUMMARY_TSV,
@@ -49,6 +49,9 @@ def test_folders_sit_beside_their_receipts() -> None:
     assert folder(paths.SESSION_DOWNLOAD_RECEIPT) + "/{scan}" == paths.DICOM_DIR
     assert folder(paths.DOWNLOAD_RECEIPT) == paths.DICOM_DIR
     assert folder(paths.CONVERT_RECEIPT) == paths.NIFTI_DIR
+    assert folder(paths.SESSION_CONVERT_RECEIPT) + "/{scan}.json" == paths.CONVERT_RECEIPT
+    assert folder(paths.PSEUDO_RECEIPT) == paths.PSEUDO_DIR
+    assert paths.PSEUDO_SESSION_DIR + "/{scan}" == paths.PSEUDO_DIR
     assert paths.receipt_of(PurePosixPath(paths.NIFTI_DIR)).as_posix() == paths.CONVERT_RECEIPT
 
 

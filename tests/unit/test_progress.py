@@ -103,7 +103,7 @@ def test_scan_stage_counts_manifest_bytes_and_receipt_outcomes(tmp_path: Path) -
     for (p, s, sess), scan in [(k, f"{i}-T1") for k in SESSIONS for i in (1, 2)]:
         outcome = outcomes.pop(0)
         receipt = info(
-            progress, jobid, "convert_scan", tmp_path, project=p, subject=s, session=sess, scan=scan
+            progress, jobid, "pseudonymise_scan", tmp_path, project=p, subject=s, session=sess, scan=scan
         )
         clock.now += 1
         if outcome is None:
@@ -112,12 +112,12 @@ def test_scan_stage_counts_manifest_bytes_and_receipt_outcomes(tmp_path: Path) -
             receipts.write(receipt, {"status": outcome})
             progress.on_job_finished(jobid)
         jobid += 1
-    stage = progress.stages["convert_scan"]
+    stage = progress.stages["pseudonymise_scan"]
     assert (stage.total, stage.done, stage.failed, stage.problems, stage.skipped) == (4, 3, 1, 1, 1)
     assert stage.bytes_done == 3 * SCAN_BYTES  # the manifest's sizes of the scans finished
     assert stage.finished
     assert progress.problems == 2
-    assert progress.counts()["convert_scan"] == {
+    assert progress.counts()["pseudonymise_scan"] == {
         "total": 4, "done": 3, "failed": 1, "problems": 1, "skipped": 1, "bytes": 3 * SCAN_BYTES
     }  # fmt: skip
     assert "1 skipped  2 problem(s)" in progress.lines()[-1]
@@ -129,11 +129,11 @@ def test_rerun_uses_stats_and_skips_receipts_already_there(tmp_path: Path) -> No
     write_manifest(tmp_path)
     p, s, sess = SESSIONS[0]
     for scan in ("1-T1", "2-T1"):  # the first session's scans are converted already
-        receipts.write(paths.convert_receipt(tmp_path, p, s, sess, scan), {"status": "converted"})
-    progress.on_stats({"convert_scan": 2, "report": 1})
+        receipts.write(paths.pseudo_receipt(tmp_path, p, s, sess, scan), {"status": "converted"})
+    progress.on_stats({"pseudonymise_scan": 2, "report": 1})
     p, s, sess = SESSIONS[1]
-    info(progress, 5, "convert_scan", tmp_path, project=p, subject=s, session=sess, scan="1-T1")
-    stage = progress.stages["convert_scan"]
+    info(progress, 5, "pseudonymise_scan", tmp_path, project=p, subject=s, session=sess, scan="1-T1")
+    stage = progress.stages["pseudonymise_scan"]
     assert stage.total == 2
     assert stage.bytes_total == 2 * SCAN_BYTES  # only the second session's scans are to do
 

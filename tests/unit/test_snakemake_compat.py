@@ -66,7 +66,7 @@ def test_report_requested_and_default_resource():
     assert snakemake_compat.report_requested(workflow(), full)
     assert snakemake_compat.report_requested(workflow(targets=["all"]), full)
     assert not snakemake_compat.report_requested(workflow(targets=["results/nifti/x.json"]), full)
-    assert not snakemake_compat.report_requested(workflow(until=["convert_scan"]), full)
+    assert not snakemake_compat.report_requested(workflow(until=["convert_session"]), full)
     wf = workflow()
     snakemake_compat.default_resource(wf, "xnat_api", 4)
     assert wf.global_resources["xnat_api"] == 4

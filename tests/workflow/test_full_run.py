@@ -189,7 +189,7 @@ def test_dry_run_and_lint(study: Study, tmp_path: Path) -> None:
 
 # The library steps run the `xnat-prep` of the Python that runs Snakemake (its bin/ comes first on
 # the jobs' PATH): a conda env would have to install this project to run them, so they declare
-# none. convert_scan declares its pinned dcm2niix env (dcm2niix is the one outside tool).
+# none. convert_session declares its pinned dcm2niix env (dcm2niix is the one outside tool).
 LINT_ALLOWED = {
     (f"rule {name}", "Specify a conda environment or container for each rule.")
     for name in (

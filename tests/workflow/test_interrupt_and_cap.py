@@ -137,3 +137,52 @@ def test_killed_run_resumes_to_the_clean_result(study: Study, main_run: Run, tmp
         assert read_json(paths.convert_receipt(*where))["status"] == "converted"
     hidden = [p for p in all_files(root) if any(part.startswith(".") for part in p.relative_to(root).parts)]
     assert hidden == []  # no temporary file or folder of the killed run is left
+
+
+def test_kill_during_a_session_conversion_reruns_only_its_unfinished_scans(
+    study: Study, main_run: Run, tmp_path: Path
+) -> None:
+    """kill -9 of Snakemake and its jobs as soon as a convert_session job has converted a scan of
+    its session: after --unlock the rerun converts only the scans without a receipt (the others'
+    receipts are not rewritten) and the NIfTI files are the clean run's."""
+    config = study.config(tmp_path, **LOCAL_ONLY)
+    root = tmp_path / "results"
+    run = study.snakemake(tmp_path, config, background=True)
+    assert isinstance(run, subprocess.Popen)
+    deadline = time.monotonic() + 240
+
+    def inside_a_session() -> bool:
+        done = root.glob("nifti/*/*/*/*-*.json")
+        return any(not paths.receipt_of(p.parent).exists() for p in done)
+
+    while not inside_a_session():
+        if run.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"no conversion seen: {''.join(run.communicate())[-3000:]}")
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    before = {p: p.stat().st_mtime_ns for p in root.glob("nifti/*/*/*/*-*.json")}
+    unfinished = {p.parent for p in before if not paths.receipt_of(p.parent).exists()}
+    assert unfinished  # killed inside a session, some of its scans done
+
+    assert study.snakemake(tmp_path, config, "--unlock").rc == 0
+    resumed = study.snakemake(tmp_path, config)
+    assert resumed.rc in (0, 1), resumed.output[-3000:]  # 1: the demo's rejected series is reported
+    rows = manifest.read_scans(root / paths.SCANS_TSV)
+    for scan in rows:
+        where = (root, scan.project, scan.subject, scan.session, scan.scan)
+        assert file_md5s(paths.nifti_dir(*where)) == file_md5s(paths.nifti_dir(*main_run.where(scan)))
+        assert (
+            read_json(paths.convert_receipt(*where)) | VOLATILE_CONVERT
+            == read_json(paths.convert_receipt(*main_run.where(scan))) | VOLATILE_CONVERT
+        ), scan.scan
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # not converted again
+    for folder in unfinished:  # its rerun converted only the scans the killed one had not
+        receipt = read_json(paths.receipt_of(folder))
+        assert receipt["n_converted_now"] == receipt["n_scans"] - sum(p.parent == folder for p in before)
+    hidden = [p for p in all_files(root) if any(part.startswith(".") for part in p.relative_to(root).parts)]
+    assert hidden == []  # the killed attempt's temporary folder is gone too
+
+
+VOLATILE_CONVERT = {"date": "", "duration_s": 0}

@@ -62,8 +62,8 @@ def check_against_report(stages: dict[str, dict[str, str]], root: Path) -> None:
     assert int(download["done"]) == int(download["total"]) == len(sessions)
     dicom_bytes = sum(int(r["dicom_bytes"]) for r in rows)
     assert f"{human_bytes(dicom_bytes)} of {human_bytes(dicom_bytes)}" in " ".join(download["rest"].split())
-    convert = stages["convert_scan"]
-    assert int(convert["done"]) == int(convert["total"]) == len(rows)
+    convert = stages["convert_session"]
+    assert int(convert["done"]) == int(convert["total"]) == len(sessions)
     assert skipped_of(convert["rest"]) == sum(r["convert"] == "skipped" for r in rows)
     assert problems_of(convert["rest"]) == sum(r["convert"] == "failed" for r in rows)
     assert " ".join(convert["rest"].split()).startswith(f"{human_bytes(dicom_bytes)} of")

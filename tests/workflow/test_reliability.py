@@ -128,7 +128,15 @@ def test_fault_matrix_run_completes_identically(
 # -- kill -9 anywhere ---------------------------------------------------------------------------
 
 # what is killed: a word of its command line (None: snakemake itself, with all its jobs)
-KINDS = [None, "discover", "download-session", "convert-scan", "dcm2niix", "upload-session", "set-variables"]
+KINDS = [
+    None,
+    "discover",
+    "download-session",
+    "convert-session",
+    "dcm2niix",
+    "upload-session",
+    "set-variables",
+]
 KINDS += ["report"]
 CI_KILLS = {(None, 0)}  # dcm2niix killed: tests/steps/test_convert.py in CI, the real one under --full
 KILLS = [

@@ -36,8 +36,8 @@ def test_selection_by_type_globs_and_description_regex(study: Study, tmp_path: P
     assert by_subject == {(s, n) for s in ("001", "SUB002") for n in expected}
     dry = study.snakemake(tmp_path, config, "-n", env={"XNAT_HOST": study.url})
     assert dry.rc == 0 and dry.requests == []
-    counts = dict(re.findall(r"^(download_session|convert_scan)\s+(\d+)$", dry.stdout, re.MULTILINE))
-    assert counts == {"download_session": "2", "convert_scan": str(2 * len(expected))}  # 1 session each
+    counts = dict(re.findall(r"^(download_session|convert_session)\s+(\d+)$", dry.stdout, re.MULTILINE))
+    assert counts == {"download_session": "2", "convert_session": "2"}  # 1 session each
 
 
 def test_missing_subject_no_access_and_missing_session(study: Study, tmp_path: Path) -> None:
@@ -122,7 +122,8 @@ def test_widening_the_selection_fetches_and_converts_only_the_new_scans(study: S
     result = study.snakemake(tmp_path, first)
     assert result.rc == 0, result.output[-3000:]
     root = tmp_path / "results"
-    receipts = "nifti/*/*/*/*.json"  # one per scan (the NIfTI sidecars are a level deeper)
+    # one per scan ({scan} always holds a "-"; the NIfTI sidecars are a level deeper)
+    receipts = "nifti/*/*/*/*-*.json"
     before = {p: p.stat().st_mtime_ns for p in root.glob(receipts)}
     assert len(before) == 2  # one localizer per session
 

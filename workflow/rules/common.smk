@@ -117,17 +117,6 @@ def session_rows(wildcards):
     return get_sessions()[(wildcards.project, wildcards.subject, wildcards.session)]
 
 
-def get_scan_identity(wildcards):
-    """What identifies the scan on XNAT (a param: a change means another scan)."""
-    row = session_rows(wildcards)[wildcards.scan]
-    return {
-        "session_id": row.session_id,
-        "scan_id": row.scan_id,
-        "scan_type": row.scan_type,
-        "resource": row.resource,
-    }
-
-
 def get_download_slots(wildcards):
     """The download job's units of the xnat_api cap: one per scan in flight, at most
     xnat.scans_in_parallel and the session's number of selected scans."""
@@ -156,23 +145,34 @@ def get_subject_id(wildcards):
 
 
 def get_convert_input(wildcards):
-    """What a conversion reads: the pseudonymised scan when that step is on, else the download.
+    """What a session's conversion reads: its scans' pseudonymised DICOM when that step is on, else
+    the session's download.
 
     ancient download: the session's download job reruns when scans are added to the selection;
-    the scans converted already do not need converting again."""
+    the scans converted already are not converted again (convert_session keeps them anyway)."""
     key = (wildcards.project, wildcards.subject, wildcards.session)
     if PSEUDO:
-        return {"source": str(paths.pseudo_receipt(ROOT, *key, wildcards.scan))}
+        return {"source": [str(paths.pseudo_receipt(ROOT, *key, scan)) for scan in session_rows(wildcards)]}
     return {"source": ancient(str(paths.session_download_receipt(ROOT, *key)))}
 
 
-def get_convert_dicom(wildcards):
-    """The folder (zip mode: the zip) the conversion reads, beside its input receipt."""
-    key = (wildcards.project, wildcards.subject, wildcards.session, wildcards.scan)
+def get_convert_source(wildcards):
+    """The session folder the conversion reads: each scan's DICOM in <scan>/ beside <scan>.json."""
+    key = (wildcards.project, wildcards.subject, wildcards.session)
     if PSEUDO:
-        folder = paths.outputs_of(paths.pseudo_receipt(ROOT, *key))
-        return str(paths.zip_of(folder) if ZIP else folder)
-    return get_scan_dicom_dir(wildcards)
+        return str(paths.pseudo_session_dir(ROOT, *key))
+    return str(paths.outputs_of(paths.session_download_receipt(ROOT, *key)))
+
+
+def get_session_convert_scans(wildcards):
+    """The session's selected scans as the convert step's --scans JSON (a change reruns the session's
+    conversion, which converts only the scans not done with these settings)."""
+    return as_json(
+        [
+            {"scan": scan, "scan_id": r.scan_id, "scan_type": r.scan_type}
+            for scan, r in session_rows(wildcards).items()
+        ]
+    )
 
 
 def get_pseudo_options(wildcards):
@@ -196,9 +196,8 @@ def get_session_id(wildcards):
 
 
 def get_session_converts(wildcards):
-    """The convert receipts of the session's scans (the upload and variables inputs)."""
-    key = (wildcards.project, wildcards.subject, wildcards.session)
-    return [str(paths.convert_receipt(ROOT, *key, scan)) for scan in session_rows(wildcards)]
+    """The session's convert receipt (the upload and variables inputs; it stands for its scans')."""
+    return str(paths.session_convert_receipt(ROOT, wildcards.project, wildcards.subject, wildcards.session))
 
 
 def get_values_csv(wildcards):
@@ -213,9 +212,7 @@ def get_report_inputs(wildcards):
     return {
         "scans": f"{ROOT}/{paths.SCANS_TSV}",
         "errors": f"{ROOT}/{paths.ERRORS_TSV}",
-        "converts": [
-            str(paths.convert_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans
-        ],
+        "converts": [str(paths.session_convert_receipt(ROOT, *key)) for key in sessions],
         "uploads": [str(paths.upload_receipt(ROOT, *key)) for key in sessions] if UPLOAD else [],
         "variables": [str(paths.variables_receipt(ROOT, *key)) for key in sessions] if VARIABLES else [],
     }
@@ -327,7 +324,7 @@ def get_push_input(wildcards):
     keys = [(key, scan) for key, scans in get_sessions().items() for scan in scans]
     found = {"pseudo": [str(paths.pseudo_receipt(ROOT, *key, scan)) for key, scan in keys]}
     if PUSH["nifti"] or PUSH["variables"]:  # onto the copies too: the conversions first
-        found["converts"] = [str(paths.convert_receipt(ROOT, *key, scan)) for key, scan in keys]
+        found["converts"] = [str(paths.session_convert_receipt(ROOT, *key)) for key in get_sessions()]
         found["values"] = get_values_csv(wildcards) if PUSH["variables"] else []
     return found
 
@@ -373,9 +370,7 @@ def get_bids_inputs(wildcards):
     return {
         "mapping": BIDS["mapping"],
         "scans": f"{ROOT}/{paths.SCANS_TSV}",
-        "converts": [
-            str(paths.convert_receipt(ROOT, *key, scan)) for key, scans in sessions.items() for scan in scans
-        ],
+        "converts": [str(paths.session_convert_receipt(ROOT, *key)) for key in sessions],
     }
 
 

@@ -1,25 +1,26 @@
-rule convert_scan:
-    """Convert one scan's DICOM to NIfTI and JSON sidecar with dcm2niix; a failure or skip is recorded in the receipt."""
+rule convert_session:
+    """Convert a session's scans' DICOM to NIfTI and JSON sidecars with dcm2niix, one after another; a rerun converts only the scans not done."""
     input:
         unpack(get_convert_input),
     output:
-        # the NIfTI files go beside it, in <results>/nifti/{project}/{subject}/{session}/{scan}/
-        receipt="<results>/nifti/{project}/{subject}/{session}/{scan}.json",
+        # each scan's receipt and NIfTI folder go beside it, in <results>/nifti/{project}/{subject}/{session}/
+        receipt="<results>/nifti/{project}/{subject}/{session}.json",
     log:
-        "logs/convert_scan/{project}/{subject}/{session}/{scan}.log",
+        "logs/convert_session/{project}/{subject}/{session}.log",
     benchmark:
-        "benchmarks/convert_scan/{project}/{subject}/{session}/{scan}.tsv"
+        "benchmarks/convert_session/{project}/{subject}/{session}.tsv"
     conda:
         "../envs/dcm2niix.yaml"
     params:
-        scan=get_scan_identity,
+        scans=get_session_convert_scans,
+        source=get_convert_source,
         extra=config["dcm2niix"]["extra"],
         compress="y" if config["dcm2niix"]["compress"] else "n",
-        dicom=get_convert_dicom,
         # pseudonymised: no session label in file names, no identifying key in the sidecars
-        name="{scan}" if PSEUDO else "{session}_{scan}",
+        prefix="" if PSEUDO else "{session}_",
         scrub=" --scrub-sidecars" if PSEUDO else "",
+        store=DICOM_STORE,
     shell:
-        "xnat-prep --log {log:q} convert-scan --dicom {params.dicom:q} --receipt {output.receipt:q}"
-        " --name {params.name:q} --extra={params.extra:q} --compress {params.compress}"
-        " --scan-id={params.scan[scan_id]:q} --scan-type={params.scan[scan_type]:q}{params.scrub}"
+        "xnat-prep --log {log:q} convert-session --source {params.source:q} --scans {params.scans:q}"
+        " --receipt {output.receipt:q} --name-prefix={params.prefix:q} --extra={params.extra:q}"
+        " --compress {params.compress}{params.scrub} --store {params.store}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xnat_prep import variables
+from xnat_prep import convert, variables
 from xnat_prep.commands import options
 from xnat_prep.errors import UserError
 
@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--session", default="", help="the session's label (to pick its rows of --values-csv)"
     )
     parser.add_argument(
-        "--convert-receipts", nargs="*", default=[], metavar="JSON", help="the convert receipts of its scans"
+        "--convert-receipts",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="the convert receipts of its scans (a session's receipt stands for its scans')",
     )
     parser.add_argument("--prefix", default="xnatprep_", help="prefix of the workflow's own variables")
     parser.add_argument(
@@ -38,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--values-csv: give one CSV file")
     values_csv = args.values_csv[0] if args.values_csv else None
     values = variables.session_values(
-        args.convert_receipts, args.prefix, derived, values_csv, (args.session, args.session_id)
+        convert.scan_receipts(args.convert_receipts),
+        args.prefix,
+        derived,
+        values_csv,
+        (args.session, args.session_id),
     )
     if not values:
         raise UserError("nothing to set: give --convert-receipts and/or --values-csv")

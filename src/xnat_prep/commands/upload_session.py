@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xnat_prep import upload
+from xnat_prep import convert, upload
 from xnat_prep.commands import options
 
 
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="JSON",
-        help="the convert receipts of its scans",
+        help="the convert receipts of its scans (a session's receipt stands for its scans')",
     )
     parser.add_argument(
         "--resource", default="NIFTI", help="scan resource label to upload to (default: NIFTI)"
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     upload.upload_session(
         options.connection(args),
         session_id=args.session_id,
-        convert_receipts=args.convert_receipts,
+        convert_receipts=convert.scan_receipts(args.convert_receipts),
         resource=args.resource,
         receipt=args.receipt,
         project=args.project,
