@@ -434,7 +434,7 @@ def convert_session(
     results: dict[str, dict[str, Any]] = {}
     interrupted: list[str] = []
     for scan in scans:
-        scan_receipt = out_dir / f"{scan.scan}.json"
+        scan_receipt = paths.receipt_of(out_dir / scan.scan)
         folder = source_dir / scan.scan
         source = paths.zip_of(folder) if store == "zip" else folder
         kept = _converted_already(scan_receipt, paths.receipt_of(folder), settings_mtime, scan.scan_id)
@@ -521,7 +521,7 @@ def scan_receipts(convert_receipts: list[str | Path] | tuple[str | Path, ...]) -
     for path in map(Path, convert_receipts):
         data = receipts.read(path)
         if data.get("step") == "convert_session":
-            found += [paths.outputs_of(path) / f"{scan}.json" for scan in data.get("scans", {})]
+            found += [paths.receipt_of(paths.outputs_of(path) / scan) for scan in data.get("scans", {})]
         else:
             found.append(path)
     return found
