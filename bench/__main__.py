@@ -244,16 +244,6 @@ def define_rows(mode: Mode) -> dict[str, Row]:
     return {r.key: r for r in rows}
 
 
-def tree_size(root: Path) -> tuple[int, int]:
-    """(files, bytes) under ``root``: checks that a client fetched the same data."""
-    n = size = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            n += 1
-            size += os.path.getsize(os.path.join(dirpath, name))
-    return n, size
-
-
 def discovered(wf: workflow.Workflow) -> list[manifest.ScanRow]:
     return manifest.read_scans(wf.results / paths.SCANS_TSV)
 
@@ -402,7 +392,7 @@ def transfer_and_convert(ctx: Ctx) -> None:
 
 def note_size(ctx: Ctx, key: str, root: Path, remove: bool = True) -> None:
     """Record what a client left on disk, then delete it (keeps the server's data in the page cache)."""
-    n, size = tree_size(root)
+    n, size = measure.tree_size(root)
     ctx.rows[key].note = f"{n:,} files, {size / 1e9:.2f} GB on disk"
     if remove:
         clients.remove(root)

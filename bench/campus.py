@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                             ).wall_s
                         ),
                     )
-                    n, size = tree(out / "tutorial")
+                    n, size = measure.tree_size(out / "tutorial")
                     facts["DICOM"] = f"{n:,} files, {size / 1e9:.2f} GB"
                     if "run" in only and net == "campus":  # the tutorial's files, then dcm2niix scan by scan
                         before = cpu_now(srv)
@@ -339,15 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def tree(root: Path) -> tuple[int, int]:
-    n = size = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            n += 1
-            size += os.path.getsize(os.path.join(dirpath, name))
-    return n, size
 
 
 def ratio(table: dict[str, Row], key: str, slow: str, fast: str) -> None:

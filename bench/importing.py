@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine
+from bench import machine, measure
 from bench.measure import median
 from xnat_prep.demodata.dicom import SessionInfo
 from xnat_prep.demodata.generate import write_session
@@ -54,11 +54,6 @@ def make_study(root: Path, size: str, n: int) -> list[tuple[str, str]]:
         if not (root / subject / label).is_dir():
             write_session(root / subject / label, SessionInfo(PROJECT, subject, label, 0), size)
     return sessions
-
-
-def tree_size(root: Path) -> tuple[int, int]:
-    files = [p for p in root.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -93,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     data = work / "dicom"
     sessions = make_study(data, args.size, args.sessions)
-    n_files, n_bytes = tree_size(data)
+    n_files, n_bytes = measure.tree_size(data)
     csv = work / "import.csv"
     csv.write_text(
         "project,subject,session,source\n"

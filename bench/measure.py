@@ -108,3 +108,13 @@ def shim_dir(root: Path) -> Path:
     exe.write_text("#!/bin/sh\nexit 1\n")
     exe.chmod(0o755)
     return shim
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    """(files, bytes) under ``root``: checks that a client fetched the same data."""
+    n = size = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            n += 1
+            size += os.path.getsize(os.path.join(dirpath, name))
+    return n, size

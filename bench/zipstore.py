@@ -18,16 +18,6 @@ from bench import clients, study
 from bench.table import Row
 from xnat_prep import dicomzip, manifest, paths
 
-ROW_KEYS = (
-    "zip.limit_zip",
-    "zip.download",
-    "zip.download_vs_limit",
-    "zip.files_per_scan",
-    "zip.dcm2niix",
-    "zip.convert",
-    "zip.convert_vs_dcm2niix",
-)
-
 
 def rows() -> list[Row]:
     return [
