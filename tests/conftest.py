@@ -20,8 +20,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--full",
         action="store_true",
-        help="also run the heavy reliability suite (marker reliability_full; figures in "
-        "tests/workflow/RELIABILITY.md)",
+        help="also run the heavy cases: the reliability suite (marker reliability_full; figures in "
+        "tests/workflow/RELIABILITY.md) and the other whole-workflow variants (marker full_only)",
     )
 
 
@@ -29,9 +29,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--full"):
         return
     skip = pytest.mark.skip(reason="heavy reliability case: run with --full")
+    # CI keeps one whole-workflow run per feature; the variants of it run with --full
+    variant = pytest.mark.skip(reason="a heavier variant of a case CI runs: run with --full")
     for item in items:
         if "reliability_full" in item.keywords:
             item.add_marker(skip)
+        elif "full_only" in item.keywords:
+            item.add_marker(variant)
 
 
 @pytest.fixture

@@ -130,8 +130,11 @@ class LogHandler(LogHandlerBase):
         with self.lock:
             if not self.closed and self.enabled and self.model.stages:
                 self.stop.set()
-                final = "".join(line + "\n" for line in self.model.lines(final=True))
-                self._put(self._erase() + final)
+                # no view after a run that ended before any job ran (a config or credentials error):
+                # its one error line stays the only thing said
+                if any(s.done or s.failed or s.running for s in self.model.stages.values()):
+                    final = "".join(line + "\n" for line in self.model.lines(final=True))
+                    self._put(self._erase() + final)
             self.closed = True
         super().close()
 

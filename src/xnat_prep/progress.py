@@ -224,7 +224,8 @@ class Progress:
         elapsed = _duration(now - self.started)
         steps = f"{self.done_steps}/{self.total_steps} jobs" if self.total_steps else "starting"
         head = "done" if final else "progress"
-        out = [f"xnat-prep {head}: {steps}, {elapsed} elapsed, {self.problems} problem(s)"]
+        # not "xnat-prep…" at the line start: that is how the run's error and problem lines begin
+        out = [f"[xnat-prep {head}] {steps}, {elapsed} elapsed, {self.problems} problem(s)"]
         width = max([len(s.name) for s in self.stages.values()] + [5])
         for stage in self.ordered():
             out.append(_stage_line(stage, now, width))

@@ -178,7 +178,7 @@ def test_unknown_rules_and_events_out_of_order_are_harmless(tmp_path: Path) -> N
     progress.on_progress(1, 3)
     assert progress.stages["import_session"].done == 1
     assert progress.stages["mystery"].failed == 1
-    assert progress.lines()[0].startswith("xnat-prep progress: 1/3 jobs")
+    assert progress.lines()[0].startswith("[xnat-prep progress] 1/3 jobs")
     assert progress.root is None  # no known layout seen: no manifest read
 
 
@@ -247,7 +247,7 @@ def test_plugin_plain_adds_the_view_and_leaves_snakemake_its_own_handler(tmp_pat
     text = stream.getvalue()
     assert "\x1b[" not in text  # no terminal control in plain mode
     assert "Building DAG of jobs..." not in text  # Snakemake writes its own messages
-    assert text.startswith("xnat-prep done: 1/2 jobs")  # one block at the end
+    assert text.startswith("[xnat-prep done] 1/2 jobs")  # one block at the end
     assert "download_session" in text and "2.0 MB of 4.0 MB" in text
 
 
@@ -263,7 +263,7 @@ def test_plugin_live_redraws_in_place(tmp_path: Path) -> None:
     text = stream.getvalue()
     assert "\x1b[2F\x1b[J" in text  # the two-line view (header + one stage) erased before the next message
     assert text.rstrip().splitlines()[-1].startswith("download_session     1/2")
-    assert text.count("xnat-prep done:") == 1
+    assert text.count("[xnat-prep done]") == 1
 
 
 def test_plugin_live_erases_the_view_when_every_job_is_done(tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ def test_plugin_live_erases_the_view_when_every_job_is_done(tmp_path: Path) -> N
     stream.write("xnat-prep: problem: something\n")  # the workflow's own print
     handler.close()
     assert (
-        stream.getvalue().split("xnat-prep: problem: something\n")[1].startswith("xnat-prep done: 2/2 jobs")
+        stream.getvalue().split("xnat-prep: problem: something\n")[1].startswith("[xnat-prep done] 2/2 jobs")
     )
 
 

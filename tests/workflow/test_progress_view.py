@@ -28,10 +28,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def final_view(output: str) -> dict[str, dict[str, str]]:
-    """The stages of the last "xnat-prep done:" block: name -> done, total, the rest of the line
+    """The stages of the last "[xnat-prep done]" block: name -> done, total, the rest of the line
     (the header's problem count under the name ``all``)."""
-    assert "xnat-prep done:" in output, output[-3000:]
-    block = ANSI.sub("", output.rsplit("xnat-prep done:", 1)[1]).replace("\r", "").splitlines()
+    assert "[xnat-prep done]" in output, output[-3000:]
+    block = ANSI.sub("", output.rsplit("[xnat-prep done]", 1)[1]).replace("\r", "").splitlines()
     stages = {"all": {"rest": block[0]}}
     block = block[1:]
     for line in block:
@@ -80,7 +80,7 @@ def test_plain_lines_without_a_terminal(main_run: Run) -> None:
     assert main_run.result.rc == 1, output[-3000:]  # the demo's broken series: 2 problems
     assert "\x1b[" not in output
     assert "Finished jobid" in output and "steps (100%) done" in output  # Snakemake's own lines
-    assert output.count("xnat-prep done:") == 1
+    assert output.count("[xnat-prep done]") == 1
     assert len(main_run.result.lines("xnat-prep: problem: DEMO/")) == 2  # the workflow's lines intact
     check_against_report(final_view(output), main_run.root)
 
@@ -118,7 +118,7 @@ def test_redrawn_in_place_under_a_pseudo_terminal(study: Study, tmp_path: Path) 
     assert rc == 1, output[-3000:]  # the demo's broken series: 2 problems
     assert re.search(r"\x1b\[\d+F\x1b\[J", output)  # the view erased and redrawn in place
     assert "Finished jobid" in output  # Snakemake's own output still there
-    assert output.count("xnat-prep done:") == 1
+    assert output.count("[xnat-prep done]") == 1
     # the workflow's own last lines are intact, not drawn over: one per rejected series
     lines = ANSI.sub("", output).replace("\r", "").splitlines()
     assert len([ln for ln in lines if ln.startswith("xnat-prep: problem: DEMO/")]) == 2
