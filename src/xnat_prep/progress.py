@@ -256,7 +256,7 @@ class Progress:
         """A finished job's bytes and outcome, from its receipt and the manifest."""
         receipt = _read_json(_receipt_path(job)) if job.rule in PER_SESSION or job.rule in PER_SCAN else {}
         # a session's conversion reports each scan's outcome (skipped, failed) in its receipt
-        scans = receipt.get("scans")
+        scans = receipt.get("scans") if job.rule == "convert_session" else None
         statuses = [s.get("status", "") for s in scans.values()] if isinstance(scans, dict) else []
         for status in statuses or [receipt.get("status", "")]:
             if status == "skipped":

@@ -306,3 +306,22 @@ def test_auto_mode() -> None:
 def test_snakemake_finds_the_plugin() -> None:
     """Discovered by Snakemake's naming rule (snakemake_logger_plugin_<name> on sys.path)."""
     assert "xnat-prep-progress" in LoggerPluginRegistry().plugins
+
+
+def test_session_conversion_counts_each_scans_outcome(tmp_path: Path) -> None:
+    """convert_session is one job per session: its skipped and problem counts are its scans' outcomes,
+    its bytes the session's scans' manifest sizes; other per-session receipts' scan maps are not counted."""
+    progress = Progress(Clock())
+    write_manifest(tmp_path)
+    p, s, sess = SESSIONS[0]
+    receipt = info(progress, 1, "convert_session", tmp_path, project=p, subject=s, session=sess)
+    receipts.write(receipt, {"scans": {"1-T1": {"status": "failed"}, "2-T1": {"status": "skipped"}}})
+    progress.on_job_finished(1)
+    receipt = info(progress, 2, "upload_session", tmp_path, project=p, subject=s, session=sess)
+    receipts.write(receipt, {"scans": {"1-T1": {"status": "failed"}}})
+    progress.on_job_finished(2)
+    stage = progress.stages["convert_session"]
+    assert (stage.done, stage.problems, stage.skipped) == (1, 1, 1)
+    assert stage.bytes_done == SCANS_PER_SESSION * SCAN_BYTES
+    assert progress.stages["upload_session"].problems == 0
+    assert progress.problems == 1
