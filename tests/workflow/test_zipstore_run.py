@@ -134,7 +134,8 @@ def test_zip_mode_end_to_end(study: Study, reference: Path, tmp_path: Path) -> N
     for scan in (damaged, touched):
         where = (root, scan.project, scan.subject, scan.session)
         paths.session_download_receipt(*where).unlink(missing_ok=True)
-        paths.convert_receipt(*where, scan.scan).unlink()
+        paths.session_convert_receipt(*where).unlink(missing_ok=True)  # the session's conversion reruns ...
+        paths.convert_receipt(*where, scan.scan).unlink()  # ... and converts this scan again
     (root / paths.SUMMARY_TSV).unlink()  # the report needs them again (missing inputs alone rerun nothing)
     redo = study.snakemake(tmp_path, config, timeout=TIMEOUT)
     assert redo.rc == 0, redo.output[-3000:]
@@ -209,7 +210,7 @@ def test_zip_mode_killed_during_download_and_conversion(
     start = len(study.server.requests())
     run = study.snakemake(tmp_path, config, background=True)
     assert isinstance(run, subprocess.Popen)
-    kill_when(run, lambda: bool(running(run.pid, b"convert-scan")), "conversion")
+    kill_when(run, lambda: bool(running(run.pid, b"convert-session")), "conversion")
     second = zip_gets(study.server.requests()[start:])
     assert not {uri_of[z] for z in kept} & set(second)  # verified zips are not fetched again
     kept = {**kept, **verified()}
