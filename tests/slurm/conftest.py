@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from slurm_helpers import Demo, cluster_problem
-
-from xnat_prep.server.testing import running_server
+from slurm_helpers import Demo, cluster_problem, seeded_demo
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +22,4 @@ def slurm_cluster() -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """One subject with two tiny sessions (4 scans each): Slurm jobs cost seconds each on 2 cores."""
-    from xnat_prep.demodata import seed_server
-
-    base = tmp_path_factory.mktemp("slurm-demo")
-    with running_server(base / "xnat-data") as server:
-        csv = base / "subjects.csv"
-        seed_server(server.url, *server.admin, "DEMO", 1, 2, "tiny", csv=csv)
-        yield Demo(server, csv)
+    yield from seeded_demo(tmp_path_factory, "slurm-demo", 1, 2)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from xnat_prep.server.testing import ServerHandle
+from xnat_prep.server.testing import ServerHandle, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
@@ -193,3 +194,14 @@ def cancel_jobs(workdir: Path) -> None:
     ids = list(queued_jobs(workdir))
     if ids:
         subprocess.run(["scancel", *ids], timeout=60, check=False)
+
+
+def seeded_demo(factory: pytest.TempPathFactory, name: str, subjects: int, sessions: int) -> Iterator[Demo]:
+    """A bundled server holding DEMO: ``subjects`` x ``sessions`` tiny sessions (4 scans each)."""
+    from xnat_prep.demodata import seed_server
+
+    base = factory.mktemp(name)
+    with running_server(base / "xnat-data") as server:
+        csv = base / "subjects.csv"
+        seed_server(server.url, *server.admin, "DEMO", subjects, sessions, "tiny", csv=csv)
+        yield Demo(server, csv)

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from slurm_helpers import Demo, base_env, cancel_jobs, explain, profile_args, run, snakemake_cmd, write_config
-
-from xnat_prep.server.testing import running_server
+from slurm_helpers import (
+    Demo,
+    base_env,
+    cancel_jobs,
+    explain,
+    profile_args,
+    run,
+    seeded_demo,
+    snakemake_cmd,
+    write_config,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -23,13 +31,7 @@ ZIP_PATH = "/resources/DICOM/files"
 @pytest.fixture(scope="module")
 def two_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """Two subjects with one tiny session (4 scans) each."""
-    from xnat_prep.demodata import seed_server
-
-    base = tmp_path_factory.mktemp("slurm-cap")
-    with running_server(base / "xnat-data") as server:
-        csv = base / "subjects.csv"
-        seed_server(server.url, *server.admin, "DEMO", 2, 1, "tiny", csv=csv)
-        yield Demo(server, csv)
+    yield from seeded_demo(tmp_path_factory, "slurm-cap", 2, 1)
 
 
 def admin(demo: Demo, method: str, path: str, **kwargs) -> dict:
