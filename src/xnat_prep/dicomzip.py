@@ -21,11 +21,12 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from xnat_prep import paths
+from xnat_prep import paths, zipread
 from xnat_prep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,15 @@ def entry_key(name: str) -> str:
     return match.group(1) if match else name.partition("/files/")[2] or name
 
 
+def _skipped(name: str) -> bool:
+    """A folder, a hidden file or macOS metadata: not a DICOM file of the scan."""
+    return name.endswith("/") or name.rsplit("/", 1)[-1].startswith(".") or name.startswith("__MACOSX/")
+
+
 def _members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
     for info in archive.infolist():
-        base = info.filename.rsplit("/", 1)[-1]
-        if info.is_dir() or base.startswith(".") or info.filename.startswith("__MACOSX/"):
-            continue
-        yield info, entry_key(info.filename)
+        if not _skipped(info.filename):
+            yield info, entry_key(info.filename)
 
 
 def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]]) -> list[str]:
@@ -101,6 +105,66 @@ def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]])
         return problems
     problems += [f"{key}: in the manifest, not in the zip" for key in sorted(set(expected) - seen)]
     return problems
+
+
+def check_stream(chunks: Iterable[bytes], expected: Mapping[str, tuple[int, str]]) -> Checked:
+    """:func:`check_entries` on a zip as it arrives (the download writes the same chunks to its
+    file meanwhile): each entry's size and md5 against ``expected``, read once. Also returns where
+    each entry was, for :func:`same_directory`. Raises ``zipread.NotStreamable`` for a zip that
+    must be checked from its file, ``zipread.StreamError`` for one that is cut off or malformed."""
+    checked = Checked()
+    seen: set[str] = set()
+    for entry, data in zipread.StreamedZip(chunks).entries():
+        if _skipped(entry.name):
+            continue
+        try:
+            key = entry_key(entry.name)
+        except ValueError as exc:
+            checked.problems.append(f"unreadable zip: {exc}")
+            return checked
+        digest = hashlib.md5()
+        size = 0
+        for piece in data:
+            digest.update(piece)
+            size += len(piece)
+        checked.layout.append((entry.name, size, entry.offset))
+        if key not in expected:
+            checked.problems.append(f"{key}: in the zip, not in the manifest")
+        elif key in seen:
+            checked.problems.append(f"{key}: twice in the zip")
+        elif size != expected[key][0]:
+            checked.problems.append(f"{key}: {size} bytes, manifest says {expected[key][0]}")
+        elif digest.hexdigest() != expected[key][1]:
+            checked.problems.append(f"{key}: md5 {digest.hexdigest()}, manifest says {expected[key][1]}")
+        seen.add(key)
+    checked.problems += [f"{key}: in the manifest, not in the zip" for key in sorted(set(expected) - seen)]
+    return checked
+
+
+@dataclass
+class Checked:
+    """What :func:`check_stream` found: the problems, and (name, size, offset) of each entry read."""
+
+    problems: list[str] = field(default_factory=list)
+    layout: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def same_directory(zip_path: str | Path, layout: list[tuple[str, int, int]]) -> str | None:
+    """None if the zip's central directory lists exactly the entries :func:`check_stream` read (name,
+    size, offset); else the difference. Conversion reads entries through the directory: a zip whose
+    directory points elsewhere than its entries would convert bytes nobody checked."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            listed = [
+                (i.filename, i.file_size, i.header_offset)
+                for i in archive.infolist()
+                if not _skipped(i.filename)
+            ]
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"unreadable zip: {exc}"
+    if listed != layout:
+        return "unreadable zip: its central directory does not list the entries it holds"
+    return None
 
 
 def local_tmp_root(setting: str | None = None) -> Path:

@@ -40,14 +40,14 @@ import queue
 import shutil
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, TypeVar
 
-from xnat_prep import __version__, dicomzip, paths, receipts
+from xnat_prep import __version__, dicomzip, paths, receipts, zipread
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
 from xnat_prep.xnat_api import (
@@ -59,6 +59,7 @@ from xnat_prep.xnat_api import (
     RetryPolicy,
     Session,
     XnatError,
+    check_length,
     copy_hashing,
     refuse_html,
     stream_to,
@@ -131,17 +132,16 @@ def download_session(
     """
     started = time.monotonic()
     dest = paths.outputs_of(receipt)
-    workers = max(1, min(parallel, len(scans)))
+    connections = max(1, min(parallel, len(scans)))
+    pool = _Connections([Session(connection, credentials, retry=retry) for _ in range(connections)])
+    # One thread more per connection than connections: a thread holds a connection only while it
+    # reads a response, so the next scan's transfer starts while the last one is unpacked and hashed.
+    workers = min(2 * connections, len(scans)) if connections > 1 else 1
     results: list[dict[str, Any] | str | None] = [None] * len(scans)
-    pool: queue.SimpleQueue[Session] = queue.SimpleQueue()
-    sessions = [Session(connection, credentials, retry=retry) for _ in range(workers)]
-    for transfer in sessions:
-        pool.put(transfer)
 
     def work(index: int, task: ScanTask) -> None:
-        transfer = pool.get()
         try:
-            results[index] = _download_scan(transfer, session_id, task, files, dest, store)
+            results[index] = _download_scan(pool, session_id, task, files, dest, store)
         except UserError as exc:  # XnatError too; a wrong password fails every scan alike
             # each failure names its scan (a request's own message names only its URL)
             message = str(exc)
@@ -149,21 +149,20 @@ def download_session(
                 message = f"scan {task.scan_id}: {message}"
             log.error("%s", message)
             results[index] = message
-        finally:
-            pool.put(transfer)
 
+    # Largest scans first: the session ends when its longest chain of transfers does.
+    order = sorted(range(len(scans)), key=lambda i: -_scan_bytes(files, scans[i]))
     try:
         if workers == 1:
-            for index, task in enumerate(scans):
-                work(index, task)
+            for index in order:
+                work(index, scans[index])
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="xnat-get") as threads:
-                for future in [threads.submit(work, i, t) for i, t in enumerate(scans)]:
+                for future in [threads.submit(work, i, scans[i]) for i in order]:
                     future.result()  # re-raises anything but a scan's own failure
     finally:
-        for transfer in sessions:
-            transfer.close()
-    requests_made = sum(t.requests for t in sessions)
+        pool.close()
+    requests_made = pool.requests
     done = [r for r in results if isinstance(r, dict)]
     failed = [r for r in results if isinstance(r, str)]
     if failed:
@@ -191,22 +190,58 @@ def download_session(
         len(done),
         data["n_files"],
         requests_made,
-        workers,
+        connections,
     )
     return data
 
 
+class _Connections:
+    """The job's ``k`` connections (one ``Session`` each), lent to its threads one request at a
+    time, so the job never has more than ``k`` requests in flight whatever its thread count."""
+
+    def __init__(self, sessions: list[Session]) -> None:
+        self._sessions = sessions
+        self._idle: queue.SimpleQueue[Session] = queue.SimpleQueue()
+        for transfer in sessions:
+            self._idle.put(transfer)
+
+    @property
+    def host(self) -> str:
+        return self._sessions[0].host
+
+    @property
+    def requests(self) -> int:
+        return sum(t.requests for t in self._sessions)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
+        """``fn(session, *args)`` on an idle connection, and the number of requests it sent."""
+        transfer = self._idle.get()
+        try:
+            before = transfer.requests
+            return fn(transfer, *args), transfer.requests - before
+        finally:
+            self._idle.put(transfer)
+
+    def close(self) -> None:
+        for transfer in self._sessions:
+            transfer.close()
+
+
+def _scan_bytes(files: Mapping[str, Sequence[FileSpec]], task: ScanTask) -> int:
+    return sum(int(f.size) for f in files.get(task.scan_id, []) if f.resource == task.resource)
+
+
 def _download_scan(
-    transfer: Session,
+    pool: _Connections,
     session_id: str,
     task: ScanTask,
     files: Mapping[str, Sequence[FileSpec]],
     dest: Path,
     store: str = "files",
 ) -> dict[str, Any]:
-    """One scan, start to end, over ``transfer`` (this worker's connection): plan from the local
-    disk, fetch what is missing, verify, rename, write the scan's receipt; its session-receipt
-    entry. UserError (XnatError) when the scan fails."""
+    """One scan, start to end: plan from the local disk, fetch what is missing (on a connection
+    of ``pool`` per request), verify, rename, write the scan's receipt; its session-receipt entry.
+    UserError (XnatError) when the scan fails."""
     scan_files = [f for f in files.get(task.scan_id, []) if f.resource == task.resource]
     if not scan_files:
         raise UserError(f"scan {task.scan_id}: no {task.resource} files in the manifest; rerun discovery")
@@ -220,7 +255,7 @@ def _download_scan(
         store,
     )
     _check_space(plan)
-    data = _finish(plan, transfer, functools.partial(_counted, transfer), None)
+    data = _finish(plan, pool.host, pool.call)
     return {k: data[k] for k in _SESSION_RECEIPT_KEYS}
 
 
@@ -240,6 +275,7 @@ class _Plan:
     listed: list[dict[str, Any]]  # the receipt's "files"
     started: float
     store: str = "files"  # dicom.store: "files" (a folder) or "zip" (one verified zip, dest + ".zip")
+    stream: bool = True  # unpack/check a zip as it arrives (False: from the file, zipread.NotStreamable)
     missing: list[_Target] = field(default_factory=list)
     done: dict[str, Any] | None = None  # the receipt, when the scan is complete already
 
@@ -426,23 +462,12 @@ def _zip_receipt(
     return data
 
 
-def _counted(transfer: Session, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
-    """``fn(transfer, *args)`` and the number of requests it sent (one caller at a time)."""
-    before = transfer.requests
-    return fn(transfer, *args), transfer.requests - before
-
-
-def _finish(
-    plan: _Plan,
-    transfer: Session,
-    call: Callable[..., tuple[Any, int]],
-    first_zip: Future | None,
-) -> dict[str, Any]:
-    """Fetch what the plan misses (``call(fn, *args)`` runs ``fn(transfer, *args)`` where the
-    connection lives; ``first_zip``: the zip already requested), verify, rename, write the receipt."""
+def _finish(plan: _Plan, host: str, call: Callable[..., tuple[Any, int]]) -> dict[str, Any]:
+    """Fetch what the plan misses (``call(fn, *args)`` runs ``fn(session, *args)`` on a connection
+    and returns its result and the requests it sent), verify, rename, write the receipt."""
     data: dict[str, Any] = {
         "step": "download_session",  # the per-scan receipt of the session step
-        "host": transfer.host,
+        "host": host,
         "session_id": plan.session_id,
         "scan_id": plan.scan_id,
         "resource": plan.resource,
@@ -453,24 +478,27 @@ def _finish(
         log.info("scan %s: done already (%s)", plan.scan_id, plan.receipt)
         return {**plan.done, "fetched": 0, "reused": len(plan.targets), "method": "none", "http_requests": 0}
     if plan.store == "zip":
-        return _finish_zip(plan, transfer, call, first_zip)
+        return _finish_zip(plan, host, call)
     missing = plan.missing
     reused = len(plan.targets) - len(missing)
     methods: list[str] = []
     requests_made = 0
     try:
-        for attempt in range(ROUNDS if missing else 0):
-            if attempt == 0 and first_zip is not None:
-                methods.append("zip")
-                archive, sent = first_zip.result()
-                missing = _unpack(archive, plan, missing)
-            elif _few(missing, plan.targets):
+        for _attempt in range(ROUNDS if missing else 0):
+            if _few(missing, plan.targets):
                 methods.append("files")
                 missing, sent = call(_fetch_files, missing, plan.work)
+            elif plan.stream:
+                methods.append("zip")
+                try:
+                    missing, sent = call(_stream_unpack, plan, missing)
+                except zipread.NotStreamable as exc:  # read it from a file instead, this scan on
+                    log.info("%s: %s; unpacking it from a file", plan.zip_uri, exc)
+                    plan.stream = False
+                    missing, sent = call(_fetch_unpack, plan, missing)
             else:
                 methods.append("zip")
-                archive, sent = call(_get_zip, plan)
-                missing = _unpack(archive, plan, missing)
+                missing, sent = call(_fetch_unpack, plan, missing)
             requests_made += sent
             if not missing:
                 break
@@ -506,24 +534,15 @@ def _finish(
     return data
 
 
-def _finish_zip(
-    plan: _Plan,
-    transfer: Session,
-    call: Callable[..., tuple[Any, int]],
-    first_zip: Future | None,
-) -> dict[str, Any]:
+def _finish_zip(plan: _Plan, host: str, call: Callable[..., tuple[Any, int]]) -> dict[str, Any]:
     """Zip mode: check the streamed zip's entries against the manifest (up to ROUNDS fetches),
     rename it to its final name, drop a files-mode folder of the scan, write the receipt."""
     requests_made = 0
     problems: list[str] = []
     try:
-        for attempt in range(ROUNDS):
-            if attempt == 0 and first_zip is not None:
-                size, sent = first_zip.result()
-            else:
-                size, sent = call(_get_zip, plan)
+        for _attempt in range(ROUNDS):
+            (size, problems), sent = call(_get_zip_kept, plan)
             requests_made += sent
-            problems = dicomzip.check_entries(plan.zip_part, plan.expected)
             if not problems:
                 break
             for problem in problems[:5]:
@@ -544,7 +563,7 @@ def _finish_zip(
     for leftover in (plan.work, plan.dest):  # a files-mode folder of this scan: the zip replaces it
         if leftover.is_dir():
             shutil.rmtree(leftover)
-    data = _zip_receipt(plan, method="zip", reused=0, requests_made=requests_made, host=transfer.host)
+    data = _zip_receipt(plan, method="zip", reused=0, requests_made=requests_made, host=host)
     log.info(
         "scan %s: %d files kept in %s (%d bytes), %d HTTP requests",
         plan.scan_id,
@@ -673,11 +692,50 @@ def _save_response(path: Path, target: _Target, response: Response) -> None:
         raise Corrupt(f"{target.spec.path}: size or md5 differs from the manifest")
 
 
-def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile | int:
-    """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive (zip mode:
-    its size; the caller checks its entries)."""
-    save = functools.partial(_save_zip_kept if plan.store == "zip" else _save_zip, plan.zip_part)
-    return _stale_hint(transfer.get, plan.zip_uri, save, params={"format": "zip"})
+def _get_zip(transfer: Session, plan: _Plan) -> zipfile.ZipFile:
+    """GET the scan's resource as one zip into ``plan.zip_part``; the opened archive."""
+    return _stale_hint(transfer.get, plan.zip_uri, functools.partial(_save_zip, plan.zip_part), params=_ZIP)
+
+
+_ZIP = {"format": "zip"}
+
+
+def _fetch_unpack(transfer: Session, plan: _Plan, missing: list[_Target]) -> list[_Target]:
+    """The zip to a file, then its missing entries unpacked from it (a zip ``zipread`` cannot
+    stream); returns the targets still missing or bad."""
+    return _unpack(_get_zip(transfer, plan), plan, missing)
+
+
+def _stream_unpack(transfer: Session, plan: _Plan, missing: list[_Target]) -> list[_Target]:
+    """GET the scan's zip and write each missing entry into the work folder as it arrives, each
+    checked against the manifest (one pass, nothing on disk but the files); returns the targets
+    still missing or bad. A cut-off zip is fetched again by the transfer client, which then skips
+    the entries already written."""
+    wanted = {t.spec.path: t for t in missing}
+    known = {t.spec.path for t in plan.targets}
+
+    def save(response: Response) -> None:
+        refuse_html(response, "a zip")
+        archive = zipread.StreamedZip(response.iter_content(CHUNK))
+        try:
+            for entry, data in archive.entries():
+                if entry.is_dir:
+                    continue
+                key = _manifest_key(entry.name, plan.zip_uri)
+                target = wanted.get(key)
+                if target is not None:
+                    if _write_checked(plan.work / target.rel, target, functools.partial(copy_hashing, data)):
+                        del wanted[key]
+                elif key not in known:
+                    log.info("ignoring zip entry %s: not in the manifest", entry.name)
+            archive.drain()
+        except zipread.StreamError as exc:
+            raise Corrupt(f"not a complete zip: {exc}") from None
+
+    _stale_hint(transfer.get, plan.zip_uri, save, params=_ZIP)
+    for path in wanted:
+        log.warning("%s: missing or bad in the zip; will retry", path)
+    return list(wanted.values())
 
 
 def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> list[_Target]:
@@ -712,25 +770,51 @@ def _unpack(archive: zipfile.ZipFile, plan: _Plan, missing: list[_Target]) -> li
 def _save_zip(tmp: Path, response: Response) -> zipfile.ZipFile:
     """Stream the zip to ``tmp`` and open it; an unreadable archive is retried, an HTML page is not."""
     refuse_html(response, "a zip")
-    with open(tmp, "wb") as out:
-        stream_to(response, out)
+    with open(tmp, "wb") as out:  # no digest of the whole zip: each entry is checked as it is unpacked
+        stream_to(response, out, md5=False)
     try:
         return zipfile.ZipFile(tmp)
     except zipfile.BadZipFile as exc:
         raise Corrupt(f"not a complete zip: {exc}") from None
 
 
-def _save_zip_kept(tmp: Path, response: Response) -> int:
-    """Zip mode: stream the zip to ``tmp``; its size. A cut-off archive is retried. No digest of
-    the whole zip: its entries are checked against the manifest next (one hashing pass, not two)."""
-    refuse_html(response, "a zip")
-    with open(tmp, "wb") as out:
-        size, _ = stream_to(response, out, md5=False)
-    try:
-        zipfile.ZipFile(tmp).close()
-    except zipfile.BadZipFile as exc:
-        raise Corrupt(f"not a complete zip: {exc}") from None
-    return size
+def _get_zip_kept(transfer: Session, plan: _Plan) -> tuple[int, list[str]]:
+    """Zip mode: GET the scan's zip into ``plan.zip_part``, checking every entry against the
+    manifest as the bytes pass on their way to the file (one pass, no reading back); its size and
+    the problems found ([] when it holds exactly the manifest's files). A cut-off archive is
+    retried by the transfer client."""
+
+    def save(response: Response) -> tuple[int, list[str]]:
+        refuse_html(response, "a zip")
+        size = 0
+        with open(plan.zip_part, "wb") as out:
+
+            def tee() -> Iterator[bytes]:
+                nonlocal size
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                    yield chunk
+
+            chunks = tee()
+            checked = None
+            if plan.stream:
+                try:
+                    checked = dicomzip.check_stream(chunks, plan.expected)
+                except zipread.NotStreamable as exc:  # the rest to the file, checked from there
+                    log.info("%s: %s; checking it from the file", plan.zip_uri, exc)
+                    plan.stream = False
+                except zipread.StreamError as exc:
+                    raise Corrupt(f"not a complete zip: {exc}") from None
+            for _ in chunks:  # the central directory (all of it, without the streamed check)
+                pass
+        check_length(response, size)
+        if checked is None:
+            return size, dicomzip.check_entries(plan.zip_part, plan.expected)
+        moved = checked.problems or [p for p in [dicomzip.same_directory(plan.zip_part, checked.layout)] if p]
+        return size, moved
+
+    return _stale_hint(transfer.get, plan.zip_uri, save, params=_ZIP)
 
 
 def _manifest_key(name: str, uri: str) -> str:

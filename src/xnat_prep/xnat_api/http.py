@@ -535,10 +535,15 @@ def stream_to(response: requests.Response, out: IO[bytes], *, md5: bool = True) 
         for chunk in response.iter_content(CHUNK):
             out.write(chunk)
             size += len(chunk)
+    check_length(response, size)
+    return size, digest
+
+
+def check_length(response: requests.Response, size: int) -> None:
+    """``Corrupt`` if ``size`` bytes of a body are fewer than its ``Content-Length`` says."""
     expected = response.headers.get("Content-Length")
     if expected is not None and "Content-Encoding" not in response.headers and int(expected) != size:
         raise Corrupt(f"body truncated: {size} of {expected} bytes")
-    return size, digest
 
 
 def _retry_after(value: str | None) -> float | None:

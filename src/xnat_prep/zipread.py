@@ -1,0 +1,213 @@
+"""Reading a zip as it arrives: entry by entry, from the response's chunks, without a file to seek in.
+
+A scan's zip used to be written to disk, read back and unpacked (files mode) or read back to check
+its entries (zip mode): three passes over every byte, and the connection idle while the last two
+ran. :class:`StreamedZip` reads the local file headers in order instead, so each entry's bytes go
+straight to their file and digest as they come off the socket.
+
+It reads what XNAT sends and what the bundled server sends: STORED entries whose sizes are in the
+local header, and DEFLATED entries with or without a data descriptor (``java.util.zip``'s
+``ZipOutputStream`` writes those: the deflate stream ends itself, the descriptor follows), ZIP64
+sizes included. A STORED entry with a data descriptor (sizes unknown until after the data) cannot
+be delimited without the central directory: :class:`NotStreamable`, and the caller falls back to
+the file on disk. Anything else malformed is :class:`StreamError`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+LOCAL = b"PK\x03\x04"
+CENTRAL = b"PK\x01\x02"
+END = b"PK\x05\x06"
+END64 = b"PK\x06\x06"
+DESCRIPTOR = b"PK\x07\x08"
+STORED, DEFLATED = 0, 8
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_U32 = 0xFFFFFFFF
+_DESCRIPTOR_FLAG = 0x08
+_ENCRYPTED_FLAG = 0x01
+_UTF8_FLAG = 0x800
+_PIECE = 1 << 20
+
+
+class StreamError(Exception):
+    """Not a well-formed zip (or cut off): the body is not trustworthy, fetch it again."""
+
+
+class NotStreamable(Exception):
+    """A well-formed zip this reader cannot delimit entry by entry; read it from a file instead."""
+
+
+@dataclass
+class Entry:
+    """One entry's local header: its name, method, and sizes when the header has them."""
+
+    name: str
+    method: int
+    compressed_size: int | None  # None: given by a data descriptor after the data
+    size: int | None
+    offset: int  # of the local header in the archive
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name.endswith("/")
+
+
+class StreamedZip:
+    """``entries()`` yields (Entry, data chunks) in archive order; consume (or skip) each entry's
+    chunks before asking for the next. ``offset`` counts the archive bytes read so far."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = bytearray()
+        self._pos = 0  # bytes of _buf already consumed (deleting from the front is O(n))
+        self.offset = 0
+
+    # -- bytes ---------------------------------------------------------------------------------
+
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _fill(self, n: int) -> bool:
+        """At least ``n`` unread bytes buffered; False at the end of the body."""
+        while self._available() < n:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return False
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
+            self._buf += chunk
+        return True
+
+    def _take(self, n: int) -> bytes:
+        if not self._fill(n):
+            raise StreamError(f"cut off: {self.offset + self._available()} bytes, wanted {n} more")
+        out = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
+        self.offset += n
+        return out
+
+    def _pieces(self, n: int) -> Iterator[bytes]:
+        """The next ``n`` bytes, in pieces as they arrive."""
+        while n:
+            if not self._available() and not self._fill(1):
+                raise StreamError(f"cut off inside an entry: {n} bytes missing")
+            piece = self._take(min(n, self._available(), _PIECE))
+            n -= len(piece)
+            yield piece
+
+    def _unread(self, data: bytes) -> None:
+        """Give back bytes read past the end of a deflate stream."""
+        if data:
+            self._buf[self._pos : self._pos] = data
+            self.offset -= len(data)
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def entries(self) -> Iterator[tuple[Entry, Iterator[bytes]]]:
+        while True:
+            if not self._fill(4):
+                raise StreamError("cut off: no central directory")
+            signature = bytes(self._buf[self._pos : self._pos + 4])
+            if signature in (CENTRAL, END, END64):
+                return
+            if signature != LOCAL:
+                raise StreamError(f"no entry header at byte {self.offset}")
+            entry, zip64 = self._header()
+            data = self._data(entry, zip64)
+            yield entry, data
+            for _ in data:  # whatever the caller did not read
+                pass
+
+    def drain(self) -> None:
+        """Read the rest of the body (the central directory): the connection can be reused."""
+        self.offset += self._available()
+        self._buf.clear()
+        self._pos = 0
+        for chunk in self._chunks:
+            self.offset += len(chunk)
+
+    def _header(self) -> tuple[Entry, bool]:
+        offset = self.offset
+        (_, _, flags, method, _, _, _, csize, size, name_len, extra_len) = _LOCAL_HEADER.unpack(
+            self._take(_LOCAL_HEADER.size)
+        )
+        raw_name = self._take(name_len)
+        extra = self._take(extra_len)
+        name = raw_name.decode("utf-8" if flags & _UTF8_FLAG else "cp437")
+        if flags & _ENCRYPTED_FLAG:
+            raise NotStreamable(f"{name}: encrypted")
+        if method not in (STORED, DEFLATED):
+            raise NotStreamable(f"{name}: compression method {method}")
+        zip64 = False
+        while len(extra) >= 4:  # the ZIP64 field (0x0001) holds the sizes that did not fit
+            tag, length = struct.unpack("<HH", extra[:4])
+            body, extra = extra[4 : 4 + length], extra[4 + length :]
+            if tag == 1:
+                zip64 = True
+                values = list(struct.unpack(f"<{len(body) // 8}Q", body[: len(body) // 8 * 8]))
+                if size == _U32 and values:
+                    size = values.pop(0)
+                if csize == _U32 and values:
+                    csize = values.pop(0)
+        if flags & _DESCRIPTOR_FLAG:
+            if method == STORED:
+                raise NotStreamable(f"{name}: stored with a data descriptor")
+            return Entry(name, method, None, None, offset), zip64
+        return Entry(name, method, csize, size, offset), zip64
+
+    def _data(self, entry: Entry, zip64: bool) -> Iterator[bytes]:
+        if entry.compressed_size is not None:
+            pieces = self._pieces(entry.compressed_size)
+            if entry.method == STORED:
+                yield from pieces
+                return
+            inflate = zlib.decompressobj(-15)
+            try:
+                for piece in pieces:
+                    yield inflate.decompress(piece)
+                tail = inflate.flush()
+            except zlib.error as exc:
+                raise StreamError(f"{entry.name}: {exc}") from None
+            if not inflate.eof:
+                raise StreamError(f"{entry.name}: deflate stream incomplete")
+            if tail:
+                yield tail
+            return
+        # DEFLATED with a data descriptor: the deflate stream says where it ends
+        inflate = zlib.decompressobj(-15)
+        csize = size = 0
+        while not inflate.eof:
+            if not self._available() and not self._fill(1):
+                raise StreamError(f"{entry.name}: cut off inside the entry")
+            piece = self._take(min(self._available(), _PIECE))
+            try:
+                out = inflate.decompress(piece)
+            except zlib.error as exc:
+                raise StreamError(f"{entry.name}: {exc}") from None
+            csize += len(piece) - len(inflate.unused_data)
+            size += len(out)
+            if out:
+                yield out
+        self._unread(inflate.unused_data)
+        self._descriptor(entry, csize, size, zip64)
+        entry.compressed_size, entry.size = csize, size
+
+    def _descriptor(self, entry: Entry, csize: int, size: int, zip64: bool) -> None:
+        """Skip the data descriptor after a deflated entry, checking its sizes."""
+        if not self._fill(4):
+            raise StreamError(f"{entry.name}: cut off before its data descriptor")
+        if bytes(self._buf[self._pos : self._pos + 4]) == DESCRIPTOR:
+            self._take(4)
+        self._take(4)  # CRC-32: the caller checks each entry's md5 against the manifest instead
+        wide = zip64 or csize >= _U32 or size >= _U32
+        fmt = "<QQ" if wide else "<II"
+        got = struct.unpack(fmt, self._take(struct.calcsize(fmt)))
+        if got != (csize, size):
+            raise StreamError(f"{entry.name}: data descriptor says {got}, the data was {(csize, size)}")
