@@ -76,9 +76,8 @@ def collect(client: Client, project: str, *, counts_only: bool = False) -> Proje
             project,
             ", ".join(SESSION_COLUMNS),
         )
-        data.sessions = [
-            s for s in client.project_experiments(project) if str(s.get("xsiType", "")).endswith("SessionData")
-        ]
+        listed = client.project_experiments(project)
+        data.sessions = [s for s in listed if str(s.get("xsiType", "")).endswith("SessionData")]
     else:
         data.sessions = _sessions(rows, {str(s["ID"]): str(s["label"]) for s in data.subjects})
     known = {s["ID"] for s in data.sessions}
