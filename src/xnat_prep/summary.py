@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +64,16 @@ def _get(row: dict[str, Any], key: str) -> str:
     return str(lowered.get(key.lower()) or "")
 
 
-def collect(client: Client, project: str, *, counts_only: bool = False) -> ProjectData:
-    """List one project: 2 requests, plus one per image session with scans unless ``counts_only``."""
+def collect(
+    client: Client,
+    project: str,
+    *,
+    counts_only: bool = False,
+    connect: Callable[[], Client] | None = None,
+    max_connections: int = 1,
+) -> ProjectData:
+    """List one project: 2 requests, plus one per image session with scans unless ``counts_only``
+    (those listed ``max_connections`` at once when ``connect`` opens more connections)."""
     before = client.requests
     data = ProjectData(project)
     data.subjects = client.subjects(project)
@@ -92,24 +102,62 @@ def collect(client: Client, project: str, *, counts_only: bool = False) -> Proje
                 "series_description": _get(row, "xnat:imagescandata/series_description"),
             }
     data.scans = list(scans.values())
+    extra = 0  # requests on the other connections
     if not counts_only:
-        data.files = []
-        scanned = {session_id for session_id, _ in scans}
         # a session without scans has no files to list (and XNAT may answer its scans/ALL with 404)
-        for session in (s for s in data.sessions if s["ID"] in scanned):
-            for row in client.session_files(str(session["ID"])):
-                match = _SCAN_IN_URI.search(str(row.get("URI", "")))
-                if match:
-                    data.files.append(
-                        {
-                            "session_id": str(session["ID"]),
-                            "scan_id": match.group(1),
-                            "size": int(row.get("Size") or 0),
-                            "md5": str(row.get("digest") or ""),
-                        }
-                    )
-    data.requests = client.requests - before
+        scanned = {session_id for session_id, _ in scans}
+        listed = [str(s["ID"]) for s in data.sessions if s["ID"] in scanned]
+        parts, extra = _list_files(client, listed, connect, max_connections)
+        data.files = [row for part in parts for row in part]
+    data.requests = client.requests - before + extra
     return data
+
+
+def _session_files(client: Client, session_id: str) -> list[dict[str, Any]]:
+    """One row per file of a session's scans: session_id, scan_id, size, md5 (one request)."""
+    found = []
+    for row in client.session_files(session_id):
+        match = _SCAN_IN_URI.search(str(row.get("URI", "")))
+        if match:
+            found.append(
+                {
+                    "session_id": session_id,
+                    "scan_id": match.group(1),
+                    "size": int(row.get("Size") or 0),
+                    "md5": str(row.get("digest") or ""),
+                }
+            )
+    return found
+
+
+def _list_files(
+    client: Client, sessions: Sequence[str], connect: Callable[[], Client] | None, max_connections: int
+) -> tuple[list[list[dict[str, Any]]], int]:
+    """Each session's file rows, in the order of ``sessions``, and the requests made on connections
+    other than ``client``: up to ``max_connections`` sessions listed at once, each worker thread on
+    a connection of its own from ``connect()`` (one after another on ``client`` without it)."""
+    workers = min(max_connections, len(sessions)) if connect is not None else 1
+    if workers <= 1:
+        return [_session_files(client, sid) for sid in sessions], 0
+    assert connect is not None
+    local = threading.local()
+    opened: list[Client] = []
+    lock = threading.Lock()
+
+    def mine() -> Client:
+        if not hasattr(local, "xs"):
+            local.xs = connect()
+            with lock:
+                opened.append(local.xs)
+        return local.xs
+
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="summary") as pool:
+            parts = list(pool.map(lambda sid: _session_files(mine(), sid), sessions))
+    finally:
+        for xs in opened:
+            xs.close()
+    return parts, sum(xs.requests for xs in opened)
 
 
 def _has(row: dict[str, Any], columns: Sequence[str]) -> bool:
@@ -284,7 +332,17 @@ def plot(found: dict[str, pd.DataFrame], out: Path) -> list[Path]:
 
 
 def summarise(
-    client: Client, projects: Iterable[str], *, counts_only: bool = False
+    client: Client,
+    projects: Iterable[str],
+    *,
+    counts_only: bool = False,
+    connect: Callable[[], Client] | None = None,
+    max_connections: int = 1,
 ) -> dict[str, pd.DataFrame]:
     """Collect and tabulate several projects."""
-    return tables([collect(client, p, counts_only=counts_only) for p in dict.fromkeys(projects)])
+    return tables(
+        [
+            collect(client, p, counts_only=counts_only, connect=connect, max_connections=max_connections)
+            for p in dict.fromkeys(projects)
+        ]
+    )

@@ -48,6 +48,12 @@ def test_summary_counts_in_two_requests_and_full_in_two_plus_one_per_session(see
     assert len(made) == full.requests == 2 + N_SESSIONS
     assert sum(p.endswith("/scans/ALL/files") for p in made) == N_SESSIONS
     assert "/data/projects/DEMO/experiments" not in made  # the scan search carries the sessions
+    # the sessions' file listings in parallel, each thread on a connection of its own: same cost
+    with client(seeded) as xs:
+        mark = len(seeded.requests())
+        parallel = summary.collect(xs, "DEMO", connect=lambda: client(seeded), max_connections=2)
+        assert len(data_requests(seeded, mark)) == parallel.requests == 2 + N_SESSIONS
+    assert parallel.files == full.files and parallel.sessions == full.sessions
     found = summary.tables([full])
     project = found["projects"].iloc[0]
     assert (project["subjects"], project["sessions"], project["scans"]) == (
