@@ -86,12 +86,12 @@ def collect(
             project,
             ", ".join(SESSION_COLUMNS),
         )
-        listed = client.project_experiments(project)
-        data.sessions = [s for s in listed if str(s.get("xsiType", "")).endswith("SessionData")]
+        experiments = client.project_experiments(project)
+        data.sessions = [s for s in experiments if str(s.get("xsiType", "")).endswith("SessionData")]
     else:
         data.sessions = _sessions(rows, {str(s["ID"]): str(s["label"]) for s in data.subjects})
     known = {s["ID"] for s in data.sessions}
-    scans: dict[tuple[str, str], dict[str, Any]] = {}  # one per scan, also were rows per resource
+    scans: dict[tuple[str, str], dict[str, Any]] = {}  # one per scan, even from rows per scan x resource
     for row in rows:
         key = (_get(row, "ID"), _get(row, "xnat:imagescandata/id"))
         if key[1] and key[0] in known and key not in scans:
