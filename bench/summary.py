@@ -9,10 +9,12 @@ small blob, so the listings are those of a real archive of that shape (10 scans 
 session) while nothing is generated or copied. Then the bundled server runs on it, unmodified, and
 the commands run as a user would (subprocesses, credentials in the environment).
 
-Budgets (issue 11): counts-only <= 3 requests per project whatever its size; the full summary
-<= 2 + 1 per session in the issue, 3 + 1 per session as built (see ``xnat_prep.summary``: the
-subject listing is kept so that subjects without a session are counted); login requests are
-counted apart (``/data/JSESSION``, ``/data/services/auth``).
+Budgets (issue 11): counts-only <= 3 requests per project whatever its size (2 as built: the
+subject listing and the project-wide scan search); the full summary <= 2 + 1 per session (as
+built: 2 + 1 per session that has scans; see ``xnat_prep.summary``). The project also has one
+subject without a session and one session without scans, which both must count. The full summary
+runs twice: its session listings one after another (``--max-connections 1``) and four at once
+(the default). Login requests are counted apart (``/data/JSESSION``, ``/data/services/auth``).
 """
 
 from __future__ import annotations
@@ -88,10 +90,30 @@ def build(data_dir: Path, sessions: int) -> None:
             store.archive_session(
                 doc, PROJECT, subject, f"{subject}_MR{n % SESSIONS_PER_SUBJECT + 1}", "none", USER
             )
-        # one subject without a session (the subject listing counts it)
+        # one subject without a session (the subject listing counts it), one session without scans
         store.create_subject(PROJECT, "S9999", USER, {})
+        doc = {"xsi_type": "xnat:mrSessionData", "fields": {"date": "2019-12-31"}, "scans": []}
+        store.archive_session(doc, PROJECT, "S9998", "S9998_MR1", "none", USER)
     finally:
         store.close()
+
+
+def check(serial: Path, parallel: Path, sessions: int) -> None:
+    """The serial and the parallel summary wrote the same tables, and they count what was built."""
+    for name in ("projects.tsv", "subjects.tsv", "sessions.tsv", "scan_types.tsv"):
+        if (serial / name).read_bytes() != (parallel / name).read_bytes():
+            raise RuntimeError(f"{name} differs between the serial and the parallel summary")
+    header, row = (serial / "projects.tsv").read_text().splitlines()[:2]
+    project = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    want = {
+        "subjects": -(-sessions // SESSIONS_PER_SUBJECT) + 2,
+        "sessions": sessions + 1,
+        "scans": sessions * len(SCANS),
+        "files": sessions * len(SCANS) * FILES_PER_SCAN,
+    }
+    got = {k: int(project[k]) for k in want}
+    if got != want:
+        raise RuntimeError(f"projects.tsv counts {got}, built {want}")
 
 
 def _file(path: str, blob: Any) -> dict[str, Any]:
@@ -134,7 +156,12 @@ def run(sessions: int, workdir: Path) -> list[Measured]:
         summary = [*xnat_prep, "summary", "--project", PROJECT, *host, "--out"]
         counts = [*summary, str(workdir / "counts"), "--counts-only"]
         results.append(measure(srv, "summary --counts-only", counts, 3, env))
-        results.append(measure(srv, "summary (full)", [*summary, str(workdir / "full")], 3 + sessions, env))
+        budget = 2 + sessions + 1  # with the session without scans
+        for n in (1, 4):
+            full = [*summary, str(workdir / f"full{n}"), "--max-connections", str(n)]
+            connections = "1 connection" if n == 1 else f"{n} connections"
+            results.append(measure(srv, f"summary (full, {connections})", full, budget, env))
+        check(workdir / "full1", workdir / "full4", sessions)
         subjects = sorted({f"S{n // SESSIONS_PER_SUBJECT:04d}" for n in range(sessions)})
         csv = workdir / "subjects.csv"
         csv.write_text("Project,Subject\n" + "".join(f"{PROJECT},{s}\n" for s in subjects))
@@ -176,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         f"# summary and plan at {args.sessions} sessions\n\n"
         f"Project `{PROJECT}`: {args.sessions} MR sessions ({args.sessions // SESSIONS_PER_SUBJECT} "
-        f"subjects with {SESSIONS_PER_SUBJECT} each, plus one without), {len(SCANS)} scans x "
+        f"subjects with {SESSIONS_PER_SUBJECT} each, plus one without a session and one with a "
+        f"session without scans), {len(SCANS)} scans x "
         f"{FILES_PER_SCAN} files per session, "
         "metadata only (every file row points at one 4 kB blob), written through the bundled server's store; "
         "the server and the commands run unmodified, as subprocesses, over HTTP on loopback.\n\n"

@@ -1,11 +1,18 @@
 """``summary``: what a project holds on XNAT, before any download, at a fixed request cost.
 
-Counts (3 requests per project, whatever its size): the subject listing, the experiment listing
-(sessions with type, subject and date) and one project-wide scan listing (each scan's type and
-series description, as DAX lists a project). The full summary adds one ``scans/ALL/files`` listing
-per session (every file with its size and md5): files, bytes and the share of files with a server
-checksum — 3 + 1 per session. (One more than the bare minimum of 2 + 1 per session: the subject
-listing also counts subjects that have no session yet.)
+Counts (2 requests per project, whatever its size): the subject listing (it also counts subjects
+that have no session yet) and one project-wide scan search, as DAX lists a project
+(``GET /data/experiments?project=P&xsiType=xnat:imageSessionData&columns=...``), whose rows carry
+each scan's type and series description and its session's ID, label, type, subject and date. That
+search is a left join from the session: a session without scans is one row with empty scan
+columns, so it is counted too. The full summary adds one ``scans/ALL/files`` listing per session
+that has scans (every file with its size and md5): files, bytes and the share of files with a
+server checksum — at most 2 + 1 per session, the issue's budget. (Sessions without scans are not
+listed: nothing to find, and the bundled server, like XNAT's scan selection, answers 404 there.)
+
+Fallback: should an XNAT answer the scan search without the session columns (``SESSION_COLUMNS``),
+the sessions come from the project's experiment listing instead, one request more (logged). A
+subject label the search leaves empty is taken from the subject listing by the subject's ID.
 
 The tables are built with pandas: per project, subject, session, and scan type x series
 description; two plots (bytes by scan type, sessions over time).
@@ -15,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +39,9 @@ log = logging.getLogger(__name__)
 
 _SCAN_IN_URI = re.compile(r"/scans/([^/]+)/resources/")
 TABLES = ("projects", "subjects", "sessions", "scan_types")
+# Session columns the project-wide scan search must answer (``a|b``: either name) for the summary
+# to do without the experiment listing.
+SESSION_COLUMNS = ("ID", "label", "xsiType", "xnat:imagesessiondata/date|date")
 
 
 @dataclass
@@ -52,40 +64,127 @@ def _get(row: dict[str, Any], key: str) -> str:
     return str(lowered.get(key.lower()) or "")
 
 
-def collect(client: Client, project: str, *, counts_only: bool = False) -> ProjectData:
-    """List one project: 3 requests, plus one per image session unless ``counts_only``."""
+def collect(
+    client: Client,
+    project: str,
+    *,
+    counts_only: bool = False,
+    connect: Callable[[], Client] | None = None,
+    max_connections: int = 1,
+) -> ProjectData:
+    """List one project: 2 requests, plus one per image session with scans unless ``counts_only``
+    (those listed ``max_connections`` at once when ``connect`` opens more connections)."""
     before = client.requests
     data = ProjectData(project)
     data.subjects = client.subjects(project)
-    data.sessions = [
-        s for s in client.project_experiments(project) if str(s.get("xsiType", "")).endswith("SessionData")
-    ]
-    data.scans = [
-        {
-            "session_id": _get(row, "ID"),
-            "scan_id": _get(row, "xnat:imagescandata/id"),
-            "scan_type": _get(row, "xnat:imagescandata/type"),
-            "series_description": _get(row, "xnat:imagescandata/series_description"),
-        }
-        for row in client.project_scans(project)
-        if _get(row, "xnat:imagescandata/id")
-    ]
+    rows = client.project_scans(project)
+    if rows and not all(_has(row, SESSION_COLUMNS) for row in rows):
+        # an XNAT that does not answer the session columns on the scan search: list the sessions
+        log.warning(
+            "project %s: the scan search has no session columns (%s); listing the sessions apart "
+            "(one more request)",
+            project,
+            ", ".join(SESSION_COLUMNS),
+        )
+        experiments = client.project_experiments(project)
+        data.sessions = [s for s in experiments if str(s.get("xsiType", "")).endswith("SessionData")]
+    else:
+        data.sessions = _sessions(rows, {str(s["ID"]): str(s["label"]) for s in data.subjects})
+    known = {s["ID"] for s in data.sessions}
+    scans: dict[tuple[str, str], dict[str, Any]] = {}  # one per scan, even from rows per scan x resource
+    for row in rows:
+        key = (_get(row, "ID"), _get(row, "xnat:imagescandata/id"))
+        if key[1] and key[0] in known and key not in scans:
+            scans[key] = {
+                "session_id": key[0],
+                "scan_id": key[1],
+                "scan_type": _get(row, "xnat:imagescandata/type"),
+                "series_description": _get(row, "xnat:imagescandata/series_description"),
+            }
+    data.scans = list(scans.values())
+    extra = 0  # requests on the other connections
     if not counts_only:
-        data.files = []
-        for session in data.sessions:
-            for row in client.session_files(str(session["ID"])):
-                match = _SCAN_IN_URI.search(str(row.get("URI", "")))
-                if match:
-                    data.files.append(
-                        {
-                            "session_id": str(session["ID"]),
-                            "scan_id": match.group(1),
-                            "size": int(row.get("Size") or 0),
-                            "md5": str(row.get("digest") or ""),
-                        }
-                    )
-    data.requests = client.requests - before
+        # a session without scans has no files to list (and XNAT may answer its scans/ALL with 404)
+        scanned = {session_id for session_id, _ in scans}
+        listed = [str(s["ID"]) for s in data.sessions if s["ID"] in scanned]
+        parts, extra = _list_files(client, listed, connect, max_connections)
+        data.files = [row for part in parts for row in part]
+    data.requests = client.requests - before + extra
     return data
+
+
+def _session_files(client: Client, session_id: str) -> list[dict[str, Any]]:
+    """One row per file of a session's scans: session_id, scan_id, size, md5 (one request)."""
+    found = []
+    for row in client.session_files(session_id):
+        match = _SCAN_IN_URI.search(str(row.get("URI", "")))
+        if match:
+            found.append(
+                {
+                    "session_id": session_id,
+                    "scan_id": match.group(1),
+                    "size": int(row.get("Size") or 0),
+                    "md5": str(row.get("digest") or ""),
+                }
+            )
+    return found
+
+
+def _list_files(
+    client: Client, sessions: Sequence[str], connect: Callable[[], Client] | None, max_connections: int
+) -> tuple[list[list[dict[str, Any]]], int]:
+    """Each session's file rows, in the order of ``sessions``, and the requests made on connections
+    other than ``client``: up to ``max_connections`` sessions listed at once, each worker thread on
+    a connection of its own from ``connect()`` (one after another on ``client`` without it)."""
+    workers = min(max_connections, len(sessions)) if connect is not None else 1
+    if workers <= 1:
+        return [_session_files(client, sid) for sid in sessions], 0
+    assert connect is not None
+    local = threading.local()
+    opened: list[Client] = []
+    lock = threading.Lock()
+
+    def mine() -> Client:
+        if not hasattr(local, "xs"):
+            local.xs = connect()
+            with lock:
+                opened.append(local.xs)
+        return local.xs
+
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="summary") as pool:
+            parts = list(pool.map(lambda sid: _session_files(mine(), sid), sessions))
+    finally:
+        for xs in opened:
+            xs.close()
+    return parts, sum(xs.requests for xs in opened)
+
+
+def _has(row: dict[str, Any], columns: Sequence[str]) -> bool:
+    """Whether a row has all ``columns`` (an empty value counts: a session without a date)."""
+    keys = {k.lower() for k in row}
+    return all(any(alt.lower() in keys for alt in c.split("|")) for c in columns)
+
+
+def _sessions(rows: Iterable[dict[str, Any]], subject_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The image sessions in the scan search's rows (one per session, in the order listed), with
+    the keys of the experiment listing; a subject label the search left empty comes from the
+    subject listing by the subject's ID."""
+    sessions: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        sid = _get(row, "ID")
+        if not sid or sid in sessions or not _get(row, "xsiType").endswith("SessionData"):
+            continue
+        subject_id = _get(row, "xnat:imagesessiondata/subject_id") or _get(row, "subject_ID")
+        sessions[sid] = {
+            "ID": sid,
+            "label": _get(row, "label"),
+            "xsiType": _get(row, "xsiType"),
+            "subject_ID": subject_id,
+            "subject_label": _get(row, "subject_label") or subject_labels.get(subject_id, ""),
+            "date": _get(row, "xnat:imagesessiondata/date") or _get(row, "date"),
+        }
+    return list(sessions.values())
 
 
 def tables(projects: Sequence[ProjectData]) -> dict[str, pd.DataFrame]:
@@ -233,7 +332,17 @@ def plot(found: dict[str, pd.DataFrame], out: Path) -> list[Path]:
 
 
 def summarise(
-    client: Client, projects: Iterable[str], *, counts_only: bool = False
+    client: Client,
+    projects: Iterable[str],
+    *,
+    counts_only: bool = False,
+    connect: Callable[[], Client] | None = None,
+    max_connections: int = 1,
 ) -> dict[str, pd.DataFrame]:
     """Collect and tabulate several projects."""
-    return tables([collect(client, p, counts_only=counts_only) for p in dict.fromkeys(projects)])
+    return tables(
+        [
+            collect(client, p, counts_only=counts_only, connect=connect, max_connections=max_connections)
+            for p in dict.fromkeys(projects)
+        ]
+    )

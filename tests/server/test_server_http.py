@@ -352,3 +352,47 @@ def test_concurrent_creation_of_one_label_makes_one_object(populated: ServerHand
     assert [
         r["label"] for r in rows(populated, f"/data/projects/{PROJECT}/subjects") if r["label"] == "RACE"
     ] == ["RACE"]
+
+
+def test_project_scan_search_is_a_left_join_with_session_columns(populated: ServerHandle) -> None:
+    """``/data/experiments?project=P&xsiType=xnat:imageSessionData&columns=...,xnat:imagescandata/...``
+    (DAX's project listing): one row per scan carrying the session's columns as asked, scan columns
+    lower-cased; a session without scans is one row with empty scan columns (XNAT's left join)."""
+    project = "SEARCH1"
+    api(populated, "PUT", f"/data/projects/{project}").raise_for_status()
+    mr = {"xsiType": "xnat:mrSessionData"}
+    for session, date in (("E1", "2020-02-03"), ("E2", "")):
+        path = f"/data/projects/{project}/subjects/S1/experiments/{session}"
+        api(populated, "PUT", path, params={**mr, "date": date}).raise_for_status()
+    for scan, description in (("1", "t1_mpr"), ("2", "rest_bold")):
+        api(
+            populated,
+            "PUT",
+            f"/data/projects/{project}/subjects/S1/experiments/E1/scans/{scan}",
+            params={"xsiType": "xnat:mrScanData", "type": f"T{scan}", "series_description": description},
+        ).raise_for_status()
+    columns = (
+        "ID,label,xsiType,subject_label,xnat:imagesessiondata/subject_id,xnat:imagesessiondata/date,"
+        "xnat:imageScanData/ID,xnat:imagescandata/type,xnat:imagescandata/series_description"
+    )
+    found = rows(
+        populated, "/data/experiments", project=project, xsiType="xnat:imageSessionData", columns=columns
+    )
+    by_label = {}
+    for row in found:
+        by_label.setdefault(row["label"], []).append(row)
+    assert sorted(by_label) == ["E1", "E2"] and len(found) == 3
+    e1 = sorted(by_label["E1"], key=lambda r: r["xnat:imagescandata/id"])
+    assert [(r["xnat:imagescandata/id"], r["xnat:imagescandata/type"]) for r in e1] == [
+        ("1", "T1"),
+        ("2", "T2"),
+    ]
+    assert e1[1]["xnat:imagescandata/series_description"] == "rest_bold"
+    assert {r["xnat:imagesessiondata/date"] for r in e1} == {"2020-02-03"}
+    assert {(r["xsiType"], r["subject_label"]) for r in found} == {("xnat:mrSessionData", "S1")}
+    subject_id = rows(populated, f"/data/projects/{project}/subjects")[0]["ID"]
+    assert {r["xnat:imagesessiondata/subject_id"] for r in found} == {subject_id}
+    (empty,) = by_label["E2"]
+    assert empty["ID"].startswith("XNAT_E") and empty["xnat:imagesessiondata/date"] == ""
+    scan_columns = [c.lower() for c in columns.split(",") if c.lower().startswith("xnat:imagescandata/")]
+    assert {c: empty[c] for c in scan_columns} == dict.fromkeys(scan_columns, "")

@@ -30,12 +30,30 @@ def client(server) -> Client:
     return Client(Connection(server.url), ADMIN, retry=FAST_RETRY)
 
 
-def test_summary_counts_in_three_requests_and_full_in_three_plus_one_per_session(seeded, tmp_path):
+def data_requests(server, mark: int) -> list[str]:
+    """The paths of the data requests the server logged since ``mark`` (logins apart)."""
+    login = ("/data/JSESSION", "/data/services/auth")
+    return [r["path"] for r in server.requests()[mark:] if r["path"] not in login]
+
+
+def test_summary_counts_in_two_requests_and_full_in_two_plus_one_per_session(seeded, tmp_path):
     specs = session_protocol("tiny", edge_cases=True)
     with client(seeded) as xs:
+        mark = len(seeded.requests())
         counts = summary.collect(xs, "DEMO", counts_only=True)
+        assert len(data_requests(seeded, mark)) == counts.requests == 2
+        mark = len(seeded.requests())
         full = summary.collect(xs, "DEMO")
-    assert counts.requests == 3 and full.requests == 3 + N_SESSIONS
+        made = data_requests(seeded, mark)
+    assert len(made) == full.requests == 2 + N_SESSIONS
+    assert sum(p.endswith("/scans/ALL/files") for p in made) == N_SESSIONS
+    assert "/data/projects/DEMO/experiments" not in made  # the scan search carries the sessions
+    # the sessions' file listings in parallel, each thread on a connection of its own: same cost
+    with client(seeded) as xs:
+        mark = len(seeded.requests())
+        parallel = summary.collect(xs, "DEMO", connect=lambda: client(seeded), max_connections=2)
+        assert len(data_requests(seeded, mark)) == parallel.requests == 2 + N_SESSIONS
+    assert parallel.files == full.files and parallel.sessions == full.sessions
     found = summary.tables([full])
     project = found["projects"].iloc[0]
     assert (project["subjects"], project["sessions"], project["scans"]) == (
@@ -43,17 +61,81 @@ def test_summary_counts_in_three_requests_and_full_in_three_plus_one_per_session
         N_SESSIONS,
         N_SESSIONS * len(specs),
     )
+    assert project["sessions_by_type"] == f"xnat:mrSessionData={N_SESSIONS}"
+    assert project["first_date"] and project["first_date"] <= project["last_date"]
     truth = [f for p in [full] for f in p.files]
     assert project["files"] == len(truth) and project["bytes"] == sum(f["size"] for f in truth) > 0
     assert project["md5_share"] == 1.0
+    sessions = found["sessions"]
+    assert set(sessions["subject"]) == {"SUB001"} and sessions["session"].str.startswith("SUB001").all()
     types = found["scan_types"]
     assert types["scans"].sum() == N_SESSIONS * len(specs)
     assert set(types["sessions"]) == {N_SESSIONS}
+    # the edge cases: the duplicate 3D series shares its type and description; non-image series listed
+    first_3d = next(s for s in specs if s.acquisition == "3D")
+    assert types[types["series_description"] == first_3d.description]["scans"].iloc[0] == 2 * N_SESSIONS
+    assert {"Screen Save", "Radiology Report", ""} <= set(types["series_description"])
     written = summary.write(found, tmp_path / "summary")
     assert {p.name for p in written} >= {"projects.tsv", "scan_types.tsv", "bytes_by_scan_type.png"}
     assert all(p.stat().st_size > 0 for p in written)
-    counts_table = summary.tables([counts])["projects"].iloc[0]
+    counts_found = summary.tables([counts])
+    counts_table = counts_found["projects"].iloc[0]
     assert counts_table["scans"] == project["scans"] and counts_table["bytes"] == ""
+    for name in ("sessions", "scan_types"):  # counts-only: the same rows, without files and bytes
+        mine = counts_found[name]
+        key = list(mine.columns)
+        same = found[name][key].sort_values(key).reset_index(drop=True)
+        assert mine.sort_values(key).reset_index(drop=True).equals(same)
+
+
+def test_summary_counts_empty_sessions_and_subjects_without_sessions(seeded):
+    """Sessions without scans (one search row each, empty scan columns), scans without files and
+    a subject without sessions, within the budgets; the experiment listing agrees."""
+    with client(seeded) as xs:
+        xs.put("/data/projects/EDGES")
+        xs.put("/data/projects/EDGES/subjects/A")
+        xs.put("/data/projects/EDGES/subjects/B")
+        xs.put("/data/projects/EDGES/subjects/C")  # no session
+        mr = {"xsiType": "xnat:mrSessionData"}
+        xs.put("/data/projects/EDGES/subjects/A/experiments/A_MR1", {**mr, "date": "2021-03-04"})
+        xs.put("/data/projects/EDGES/subjects/A/experiments/A_MR2", {**mr, "date": "2021-05-06"})  # empty
+        xs.put("/data/projects/EDGES/subjects/B/experiments/B_CT1", {"xsiType": "xnat:ctSessionData"})
+        for session, scan, kind, scan_type, description in [
+            ("A/experiments/A_MR1", "1", "mr", "T1w", "t1_mpr"),
+            ("A/experiments/A_MR1", "2", "mr", "T1w", "t1_mpr"),  # a duplicate type
+            ("B/experiments/B_CT1", "7", "ct", "", "Dose Report"),  # no type, no files
+        ]:
+            xs.put(
+                f"/data/projects/EDGES/subjects/{session}/scans/{scan}",
+                {"xsiType": f"xnat:{kind}ScanData", "type": scan_type, "series_description": description},
+            )
+        mark = len(seeded.requests())
+        counts = summary.collect(xs, "EDGES", counts_only=True)
+        full = summary.collect(xs, "EDGES")
+        made = data_requests(seeded, mark)
+        experiments = xs.project_experiments("EDGES")
+    # no file listing for the session without scans (it has none to list)
+    assert (counts.requests, full.requests, len(made)) == (2, 2 + 2, 2 + 2 + 2)
+    assert sorted(p.rsplit("/", 3)[0] for p in made if p.endswith("/scans/ALL/files")) == sorted(
+        f"/data/experiments/{e['ID']}" for e in experiments if e["label"] != "A_MR2"
+    )
+    found = summary.tables([full])
+    project = found["projects"].iloc[0]
+    assert (project["subjects"], project["sessions"], project["scans"], project["files"]) == (3, 3, 3, 0)
+    assert project["sessions_by_type"] == "xnat:ctSessionData=1, xnat:mrSessionData=2"
+    assert (project["first_date"], project["last_date"]) == ("2021-03-04", "2021-05-06")
+    assert project["md5_share"] == ""  # no files: no share
+    sessions = found["sessions"].set_index("session")
+    assert sorted(sessions.index) == sorted(e["label"] for e in experiments)
+    assert sessions.loc[["A_MR1", "A_MR2", "B_CT1"], "scans"].tolist() == [2, 0, 1]
+    assert sessions.loc["B_CT1", "subject"] == "B" and sessions.loc["A_MR2", "subject"] == "A"
+    subjects = found["subjects"].set_index("subject")
+    assert subjects.loc["A", "sessions"] == 2 and "C" not in subjects.index  # C: in the project count
+    types = found["scan_types"]
+    assert sorted(types[["scan_type", "series_description", "sessions", "scans"]].values.tolist()) == [
+        ["", "Dose Report", 1, 1],
+        ["T1w", "t1_mpr", 1, 2],
+    ]
 
 
 def test_summary_of_an_unknown_project_is_not_found(seeded):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from xnat_prep import config as config_mod
 from xnat_prep import summary
 from xnat_prep.commands import options
 from xnat_prep.errors import UserError
@@ -16,19 +18,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--counts-only",
         action="store_true",
-        help="counts without files and bytes: 3 requests per project, whatever its size "
-        "(the full summary lists each session's files: 3 + 1 per session)",
+        help="counts without files and bytes: 2 requests per project, whatever its size "
+        "(the full summary lists each session's files: 2 + 1 per session)",
     )
     parser.add_argument("--out", type=Path, default=Path("summary"), help="folder for the TSVs and plots")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(os.environ.get(config_mod.MAX_CONNECTIONS_ENV) or 4),
+        help="sessions whose files are listed at once, each on its own connection "
+        f"(default: ${config_mod.MAX_CONNECTIONS_ENV} or 4)",
+    )
     options.add_connection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    with Client(options.connection(args)) as client:
+    connection = options.connection(args)
+    with Client(connection) as client:
         projects = []
         for project in dict.fromkeys(args.project):
             try:
-                projects.append(summary.collect(client, project, counts_only=args.counts_only))
+                projects.append(
+                    summary.collect(
+                        client,
+                        project,
+                        counts_only=args.counts_only,
+                        connect=lambda: Client(connection, client.credentials),
+                        max_connections=max(1, args.max_connections),
+                    )
+                )
             except (NotFound, AccessDenied) as exc:
                 raise UserError(f"project {project}: not found, or no access for this user ({exc})") from None
     found = summary.tables(projects)

@@ -324,11 +324,13 @@ SCAN_COLUMN = re.compile(r"(^|,)xnat:imagescandata/", re.I)
 
 def scan_rows(store: Store, experiment: Obj, row: dict[str, Any], columns: str) -> list[dict[str, Any]]:
     """XNAT's search join: asked for ``xnat:imagescandata/...`` columns, an experiment listing has
-    one row per scan (DAX lists a whole project's scans this way); a session without scans, none."""
+    one row per scan (DAX lists a whole project's scans this way), each with the session's own
+    columns. The join is a left join from the session: a session without scans is one row whose
+    scan columns are empty. Scan column names come back lower-cased, as XNAT answers them."""
     wanted = [c for c in columns.split(",") if SCAN_COLUMN.search(c)]
+    base = {k: v for k, v in row.items() if not SCAN_COLUMN.search(k)}
     out = []
     for scan in store.scans(experiment.id):
         values = {"id": scan.id, **{k.lower(): str(v) for k, v in scan.extra.items()}}
-        base = {k: v for k, v in row.items() if not SCAN_COLUMN.search(k)}
         out.append(base | {c.lower(): values.get(c.rsplit("/", 1)[1].lower(), "") for c in wanted})
-    return out
+    return out or [base | {c.lower(): "" for c in wanted}]

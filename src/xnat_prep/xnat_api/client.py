@@ -18,8 +18,12 @@ from xnat_prep.xnat_api.http import Body, NotFound, Session, XnatError
 SUBJECT_COLUMNS = "ID,label"
 EXPERIMENT_COLUMNS = "ID,label,xsiType"
 SCAN_COLUMNS = "ID,type,series_description,xsiType"
+# The project-wide scan search (DAX's ``SCAN_PROJ_POST_URI`` and ``rcq/projectinfo.py``): session
+# columns (the ones DAX asks this search for: ID, label, subject_label, .../subject_id, .../date;
+# xsiType, which DAX reads without asking) on every scan row.
 PROJECT_SCAN_COLUMNS = (
-    "ID,label,xnat:imagescandata/id,xnat:imagescandata/type,xnat:imagescandata/series_description"
+    "ID,label,xsiType,subject_label,xnat:imagesessiondata/subject_id,xnat:imagesessiondata/date,"
+    "xnat:imagescandata/id,xnat:imagescandata/type,xnat:imagescandata/series_description"
 )
 # For the import direction: the study and series UIDs decide whether a session is already there.
 # (XNAT's listings take data-type fields as columns; `UID` is imageSessionData/imageScanData's.)
@@ -58,10 +62,12 @@ class Client(Session):
         )
 
     def project_scans(self, project: str) -> list[dict[str, Any]]:
-        """One row per scan of every image session of a project: one request (XNAT's search over
-        ``xnat:imagescandata`` columns, as DAX lists a project). Keys are the column names."""
+        """One row per scan of every image session of a project, each with its session's label,
+        type, subject and date: one request (XNAT's search over ``xnat:imagescandata`` columns, as
+        DAX lists a project). The search is a left join from the session: a session without scans
+        is one row with empty scan columns. Keys are the column names (xpaths lower-cased)."""
         params = {"project": project, "xsiType": "xnat:imageSessionData", "columns": PROJECT_SCAN_COLUMNS}
-        return self.rows("/data/experiments", params)
+        return self.rows("/data/experiments", params, required=("ID", "xnat:imagescandata/id"))
 
     def session_files(self, session_id: str) -> list[dict[str, Any]]:
         """Every file of every scan resource of a session (with ``digest``) in one listing."""
