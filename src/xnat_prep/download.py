@@ -13,10 +13,11 @@ folder (``.{scan}.part``): files already there with the manifest's size and md5 
 download), a few missing files are fetched one by one, otherwise the resource comes as one zip
 whose entries are written to their files as they arrive (``zipread``: one pass over the bytes, and
 the connection never waits for unpacking; a zip that cannot be read that way goes to a temporary
-file first). Every file is checked against the manifest's size and md5 as it is written; only when all are right is the work folder renamed to the final name and the
-scan's receipt written. So nothing incomplete ever has a final name, with one rename per scan
-instead of one per file (on this project's test machine creating a file costs ~0.2 ms of kernel
-time, and the study has hundreds of thousands).
+file first). Every file is checked against the manifest's size and md5 as it is written; only
+when all are right is the work folder renamed to the final name and the scan's receipt written.
+So nothing incomplete ever has a final name, with one rename per scan instead of one per file
+(on this project's test machine creating a file costs ~0.2 ms of kernel time, and the study has
+hundreds of thousands).
 
 With ``dicom.store: zip`` (``store="zip"``) a scan is one zip beside its receipt instead of a folder
 (``{scan}.zip``: 2 files per scan on a shared filesystem instead of one per DICOM instance): the

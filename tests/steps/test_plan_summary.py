@@ -3,9 +3,13 @@ within their request budgets (from the server's own request log)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 from step_helpers import ADMIN, FAST_RETRY, import_session
 
 from xnat_prep import discover, download, manifest, paths, plan, summary
@@ -141,6 +145,28 @@ def test_summary_counts_empty_sessions_and_subjects_without_sessions(seeded):
 def test_summary_of_an_unknown_project_is_not_found(seeded):
     with client(seeded) as xs, pytest.raises(NotFound):
         summary.collect(xs, "NOPE")
+
+
+def test_summary_command_bad_projects_one_line_each(seeded, tmp_path):
+    """Unknown project: one error line, exit 2, nothing written; empty project: one line saying so."""
+    env = os.environ | {"XNAT_HOST": seeded.url, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    requests.put(f"{seeded.url}/data/projects/EMPTY", auth=("admin", "admin"), timeout=30).raise_for_status()
+
+    def summary_cli(project: str, out: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "xnat_prep.cli", "summary", "--project", project, "--out", str(out)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    unknown = summary_cli("NOPE", tmp_path / "nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [unknown.stderr.strip()]  # one line
+    assert "project NOPE: not found, or no access" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert not (tmp_path / "nope").exists()
+    empty = summary_cli("EMPTY", tmp_path / "empty")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stderr.strip() == "xnat-prep summary: project EMPTY is empty: no subjects, no sessions"
+    assert (tmp_path / "empty" / "projects.tsv").exists()
+    full = summary_cli("DEMO", tmp_path / "demo")
+    assert full.returncode == 0 and "empty" not in full.stderr
 
 
 def test_plan_matches_what_the_download_fetches(seeded, tmp_path):

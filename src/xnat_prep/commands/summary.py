@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from xnat_prep import config as config_mod
@@ -49,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
                 )
             except (NotFound, AccessDenied) as exc:
                 raise UserError(f"project {project}: not found, or no access for this user ({exc})") from None
+    for data in projects:
+        if not data.subjects and not data.sessions:  # a real answer, but rarely the one meant
+            print(
+                f"xnat-prep summary: project {data.project} is empty: no subjects, no sessions",
+                file=sys.stderr,
+            )
     found = summary.tables(projects)
     written = summary.write(found, args.out)
     print(found["projects"].to_string(index=False))
