@@ -95,7 +95,7 @@ def rows(subjects: int, big: str) -> dict[str, Row]:
             ),
             Row(
                 f"{net}.noop",
-                f"{tag} download stage again, nothing to do: Snakemake's start, DAG and checkpoint (fixed cost)",
+                f"{tag} download stage again with nothing to do: Snakemake's start, DAG, checkpoint",
                 "s",
             ),
             Row(
