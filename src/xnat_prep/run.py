@@ -10,7 +10,8 @@ repeats what an earlier run found) and exits non-zero while any remains.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+import signal
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,24 @@ def start(config: Mapping, environ: MutableMapping[str, str] = os.environ) -> Ru
             state.token = client.mint_token()
         environ.update(XNAT_USER=state.token.user, XNAT_PASS=state.token.password)
     return state
+
+
+def interrupt_warning(cluster: bool, handler: Callable[..., object] | int | None = None) -> str | None:
+    """A warning for a head under a cluster executor that ignores SIGINT, else None.
+
+    A shell without job control (a script, ``cmd &`` in one, many CI runners) starts its
+    background commands with SIGINT ignored, and Python keeps it ignored: Ctrl-C or ``kill -INT``,
+    the documented way to stop the head (the executor then cancels the cluster jobs), would do
+    nothing and the head would wait on for the jobs. ``handler``: SIGINT's current handler.
+    """
+    handler = signal.getsignal(signal.SIGINT) if handler is None else handler
+    if not cluster or handler != signal.SIG_IGN:
+        return None
+    return (
+        "xnat-prep: warning: this Snakemake ignores SIGINT (started in the background by a shell without "
+        "job control), so Ctrl-C and kill -INT will not stop it or cancel its cluster jobs; start it in "
+        "the foreground, e.g. in tmux or screen (docs/slurm.md)"
+    )
 
 
 def problems_standing(config: Mapping) -> bool:

@@ -117,6 +117,12 @@ def is_main_process(workflow: Any) -> bool:
     return bool(workflow.is_main_process)
 
 
+def cluster_executor(workflow: Any) -> bool:
+    """Whether jobs go to a cluster (an executor plugin that does not run them on this host)."""
+    plugin = workflow.executor_plugin
+    return plugin is not None and not plugin.common_settings.local_exec
+
+
 def config_source(workflow: Any) -> str:
     """The config file name(s) for messages."""
     return ", ".join(map(str, workflow.overwrite_configfiles)) or "--config"

@@ -90,3 +90,25 @@ def test_a_clean_run_ends_quietly_and_a_stale_report_asks_for_another_run(tmp_pa
     manifest.write_tsv(root / paths.SCANS_TSV, [*manifest.read_scans(root / paths.SCANS_TSV), extra])
     stale = run.finish(cfg, run.RunState(), succeeded=True, full_run=True)
     assert stale.exit_code == 1 and "run the same command again" in stale.lines[0]
+
+
+def test_interrupt_warning_only_for_a_cluster_head_that_ignores_sigint():
+    import signal
+
+    warning = run.interrupt_warning(True, signal.SIG_IGN)
+    assert warning and warning.startswith("xnat-prep: warning:") and "SIGINT" in warning
+    assert run.interrupt_warning(True, signal.default_int_handler) is None
+    assert run.interrupt_warning(True, signal.SIG_DFL) is None
+    assert run.interrupt_warning(False, signal.SIG_IGN) is None  # local jobs: Ctrl-C is not the way out
+
+
+def test_interrupt_warning_reads_this_process_sigint():
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as inherited from `cmd &` in a script
+    try:
+        assert run.interrupt_warning(True) is not None
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as started from a terminal
+        assert run.interrupt_warning(True) is None
+    finally:
+        signal.signal(signal.SIGINT, previous)

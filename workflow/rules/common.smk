@@ -234,12 +234,16 @@ RUN = run.RunState()
 
 
 def start_run():
-    """Before the first job: credentials are there; the run's alias token, if asked."""
+    """Before the first job: credentials are there; the run's alias token, if asked; a warning if
+    Ctrl-C cannot stop this head."""
     global RUN
     try:
         RUN = run.start(config)
     except UserError as error:
         stop(error)
+    warning = run.interrupt_warning(snakemake_compat.cluster_executor(workflow))
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def finish_run(succeeded):
