@@ -84,6 +84,12 @@ class Interrupted(UserError):
     exit_code = 1
 
 
+class Stopped(Interrupted):
+    """dcm2niix was asked to stop (SIGTERM, SIGINT: a user, a scheduler): the session's remaining
+    scans are not started either."""
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _VERSION = re.compile(r"dcm2niiX version (\S+)")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -230,7 +236,10 @@ def _check_not_interrupted(returncode: int, output: str, dicom_dir: Path) -> Non
         hint = (
             " (out of memory? the kernel's OOM killer sends SIGKILL)" if returncode == -signal.SIGKILL else ""
         )
-        raise Interrupted(f"{dicom_dir}: dcm2niix was killed by {name}{hint}; not recorded, run again")
+        stopped = -returncode in _STOP_SIGNALS
+        raise (Stopped if stopped else Interrupted)(
+            f"{dicom_dir}: dcm2niix was killed by {name}{hint}; not recorded, run again"
+        )
     if returncode in _ENVIRONMENT_EXIT:
         raise Interrupted(
             f"{dicom_dir}: dcm2niix exit status {returncode} ({_ENVIRONMENT_EXIT[returncode]}): "
@@ -455,7 +464,9 @@ def convert_session(
                 scan_type=scan.scan_type,
                 scrub_sidecars=scrub_sidecars,
             )
-        except Interrupted as exc:
+        except Stopped:
+            raise  # asked to stop: no further scan, no session receipt
+        except Interrupted as exc:  # e.g. the OOM killer took this scan's dcm2niix: try the others
             log.error("%s", exc)
             interrupted.append(f"{scan.scan} ({exc})")
             continue

@@ -117,6 +117,20 @@ def test_a_scan_stopped_by_the_machine_fails_the_job_after_the_others(tmp_path, 
     assert {scan: outputs for scan, (_, outputs) in after.items()} == clean
 
 
+def test_dcm2niix_asked_to_stop_stops_the_session(tmp_path, clean):
+    """SIGTERM to dcm2niix alone (a user, a scheduler) is a stop, not a machine fault on one scan:
+    the scans after it are not started, no session receipt; the rerun converts the rest."""
+    source, receipt = session_source(tmp_path), tmp_path / "nifti" / "E1.json"
+    env = fake_dcm2niix(tmp_path / "bin", "2-T2w", "kill -TERM $$")
+    proc = subprocess.run(command(source, receipt), env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert "dcm2niix was killed by SIGTERM" in line and "2-T2w" in line
+    assert set(state(receipt)) == {"1-T1w"} and not receipt.exists()
+    subprocess.run(command(source, receipt), check=True)
+    assert {scan: outputs for scan, (_, outputs) in state(receipt).items()} == clean
+
+
 def test_new_settings_new_dicom_or_a_new_scan_convert_what_they_change(tmp_path):
     source, receipt = session_source(tmp_path), tmp_path / "nifti" / "E1.json"
     subprocess.run(command(source, receipt, SCANS[:3]), check=True)
