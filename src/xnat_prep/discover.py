@@ -131,16 +131,19 @@ class _ListingError(Exception):
     """A listing that failed for one project/subject/session (recorded, not fatal)."""
 
 
-def _subject_sessions(xs: Client, subject: Subject, subject_id: str) -> list[SessionIdentity] | ErrorRow:
-    """The image sessions of one subject, as selected by the CSV row."""
+def _subject_sessions(
+    xs: Client, subject: Subject, subject_id: str
+) -> list[tuple[SessionIdentity, str]] | ErrorRow:
+    """The image sessions of one subject, as selected by the CSV row, each with its date."""
     try:
         rows = _listing(lambda: xs.experiments(subject.project, subject_id))
     except _ListingError as exc:
         return ErrorRow(subject.project, subject.subject, "", f"cannot list sessions: {exc}")
     # Only image sessions (mr/ct/petSessionData, ...) have scans; other experiments are skipped.
     found = {
-        r["label"]: SessionIdentity(
-            subject.project, subject.subject, subject_id, r["label"], r["ID"], r["xsiType"]
+        r["label"]: (
+            SessionIdentity(subject.project, subject.subject, subject_id, r["label"], r["ID"], r["xsiType"]),
+            str(r.get("date") or ""),
         )
         for r in rows
         if str(r.get("xsiType", "")).endswith("SessionData")
@@ -148,7 +151,7 @@ def _subject_sessions(xs: Client, subject: Subject, subject_id: str) -> list[Ses
     if not found:
         return ErrorRow(subject.project, subject.subject, "", "subject has no imaging sessions on XNAT")
     if not subject.sessions:
-        return sorted(found.values(), key=lambda s: natural_key(s.session))
+        return sorted(found.values(), key=lambda s: natural_key(s[0].session))
     missing = [s for s in subject.sessions if s not in found]
     if missing:
         return ErrorRow(
@@ -162,13 +165,14 @@ class _Listed:
     """One session's scans after the type and description selection, before its files are listed."""
 
     session: SessionIdentity
+    date: str = ""
     picked: list[dict[str, Any]] = field(default_factory=list)
     out: Discovery = field(default_factory=lambda: Discovery())
 
 
-def _session_listing(xs: Client, session: SessionIdentity, selection: Selection) -> _Listed:
+def _session_listing(xs: Client, session: SessionIdentity, date: str, selection: Selection) -> _Listed:
     """The scans of one session that the type and description selection picks."""
-    listed = _Listed(session)
+    listed = _Listed(session, date)
     try:
         scans = _listing(lambda: xs.scans(session.session_id))
     except _ListingError as exc:
@@ -307,6 +311,7 @@ def _session_scans(xs: Client, listed: _Listed) -> Discovery:
                 *astuple(session),
                 len(out.scans),
                 sum(s.bytes for s in out.scans),
+                listed.date,
             )
         )
     else:
@@ -385,13 +390,13 @@ def discover(
             with ThreadPoolExecutor(workers, thread_name_prefix="discover") as pool:
                 return list(pool.map(lambda item: fn(*item), items))
 
-        sessions: list[SessionIdentity] = []
+        sessions: list[tuple[SessionIdentity, str]] = []
         for found in run(lambda s, sid: _subject_sessions(connection(), s, sid), todo):
             if isinstance(found, ErrorRow):
                 result.errors.append(found)
             else:
                 sessions += found
-        listed = run(lambda s: _session_listing(connection(), s, selection), [(s,) for s in sessions])
+        listed = run(lambda s, date: _session_listing(connection(), s, date, selection), sessions)
         if selection.dicom:
             _by_dicom(main, listed, selection, {} if dicom_cache is None else dicom_cache)
         for part in run(lambda item: _session_scans(connection(), item), [(item,) for item in listed]):

@@ -46,10 +46,12 @@ class ScanRow(SessionIdentity):
 
 @dataclass(frozen=True)
 class SessionRow(SessionIdentity):
-    """One session with at least one selected scan (a row of ``sessions.tsv``)."""
+    """One session with at least one selected scan (a row of ``sessions.tsv``); ``date`` as XNAT
+    lists it (``YYYY-MM-DD``, empty if XNAT has none)."""
 
     n_scans: int
     bytes: int
+    date: str = ""
 
 
 @dataclass(frozen=True)

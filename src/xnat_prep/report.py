@@ -197,13 +197,17 @@ def manifest_summary(root: str | Path) -> dict[str, Any]:
     """``xnat-prep summary``'s tables (``projects``, ``scan_types``: pandas frames) for what discovery
     listed under ``root``: the manifest's selected and skipped scans, and the selected scans' file
     lists (files, bytes, share with a server md5; a skipped scan's files are not listed, so 0).
-    ``scan_types`` adds ``selected`` (scans the run took). No session dates: discovery does not
-    list them (``xnat-prep summary`` does), so ``first_date``/``last_date`` stay empty."""
+    ``scan_types`` adds ``selected`` (scans the run took). Dates come from ``sessions.tsv``: a
+    session with no selected scan has none there, and a manifest written before it had dates none."""
     from xnat_prep.summary import ProjectData, tables
 
     root = Path(root)
     selected = manifest.read_scans(root / paths.SCANS_TSV)
     listed = [*selected, *manifest.read_skipped(root / paths.SKIPPED_TSV)]
+    try:
+        dates = {s.session_id: s.date for s in manifest.read_sessions(root / paths.SESSIONS_TSV)}
+    except (FileNotFoundError, ValueError):  # not there, or an older manifest's columns
+        dates = {}
     projects: dict[str, ProjectData] = {}
     subjects: dict[str, set[str]] = {}
     sessions: set[str] = set()
@@ -214,7 +218,7 @@ def manifest_summary(root: str | Path) -> dict[str, Any]:
             sessions.add(row.session_id)
             data.sessions.append(
                 {"ID": row.session_id, "label": row.session, "subject_label": row.subject,
-                 "xsiType": row.xsi_type, "date": ""}
+                 "xsiType": row.xsi_type, "date": dates.get(row.session_id, "")}
             )  # fmt: skip
         data.scans.append(
             {"session_id": row.session_id, "scan_id": row.scan_id, "scan_type": row.scan_type,

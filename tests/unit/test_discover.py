@@ -164,7 +164,7 @@ def test_unsafe_paths_in_a_listing_skip_the_scan_with_one_error(listed, why) -> 
 
     session = SessionIdentity("P", "S", "SID", "E1", "E", "xnat:mrSessionData")
     stub = ListingStub(listed)
-    found = discover._session_scans(stub, discover._session_listing(stub, session, Selection()))  # type: ignore[arg-type]
+    found = discover._session_scans(stub, discover._session_listing(stub, session, "", Selection()))  # type: ignore[arg-type]
     assert found.scans == [] and found.files == {} and found.sessions == []
     [error] = found.errors
     assert error.session == "E1" and error.message.startswith("scan 1: ") and why in error.message
@@ -176,7 +176,7 @@ def test_a_listed_size_that_is_not_a_size_skips_the_scan_with_one_error(size: st
 
     session = SessionIdentity("P", "S", "SID", "E1", "E", "xnat:mrSessionData")
     stub = ListingStub(["a.dcm", "b.dcm"], size)
-    found = discover._session_scans(stub, discover._session_listing(stub, session, Selection()))  # type: ignore[arg-type]
+    found = discover._session_scans(stub, discover._session_listing(stub, session, "", Selection()))  # type: ignore[arg-type]
     assert found.scans == [] and found.files == {}
     [error] = found.errors
     assert error.message == f"scan 1: file 'a.dcm': size {size!r} is not a file size; scan skipped"

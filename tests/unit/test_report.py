@@ -153,8 +153,11 @@ def test_project_summary_tables_from_the_manifest(tmp_path: Path) -> None:
         for i in range(2)
     ]
     manifest.write_tsv(paths.session_files(tmp_path, "P", "S1", "E1"), files)
+    sessions = [manifest.SessionRow(*identity, 4, 400, "2021-03-04")]  # E3 has no selected scan: no row
+    manifest.write_tsv(tmp_path / paths.SESSIONS_TSV, sessions)
     found = report.manifest_summary(tmp_path)
     p = found["projects"].set_index("project").loc["P"]
+    assert (p["first_date"], p["last_date"]) == ("2021-03-04", "2021-03-04")
     assert (p["subjects"], p["sessions"], p["scans"], p["files"], p["bytes"]) == (3, 2, 6, 8, 400)
     assert p["sessions_by_type"] == "xnat:mrSessionData=1, xnat:petSessionData=1"
     assert p["md5_share"] == 0.5 and p["requests"] == 0
@@ -176,6 +179,15 @@ def test_project_summary_tables_from_the_manifest(tmp_path: Path) -> None:
     )
     assert (out / "projects.tsv").read_text().splitlines()[0].startswith("project\tsubjects\tsessions")
     assert "selected" in (out / "scan_types.tsv").read_text().splitlines()[0].split("\t")
+
+
+def test_project_summary_reads_an_older_sessions_tsv_without_dates(tmp_path: Path) -> None:
+    build(tmp_path)
+    (tmp_path / paths.SESSIONS_TSV).write_text(
+        "project\tsubject\tsubject_id\tsession\tsession_id\txsi_type\tn_scans\tbytes\n"
+    )
+    p = report.manifest_summary(tmp_path)["projects"].set_index("project").loc["P"]
+    assert p["sessions"] == 1 and not p["first_date"]
 
 
 def test_project_summary_of_an_empty_manifest(tmp_path: Path) -> None:

@@ -137,6 +137,8 @@ def test_report_files(main_run: Run) -> None:
     assert int(project["scans"]) == len(main_run.scans()) + len(skipped)
     assert int(project["files"]) == sum(s.n_files for s in main_run.scans())
     assert int(project["bytes"]) == int(demo["dicom_bytes"])
+    dates = sorted(s.date for s in manifest.read_sessions(main_run.root / paths.SESSIONS_TSV))
+    assert all(dates) and (project["first_date"], project["last_date"]) == (dates[0], dates[-1])
     with open(main_run.root / paths.REPORT_SCAN_TYPES_TSV) as fh:
         types = list(csv.DictReader(fh, delimiter="\t"))
     assert sum(int(t["selected"]) for t in types) == len(main_run.scans())

@@ -16,7 +16,7 @@ from xnat_prep.xnat_api.http import Body, NotFound, Session, XnatError
 
 # Columns asked for in each listing: only what the manifest needs.
 SUBJECT_COLUMNS = "ID,label"
-EXPERIMENT_COLUMNS = "ID,label,xsiType"
+EXPERIMENT_COLUMNS = "ID,label,xsiType,date"
 SCAN_COLUMNS = "ID,type,series_description,xsiType"
 # The project-wide scan search (DAX's ``SCAN_PROJ_POST_URI`` and ``rcq/projectinfo.py``): session
 # columns (the ones DAX asks this search for: ID, label, subject_label, .../subject_id, .../date;
