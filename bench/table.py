@@ -49,8 +49,13 @@ ROW_KEYS = (
     "zip.limit_zip",
     "zip.download",
     "zip.download_vs_limit",
+    "zip.noop",
+    "zip.download_ceiling",
+    "zip.md5",
     "zip.files_per_scan",
     "zip.dcm2niix",
+    "zip.unpack",
+    "zip.convert_floor",
     "zip.convert",
     "zip.convert_vs_dcm2niix",
 )
@@ -69,6 +74,8 @@ DERIVED = frozenset(
         "latency.vs_baseline",
         "pseudo.vs_floor",
         "zip.download_vs_limit",
+        "zip.download_ceiling",
+        "zip.convert_floor",
         "zip.convert_vs_dcm2niix",
     }
 )
