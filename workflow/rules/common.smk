@@ -173,7 +173,7 @@ def get_subject_id(wildcards):
 
 def get_pseudo_receipts(wildcards):
     """What a session's conversion reads when pseudonymisation is on: its scans' pseudonymised DICOM
-    (without it, the rule reads the session's download receipt, a plain path: no function per job)."""
+    (without it, convert_session reads the session's download receipt, a plain path, no function per job)."""
     key = (wildcards.project, wildcards.subject, wildcards.session)
     return [str(paths.pseudo_receipt(ROOT, *key, scan)) for scan in session_rows(wildcards)]
 
