@@ -105,7 +105,7 @@ def get_subjects_csv(wildcards):
 # scans.tsv once the discover checkpoint has been seen done in this process. Snakemake only ever
 # adds to the checkpoint outputs it knows to exist, so once checkpoints.discover.get() has returned
 # it returns for the rest of the process; asking it again for each of the ~10 calls per session
-# was 5-8% of a 10,000-session DAG build (it expands the checkpoint's output each time).
+# was about 5% of a 10,000-scan DAG build (it expands the checkpoint's output each time).
 DISCOVERED = []
 
 
