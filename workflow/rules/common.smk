@@ -102,15 +102,42 @@ def get_subjects_csv(wildcards):
         stop(error)
 
 
+# scans.tsv once the discover checkpoint has been seen done in this process. Snakemake only ever
+# adds to the checkpoint outputs it knows to exist, so once checkpoints.discover.get() has returned
+# it returns for the rest of the process; asking it again for each of the ~10 calls per session
+# was about 5% of a 10,000-scan DAG build (it expands the checkpoint's output each time).
+DISCOVERED = []
+
+
 def get_sessions():
-    """The selected scans by session; raises until the discover checkpoint has run (Snakemake's cue)."""
-    if snakemake_compat.is_main_process(workflow):
-        path = checkpoints.discover.get().output.scans
-    else:
-        # A cluster job: the main process ran discover before it submitted this job, and the
-        # checkpoint is not in this job's DAG (checkpoints.discover.get() would fail here).
-        path = f"{ROOT}/{paths.SCANS_TSV}"
-    return read_manifest(path, os.stat(path).st_mtime_ns)
+    """The selected scans by session; raises until the discover checkpoint has run (Snakemake's cue).
+    O(1) per call once discovered: one stat (a rerun discovery mid-run gives a new mtime, so a new read)."""
+    if not DISCOVERED:
+        if snakemake_compat.is_main_process(workflow):
+            DISCOVERED.append(checkpoints.discover.get().output.scans)
+        else:
+            # A cluster job: the main process ran discover before it submitted this job, and the
+            # checkpoint is not in this job's DAG (checkpoints.discover.get() would fail here).
+            DISCOVERED.append(f"{ROOT}/{paths.SCANS_TSV}")
+    return read_manifest(*manifest_version())
+
+
+def manifest_version():
+    """(path, mtime) of scans.tsv: what the caches here are keyed on (call get_sessions() first)."""
+    path = DISCOVERED[0]
+    return path, os.stat(path).st_mtime_ns
+
+
+@functools.cache
+def cached_session_receipts(version, receipt):
+    """``receipt`` (a paths builder) of every selected session, built once per manifest version."""
+    return tuple(str(receipt(ROOT, *key)) for key in read_manifest(*version))
+
+
+def session_receipts(receipt):
+    """``receipt`` (a paths builder, e.g. paths.upload_receipt) of every selected session."""
+    get_sessions()  # raises until discovered
+    return list(cached_session_receipts(manifest_version(), receipt))
 
 
 def session_rows(wildcards):
@@ -144,16 +171,11 @@ def get_subject_id(wildcards):
     return next(iter(session_rows(wildcards).values())).subject_id
 
 
-def get_convert_input(wildcards):
-    """What a session's conversion reads: its scans' pseudonymised DICOM when that step is on, else
-    the session's download.
-
-    ancient download: the session's download job reruns when scans are added to the selection;
-    the scans converted already are not converted again (convert_session keeps them anyway)."""
+def get_pseudo_receipts(wildcards):
+    """What a session's conversion reads when pseudonymisation is on: its scans' pseudonymised DICOM
+    (without it, convert_session reads the session's download receipt, a plain path, no function per job)."""
     key = (wildcards.project, wildcards.subject, wildcards.session)
-    if PSEUDO:
-        return {"source": [str(paths.pseudo_receipt(ROOT, *key, scan)) for scan in session_rows(wildcards)]}
-    return {"source": ancient(str(paths.session_download_receipt(ROOT, *key)))}
+    return [str(paths.pseudo_receipt(ROOT, *key, scan)) for scan in session_rows(wildcards)]
 
 
 def get_convert_source(wildcards):
@@ -195,26 +217,25 @@ def get_session_id(wildcards):
     return next(iter(session_rows(wildcards).values())).session_id
 
 
-def get_session_converts(wildcards):
-    """The session's convert receipt (the upload and variables inputs; it stands for its scans')."""
-    return str(paths.session_convert_receipt(ROOT, wildcards.project, wildcards.subject, wildcards.session))
-
-
-def get_values_csv(wildcards):
+def get_values_csv(wildcards=None):
     """The user's values CSV, when configured (a change reruns the variables jobs)."""
     path = config["custom_variables"]["values_csv"]
     return [path] if path else []
 
 
+# Inputs that do not depend on the job: values, not functions (a function costs Snakemake a call
+# and a signature inspection per job, and there are 10,000 sessions at ADNI scale).
+VALUES_CSV = get_values_csv()
+
+
 def get_report_inputs(wildcards):
     """Everything the report summarises: the manifest and every receipt."""
-    sessions = get_sessions()
     return {
         "scans": f"{ROOT}/{paths.SCANS_TSV}",
         "errors": f"{ROOT}/{paths.ERRORS_TSV}",
-        "converts": [str(paths.session_convert_receipt(ROOT, *key)) for key in sessions],
-        "uploads": [str(paths.upload_receipt(ROOT, *key)) for key in sessions] if UPLOAD else [],
-        "variables": [str(paths.variables_receipt(ROOT, *key)) for key in sessions] if VARIABLES else [],
+        "converts": session_receipts(paths.session_convert_receipt),
+        "uploads": session_receipts(paths.upload_receipt) if UPLOAD else [],
+        "variables": session_receipts(paths.variables_receipt) if VARIABLES else [],
     }
 
 
@@ -328,7 +349,7 @@ def get_push_input(wildcards):
     keys = [(key, scan) for key, scans in get_sessions().items() for scan in scans]
     found = {"pseudo": [str(paths.pseudo_receipt(ROOT, *key, scan)) for key, scan in keys]}
     if PUSH["nifti"] or PUSH["variables"]:  # onto the copies too: the conversions first
-        found["converts"] = [str(paths.session_convert_receipt(ROOT, *key)) for key in get_sessions()]
+        found["converts"] = session_receipts(paths.session_convert_receipt)
         found["values"] = get_values_csv(wildcards) if PUSH["variables"] else []
     return found
 
@@ -362,19 +383,17 @@ def bids_options():
     return " ".join(shlex.quote(w) for w in words)
 
 
-def get_bids_gate(wildcards):
-    """With BIDS on, a download waits for the plan, whose lint of the mapping stops the run on
-    errors (ancient: a re-plan does not download again)."""
-    return [ancient(f"{ROOT}/{paths.PLAN_TSV}")] if BIDS["mapping"] else []
+# With BIDS on, a download waits for the plan, whose lint of the mapping stops the run on errors
+# (ancient: a re-plan does not download again). A value, not a function: the same for every job.
+BIDS_GATE = [ancient(f"{ROOT}/{paths.PLAN_TSV}")] if BIDS["mapping"] else []
 
 
 def get_bids_inputs(wildcards):
     """What the dataset is built from: the mapping, the manifest and every convert receipt."""
-    sessions = get_sessions()
     return {
         "mapping": BIDS["mapping"],
         "scans": f"{ROOT}/{paths.SCANS_TSV}",
-        "converts": [str(paths.session_convert_receipt(ROOT, *key)) for key in sessions],
+        "converts": session_receipts(paths.session_convert_receipt),
     }
 
 

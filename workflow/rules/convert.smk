@@ -1,7 +1,12 @@
 rule convert_session:
     """Convert a session's scans' DICOM to NIfTI and JSON sidecars with dcm2niix, one after another; a rerun converts only the scans not done."""
     input:
-        unpack(get_convert_input),
+        # The session's download (ancient: its job reruns when scans are added to the selection; the
+        # scans converted already are not converted again), or with pseudonymisation on its scans'
+        # pseudonymised DICOM. A plain path where it can be: no input function per job.
+        source=(
+            get_pseudo_receipts if PSEUDO else ancient("<results>/dicom/{project}/{subject}/{session}.json")
+        ),
     output:
         # each scan's receipt and NIfTI folder go beside it, in <results>/nifti/{project}/{subject}/{session}/
         receipt="<results>/nifti/{project}/{subject}/{session}.json",

@@ -3,7 +3,7 @@ rule download_session:
     input:
         # ancient: rediscovery rewrites the list; only a missing receipt means "download again"
         files=ancient("<results>/manifest/files/{project}/{subject}/{session}.tsv"),
-        plan=get_bids_gate,  # BIDS on: the plan's lint of the mapping passed
+        plan=BIDS_GATE,  # BIDS on: the plan's lint of the mapping passed
     output:
         # the scans' folders (dicom.store zip: the scans' zips) go beside it, in
         # <results>/dicom/{project}/{subject}/{session}/

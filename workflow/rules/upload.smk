@@ -1,7 +1,8 @@
 rule upload_session:
     """Upload a session's NIfTI results into each scan's NIFTI resource (only what differs), then verify the md5s."""
     input:
-        converts=get_session_converts,
+        # the session's convert receipt (it stands for its scans'); a plain path, no function per job
+        converts="<results>/nifti/{project}/{subject}/{session}.json",
     output:
         receipt="<results>/receipts/upload/{project}/{subject}/{session}.json",
     log:

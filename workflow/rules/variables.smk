@@ -1,8 +1,9 @@
 rule set_variables:
     """Write the session's custom variables (status, date, derived measures, user values), only those that differ."""
     input:
-        converts=get_session_converts,
-        values=get_values_csv,
+        # the session's convert receipt (it stands for its scans'); a plain path, no function per job
+        converts="<results>/nifti/{project}/{subject}/{session}.json",
+        values=VALUES_CSV,
     output:
         receipt="<results>/receipts/variables/{project}/{subject}/{session}.json",
     log:
