@@ -147,3 +147,44 @@ def test_plan_counts_inodes_and_verified_zips_for_either_store(tmp_path, admin_e
         assert done.value("verified locally") == len(result.scans)
         assert done.value("scans to download") == 0
         assert plan.build(root, upload=False, variables=False).value("verified locally") == 0
+
+
+def test_zips_shaped_as_xnat_and_python_stream_them_in_either_store(tmp_path, admin_env):
+    """Real XNAT deflates and puts a data descriptor after each entry (its ZipOutputStream): both
+    stores read that as it arrives, one request per scan. A STORED zip with data descriptors cannot
+    be read that way: files mode fetches it again into a file, zip mode checks the file it wrote."""
+    for kind, files_requests in (("zip_deflated", 2), ("zip_descriptor", 4)):
+        with running_server(tmp_path / kind / "xnat", faults=f"answer={kind}") as server:
+            session = import_session(
+                server.url, tmp_path / kind / "dicom", "E1", [{"n_slices": 6}, {"n_slices": 4}]
+            )
+            head = requests.get(
+                f"{server.url}/data/experiments/{session.session_id}/scans/1{FILES_PATH}",
+                params={"format": "zip"}, auth=("admin", "admin"), timeout=30,
+            ).content  # fmt: skip
+            assert head[6] & 0x08 and head[8] == (8 if kind == "zip_deflated" else 0)  # descriptor; method
+            for store in ("files", "zip"):
+                out = tmp_path / kind / store / "E1"
+                mark = len(server.requests())
+                result = download.download_session(
+                    Connection(session.url),
+                    session_id=session.session_id,
+                    scans=[download.ScanTask(s, "DICOM", s) for s in ("1", "2")],
+                    files=session.files,
+                    receipt=out.with_name("E1.json"),
+                    retry=FAST_RETRY,
+                    store=store,
+                )
+                gets = len(zip_gets(server, mark))
+                assert result["http_requests"] == gets == (files_requests if store == "files" else 2), (
+                    kind,
+                    store,
+                )
+                for scan_id in ("1", "2"):
+                    if store == "zip":
+                        assert (
+                            dicomzip.check_entries(out / f"{scan_id}.zip", expected(session, scan_id)) == []
+                        )
+                    else:
+                        assert download.verified_locally(out / f"{scan_id}.json", session.files[scan_id])
+                        assert not list(out.glob(".*"))  # no zip or work folder left

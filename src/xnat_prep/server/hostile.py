@@ -27,6 +27,14 @@ kind changes one kind of answer and leaves the others alone:
     zip_truncated    zips: the archive cut in half, sent whole (Content-Length matches: not a
                      transport error)
 
+Two more zip kinds are not wrong, only shaped differently from this server's own zips (STORED, sizes
+in each local header), as other writers shape them; a client must read both:
+
+    zip_deflated     zips: DEFLATED with a data descriptor after each entry, as XNAT's
+                     ``java.util.zip.ZipOutputStream`` streams them
+    zip_descriptor   zips: STORED with a data descriptor after each entry (Python's zipfile writing to
+                     a stream): an entry's end is known only from the central directory
+
 Zips of the hostile kinds are built in memory (the test bed's resources are small).
 """
 
@@ -58,6 +66,8 @@ KINDS = (
     "zip_absolute",
     "zip_mismatch",
     "zip_truncated",
+    "zip_deflated",
+    "zip_descriptor",
 )
 LOGIN_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>XNAT - Login</title></head>\n"
@@ -143,6 +153,8 @@ def _corrupt(data: bytes) -> bytes:
 
 def zip_body(kind: str | None, entries: list[ZipEntry]) -> bytes | None:
     """A zip of ``entries`` as the kind changes it; None for the kinds that leave zips alone."""
+    if kind in ("zip_deflated", "zip_descriptor"):
+        return _streamed_zip(entries, zipfile.ZIP_DEFLATED if kind == "zip_deflated" else zipfile.ZIP_STORED)
     if kind not in ("corrupt_bytes", "zip_slip", "zip_absolute", "zip_mismatch", "zip_truncated"):
         return None
     out = io.BytesIO()
@@ -162,3 +174,28 @@ def zip_body(kind: str | None, entries: list[ZipEntry]) -> bytes | None:
             archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
     body = out.getvalue()
     return body[: len(body) // 2] if kind == "zip_truncated" else body
+
+
+class _Stream(io.RawIOBase):
+    """A write-only stream zipfile cannot seek in: it then writes a data descriptor after each entry."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.data += b
+        return len(b)
+
+
+def _streamed_zip(entries: list[ZipEntry], method: int) -> bytes:
+    out = _Stream()
+    with zipfile.ZipFile(out, "w", method) as archive:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry.name, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w") as fh:
+                fh.write(entry.path.read_bytes())
+    return bytes(out.data)
