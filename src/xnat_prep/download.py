@@ -491,17 +491,9 @@ def _finish(plan: _Plan, host: str, call: Callable[..., tuple[Any, int]]) -> dic
             if _few(missing, plan.targets):
                 methods.append("files")
                 missing, sent = call(_fetch_files, missing, plan.work)
-            elif plan.stream:
-                methods.append("zip")
-                try:
-                    missing, sent = call(_stream_unpack, plan, missing)
-                except zipread.NotStreamable as exc:  # read it from a file instead, this scan on
-                    log.info("%s: %s; unpacking it from a file", plan.zip_uri, exc)
-                    plan.stream = False
-                    missing, sent = call(_fetch_unpack, plan, missing)
             else:
                 methods.append("zip")
-                missing, sent = call(_fetch_unpack, plan, missing)
+                missing, sent = call(_stream_unpack if plan.stream else _fetch_unpack, plan, missing)
             requests_made += sent
             if not missing:
                 break
@@ -735,7 +727,12 @@ def _stream_unpack(transfer: Session, plan: _Plan, missing: list[_Target]) -> li
         except zipread.StreamError as exc:
             raise Corrupt(f"not a complete zip: {exc}") from None
 
-    _stale_hint(transfer.get, plan.zip_uri, save, params=_ZIP)
+    try:
+        _stale_hint(transfer.get, plan.zip_uri, save, params=_ZIP)
+    except zipread.NotStreamable as exc:  # read from a file instead, this scan on (one more request)
+        log.info("%s: %s; unpacking it from a file", plan.zip_uri, exc)
+        plan.stream = False
+        return _fetch_unpack(transfer, plan, list(wanted.values()))
     for path in wanted:
         log.warning("%s: missing or bad in the zip; will retry", path)
     return list(wanted.values())
