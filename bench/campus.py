@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.campus", description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=4, help="subjects of one session each (default 4)")
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--k", type=int, default=2, help="xnat.scans_in_parallel of the workflow rows")
+    parser.add_argument(
+        "--k",
+        default="auto",
+        help="xnat.scans_in_parallel of the workflow rows (default: auto)",
+    )
     parser.add_argument("--big-scans", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=64, help="MB per large scan (8 files each)")
     parser.add_argument("--only", nargs="*", choices=["download", "run", "big"])

@@ -342,3 +342,14 @@ def pseudonymisation(config: Mapping) -> dict[str, Any] | None:
         "namespace": settings["namespace"],
         "mapping_csv": settings["mapping_csv"] or "",
     }
+
+
+def scans_in_parallel(setting: int | str, cap: int, sessions: int) -> int:
+    """k, a download job's scans at once: ``setting``, or for ``auto`` the cap shared out over the
+    sessions (rounded up). With more sessions than connections each job takes one and every
+    connection streams whole sessions (no job waits on its last, largest scan while its other
+    units idle); a single session gets them all. Downloads take no --cores slot (profiles/default),
+    so as many jobs run as the cap allows."""
+    if setting != "auto":
+        return int(setting)
+    return max(1, -(-cap // max(1, sessions)))

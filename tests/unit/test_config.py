@@ -66,7 +66,7 @@ def test_given_values_kept() -> None:
         "verify_tls": True,
         "ca_bundle": None,
         "max_connections": 8,
-        "scans_in_parallel": 2,
+        "scans_in_parallel": "auto",
         "alias_token": False,
     }
 

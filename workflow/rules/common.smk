@@ -146,8 +146,11 @@ def session_rows(wildcards):
 
 def get_download_slots(wildcards):
     """The download job's units of the xnat_api cap: one per scan in flight, at most
-    xnat.scans_in_parallel and the session's number of selected scans."""
-    return max(1, min(config["xnat"]["scans_in_parallel"], len(session_rows(wildcards))))
+    xnat.scans_in_parallel (auto: the cap shared out over the sessions) and the session's scans."""
+    k = xnat_config.scans_in_parallel(
+        config["xnat"]["scans_in_parallel"], config["xnat"]["max_connections"], len(get_sessions())
+    )
+    return max(1, min(k, len(session_rows(wildcards))))
 
 
 def get_session_scan_tasks(wildcards):
