@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -31,8 +32,7 @@ def fetch(session, scan_id, dest, **kwargs):
         scans=[download.ScanTask(scan_id, "DICOM", scan_id)],
         files=session.files,
         receipt=dest.with_name(dest.name + ".json"),
-        retry=FAST_RETRY,
-        **kwargs,
+        **{"retry": FAST_RETRY, **kwargs},
     )
     return result["scans"][0]
 
@@ -124,6 +124,9 @@ def test_resume_keeps_good_files_and_refetches_bad_ones_one_by_one(tmp_path, adm
         )
 
 
+PATIENT_RETRY = dataclasses.replace(FAST_RETRY, attempts=16)
+
+
 def test_download_survives_injected_faults(tmp_path, admin_env, caplog):
     """Zip and per-file downloads under errors, 429s, resets and truncated bodies: same md5s."""
     faults = "seed=8,error=0.3,statuses=500:503:429,reset=0.1,truncate=0.15,path=/files"
@@ -140,7 +143,9 @@ def test_download_survives_injected_faults(tmp_path, admin_env, caplog):
                 if method == "files":  # resume: two files lost
                     for row in rows[:2]:
                         (tmp_path / "out" / scan_id / row.path).unlink()
-                result = fetch(session, scan_id, tmp_path / "out")
+                # about half of all attempts fail here: 8 attempts ran out for some request in about 1
+                # run in 15 (which requests are hit depends on the files' random UIDs); 16 do not
+                result = fetch(session, scan_id, tmp_path / "out", retry=PATIENT_RETRY)
                 assert result["method"] == method
                 assert all(md5(tmp_path / "out" / scan_id / r.path) == r.md5 for r in rows)
         injected = {kind for r in transfer_requests(server) for kind in r.get("faults", [])}
@@ -149,7 +154,12 @@ def test_download_survives_injected_faults(tmp_path, admin_env, caplog):
     assert {429, 503} <= statuses
     retried = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert any("format=zip" in m and "ChunkedEncodingError" in m for m in retried)  # a cut zip stream
-    assert any("/files/" in m and "IncompleteRead" in m for m in retried)  # a cut single file
+    # every single file the server cut was retried (file names carry random UIDs, so which requests
+    # the seeded plan cuts differs from run to run, and a run may cut no single file at all)
+    cut_files = {r["path"] for r in transfer_requests(server) if "truncate" in r.get("faults", [])}
+    cut_files = {path for path in cut_files if not path.endswith("/files")}
+    for path in cut_files:
+        assert any(path in m and ("IncompleteRead" in m or "truncated" in m) for m in retried), path
     assert not list(tmp_path.rglob("*.part"))
 
 
