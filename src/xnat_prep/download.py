@@ -137,9 +137,7 @@ def download_session(
     dest = paths.outputs_of(receipt)
     connections = max(1, min(parallel, len(scans)))
     pool = _Connections([Session(connection, credentials, retry=retry) for _ in range(connections)])
-    # One thread more per connection than connections: a thread holds a connection only while it
-    # reads a response, so the next scan's transfer starts while the last one is unpacked and hashed.
-    workers = min(2 * connections, len(scans)) if connections > 1 else 1
+    workers = connections  # a zip streams into its files on its connection: nothing left to overlap
     results: list[dict[str, Any] | str | None] = [None] * len(scans)
 
     def work(index: int, task: ScanTask) -> None:
