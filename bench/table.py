@@ -57,6 +57,7 @@ ROW_KEYS = (
     "zip.files_per_scan",
     "zip.dcm2niix",
     "zip.unpack",
+    "zip.unpack_disk",
     "zip.convert_floor",
     "zip.convert",
     "zip.convert_vs_dcm2niix",

@@ -35,6 +35,7 @@ INSECURE_ENV = "XNAT_INSECURE"
 MAX_CONNECTIONS_ENV = "XNAT_MAX_CONNECTIONS"
 DOWN_FILE_ENV = "XNAT_DOWN_FILE"  # the access layer's circuit breaker, shared by a run's jobs
 LOCAL_TMP_ENV = dicomzip.LOCAL_TMP_ENV  # dicom.local_tmp, unexpanded: the node expands it
+RAM_TMP_MB_ENV = dicomzip.RAM_TMP_MB_ENV  # dicom.ram_tmp_mb
 DOWN_FILE = ".snakemake/xnat-prep/xnat-down"  # relative to the workflow's working directory
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
 # What the schema's patterns mean, for error messages.
@@ -224,7 +225,8 @@ def export_for_jobs(
 
     ``xnat-prep`` of ``python`` comes first on PATH, and the config's server, TLS and connection
     settings go where the commands look for them by default (``XNAT_HOST``, ``XNAT_CA_BUNDLE``,
-    ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``; ``dicom.local_tmp`` as ``XNAT_PREP_LOCAL_TMP``).
+    ``XNAT_INSECURE``, ``XNAT_MAX_CONNECTIONS``; ``dicom.local_tmp`` and ``dicom.ram_tmp_mb`` as
+    ``XNAT_PREP_LOCAL_TMP`` and ``XNAT_PREP_RAM_TMP_MB``).
     Not ``params:``, so no rerun trigger, and no password: that comes from the environment,
     ~/.netrc or ~/.xnat as always. ``XNAT_DOWN_FILE`` lets a job that finds XNAT down tell the
     jobs after it (``xnat_api.http``'s circuit breaker).
@@ -242,6 +244,7 @@ def export_for_jobs(
     environ.pop(LOCAL_TMP_ENV, None)
     if config["dicom"]["local_tmp"]:
         environ[LOCAL_TMP_ENV] = config["dicom"]["local_tmp"]
+    environ[RAM_TMP_MB_ENV] = str(config["dicom"]["ram_tmp_mb"])
     environ.pop(CA_BUNDLE_ENV, None)
     environ.pop(INSECURE_ENV, None)
     if isinstance(settings.verify, str):

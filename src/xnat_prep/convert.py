@@ -105,15 +105,17 @@ def convert_scan(
     scan_type: str = "",
     scrub_sidecars: bool = False,
     local_tmp: str | None = None,
+    ram_tmp_mb: int | None = None,
 ) -> dict[str, Any]:
-    """Convert ``dicom_dir`` (a folder, or a scan's zip: unpacked into ``local_tmp``, see
-    ``dicomzip.local_tmp_root``) into the receipt's folder and write the receipt; returns its data.
+    """Convert ``dicom_dir`` (a folder, or a scan's zip: unpacked in RAM up to ``ram_tmp_mb``, else
+    into ``local_tmp``, see ``dicomzip.unpack_root``) into the receipt's folder and write the
+    receipt; returns its data.
 
     ``scan_id``/``scan_type`` are only recorded, for the derived variables.
     """
     started = time.monotonic()
     source = Path(dicom_dir)
-    with dicomzip.dicom_folder(source, local_tmp) as folder:
+    with dicomzip.dicom_folder(source, local_tmp, ram_tmp_mb) as folder:
         return _convert_folder(
             folder, source, receipt, name, extra, compress, scan_id, scan_type, scrub_sidecars, started
         )

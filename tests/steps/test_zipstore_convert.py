@@ -1,5 +1,6 @@
-"""dicom.store zip, conversion side: a scan's zip is unpacked in node-local temp space, dcm2niix runs
-there, only the NIfTI comes back; temp space missing or full is one clear error naming the folder."""
+"""dicom.store zip, conversion side: a scan's zip is unpacked in node-local temp space (RAM up to
+dicom.ram_tmp_mb, else dicom.local_tmp), dcm2niix runs there, only the NIfTI comes back; temp space
+missing or full is one clear error naming the folder."""
 
 from __future__ import annotations
 
@@ -43,16 +44,89 @@ def convert_into(root: Path, source: Path, **kwargs) -> tuple[dict, Path]:
     return data, receipt.with_suffix("")
 
 
-def test_zip_converts_to_the_same_nifti_as_the_folder(tmp_path: Path, series: tuple[Path, Path]) -> None:
+@pytest.fixture
+def unpacked_in(monkeypatch) -> list[Path]:
+    """The temp roots the conversions unpack in, in order (``dicomzip.unpack`` spied on)."""
+    seen: list[Path] = []
+    unpack = dicomzip.unpack
+
+    def spy(zip_path, folder: Path) -> int:
+        seen.append(folder.parent)
+        assert folder.name.startswith(f"xnat-prep-{dicomzip._owner_tag()}-")
+        return unpack(zip_path, folder)
+
+    monkeypatch.setattr(dicomzip, "unpack", spy)
+    return seen
+
+
+@pytest.fixture
+def ram(tmp_path: Path, monkeypatch) -> Path:
+    """A folder standing for /dev/shm."""
+    where = tmp_path / "shm"
+    where.mkdir()
+    monkeypatch.setattr(dicomzip, "RAM_TMP", where)
+    monkeypatch.delenv(dicomzip.RAM_TMP_MB_ENV, raising=False)
+    return where
+
+
+@pytest.mark.parametrize("ram_tmp_mb", [None, 0])
+def test_zip_converts_to_the_same_nifti_as_the_folder(
+    tmp_path: Path, series: tuple[Path, Path], ram: Path, unpacked_in: list[Path], ram_tmp_mb: int | None
+) -> None:
     folder, zipped = series
     node = tmp_path / "node"
     node.mkdir()
     plain, plain_out = convert_into(tmp_path / "a", folder)
-    from_zip, zip_out = convert_into(tmp_path / "b", zipped, local_tmp=str(node))
+    from_zip, zip_out = convert_into(tmp_path / "b", zipped, local_tmp=str(node), ram_tmp_mb=ram_tmp_mb)
     assert from_zip["status"] == plain["status"] == "converted"
     assert from_zip["n_dicom"] == plain["n_dicom"] == 6
     assert md5s(zip_out) == md5s(plain_out)
-    assert list(node.iterdir()) == []  # the unpacked copy is gone
+    assert unpacked_in == [ram if ram_tmp_mb is None else node]  # a small scan in RAM by default; 0 = never
+    assert list(node.iterdir()) == list(ram.iterdir()) == []  # the unpacked copy is gone
+
+
+def test_ram_only_for_scans_within_the_limit_and_with_room(
+    tmp_path: Path, ram: Path, monkeypatch, unpacked_in: list[Path]
+) -> None:
+    folder = tmp_path / "dicom" / "big"
+    write_series(folder, n_slices=6, size=300)  # 6 x 180 KB: more than 1 MB
+    zipped = zip_of(folder, tmp_path / "big.zip")
+    node = tmp_path / "node"
+    node.mkdir()
+    assert dicomzip.unpacked_size(zipped) > 1 << 20
+    assert dicomzip.unpack_root(zipped, str(node), ram_tmp_mb=2) == ram
+    assert dicomzip.unpack_root(zipped, str(node), ram_tmp_mb=1) == node  # larger than the limit
+    monkeypatch.setenv(dicomzip.RAM_TMP_MB_ENV, "1")  # as the workflow exports dicom.ram_tmp_mb
+    assert dicomzip.unpack_root(zipped, str(node)) == node
+    monkeypatch.setenv(dicomzip.RAM_TMP_MB_ENV, "2")
+    assert dicomzip.unpack_root(zipped, str(node)) == ram
+    monkeypatch.setattr(dicomzip, "RAM_RESERVE", 1 << 62)  # RAM without room for the scan
+    assert dicomzip.unpack_root(zipped, str(node)) == node
+    monkeypatch.setattr(dicomzip, "RAM_TMP", tmp_path / "no-shm-here")  # no /dev/shm on this node
+    monkeypatch.setattr(dicomzip, "RAM_RESERVE", 0)
+    assert dicomzip.unpack_root(zipped, str(node)) == node
+    convert_into(tmp_path / "out", zipped, local_tmp=str(node))
+    assert unpacked_in == [node]
+
+
+def test_folders_of_killed_processes_are_swept(
+    tmp_path: Path, series: tuple[Path, Path], ram: Path, unpacked_in: list[Path]
+) -> None:
+    _, zipped = series
+    code = "import os; print(os.getpid())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    dead = int(child.stdout)  # a process that has ended: its pid is free (reuse within this test is unlikely)
+    host = dicomzip._host()
+    left = ram / f"xnat-prep-{host}.{dead}-1-T1w-abc"  # what a kill -9 during a conversion leaves
+    live = ram / f"xnat-prep-{host}.{os.getpid()}-1-T1w-def"  # a conversion still running
+    elsewhere = ram / f"xnat-prep-othernode.{dead}-1-T1w-ghi"  # another node's (a shared local_tmp)
+    unrelated = ram / f"other-{host}.{dead}"
+    for folder in (left, live, elsewhere, unrelated):
+        (folder / "E1").mkdir(parents=True)
+        (folder / "E1" / "1.dcm").write_bytes(b"x" * 100)
+    convert_into(tmp_path / "out", zipped)
+    assert unpacked_in == [ram]
+    assert sorted(p.name for p in ram.iterdir()) == sorted(p.name for p in (live, elsewhere, unrelated))
 
 
 def test_local_tmp_comes_from_the_environment(tmp_path: Path, series: tuple[Path, Path], monkeypatch) -> None:
@@ -84,6 +158,8 @@ def test_missing_local_tmp_fails_naming_it_and_writes_nothing(
             "x",
             "--local-tmp",
             str(missing),
+            "--ram-tmp-mb",
+            "0",
         ],
         capture_output=True,
         text=True,
@@ -122,7 +198,7 @@ def test_full_local_tmp_fails_naming_it_and_keeps_the_old_result(tmp_path: Path,
     receipt = out.with_name("1-T1w.json")
     recorded = receipts.read(receipt)
     with pytest.raises(dicomzip.LocalTempError) as caught:
-        convert_into(tmp_path, zipped, local_tmp=str(tiny_fs))
+        convert_into(tmp_path, zipped, local_tmp=str(tiny_fs), ram_tmp_mb=0)
     assert str(tiny_fs) in str(caught.value) and "No space left" in str(caught.value)
     assert caught.value.exit_code == 1
     assert md5s(out) == before and receipts.read(receipt) == recorded
@@ -138,7 +214,7 @@ def test_damaged_zip_is_one_clear_error(tmp_path: Path, series: tuple[Path, Path
     node = tmp_path / "node"
     node.mkdir()
     with pytest.raises(UserError, match=r"1-T1w\.zip: damaged zip .*run again to fetch it"):
-        convert_into(tmp_path / "c", zipped, local_tmp=str(node))
+        convert_into(tmp_path / "c", zipped, local_tmp=str(node), ram_tmp_mb=0)
     assert list(node.iterdir()) == []
     assert not (tmp_path / "c" / "nifti" / "1-T1w.json").exists()
 

@@ -174,6 +174,7 @@ def test_export_for_jobs_hands_connection_settings_to_the_cli(tmp_path) -> None:
         "XNAT_CA_BUNDLE": "/ca.pem",
         "XNAT_MAX_CONNECTIONS": "4",
         "XNAT_DOWN_FILE": str(Path.cwd() / ".snakemake/xnat-prep/xnat-down"),  # the circuit breaker's
+        "XNAT_PREP_RAM_TMP_MB": "1024",  # dicom.ram_tmp_mb, for zip mode's conversions
         "XNAT_USER": "u",  # credentials are not the config's business
     }
     config.export_for_jobs(data, environ, python="/venv/bin/python")

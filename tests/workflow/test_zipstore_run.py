@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from workflow_helpers import Study, all_files, file_md5s, read_json
 
-from xnat_prep import manifest, paths
+from xnat_prep import dicomzip, manifest, paths
 
 pytestmark = pytest.mark.workflow
 
@@ -90,6 +90,7 @@ def check_same_nifti(root: Path, reference: Path) -> list[manifest.ScanRow]:
 def test_zip_mode_end_to_end(study: Study, reference: Path, tmp_path: Path) -> None:
     config = zip_config(study, tmp_path)
     root = tmp_path / "results"
+    ram_before = set(dicomzip.RAM_TMP.glob("xnat-prep-*"))
     first = study.snakemake(tmp_path, config, timeout=TIMEOUT)
     assert first.rc == 0, first.output[-3000:]
     assert "Traceback" not in first.output
@@ -109,7 +110,11 @@ def test_zip_mode_end_to_end(study: Study, reference: Path, tmp_path: Path) -> N
         assert receipt["zip"]["size"] == zipped.stat().st_size
         assert receipt["zip"]["mtime_ns"] == zipped.stat().st_mtime_ns
         assert len(receipt["files"]) == scan.n_files
-    assert list((tmp_path / "node-local").iterdir()) == []  # every unpacked copy removed
+    # every unpacked copy removed; the scans were unpacked in RAM (all within dicom.ram_tmp_mb)
+    assert list((tmp_path / "node-local").iterdir()) == []
+    assert not [p for p in dicomzip.RAM_TMP.glob(f"xnat-prep-{dicomzip._host()}.*") if p not in ram_before]
+    log = "\n".join(p.read_text() for p in (tmp_path / "logs" / "convert_session").rglob("*.log"))
+    assert log.count(f"unpacked in {dicomzip.RAM_TMP}/") == len(rows), log[-2000:]
     plan = subprocess.run(
         ["xnat-prep", "plan", "--output-root", str(root), "--store", "zip"],
         capture_output=True,
@@ -227,3 +232,4 @@ def test_zip_mode_killed_during_download_and_conversion(
     assert len(dicom_files(root)) == 2 * len(rows) + len(sessions)
     hidden = [p for p in all_files(root) if any(part.startswith(".") for part in p.relative_to(root).parts)]
     assert hidden == []  # no temporary file or folder of the killed runs is left in the outputs
+    assert dicomzip.sweep_stale(dicomzip.RAM_TMP) == 0  # nor in RAM: the resumed conversions swept it

@@ -19,6 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="node-local folder to unpack a zip in (default: $XNAT_PREP_LOCAL_TMP, else $TMPDIR, else /tmp)",
     )
     parser.add_argument(
+        "--ram-tmp-mb",
+        type=int,
+        default=None,
+        help="unpack a zip of at most this many MB in RAM (/dev/shm) instead; 0 = never "
+        "(default: $XNAT_PREP_RAM_TMP_MB, else 1024)",
+    )
+    parser.add_argument(
         "--receipt", required=True, help="receipt JSON to write; the outputs go in the folder of its name"
     )
     parser.add_argument("--name", required=True, help="dcm2niix -f file name pattern")
@@ -46,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
         scan_type=args.scan_type,
         scrub_sidecars=args.scrub_sidecars,
         local_tmp=args.local_tmp,
+        ram_tmp_mb=args.ram_tmp_mb,
     )
     return 0
