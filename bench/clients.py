@@ -127,12 +127,15 @@ def unpack_floor(archives: Sequence[Path], dest: Path, log: Path) -> measure.Run
     return measure.run(["bash", "-c", "; ".join(starts) + "; " + " && ".join(waits)], log=log)
 
 
-def dcm2niix_args(compress: bool = True) -> list[str]:
-    """The options the workflow's convert step gives dcm2niix (BIDS sidecar, anonymised, gzip)."""
-    return ["-b", "y", "-ba", "y", "-z", "y" if compress else "n"]
+def dcm2niix_args(compress: bool = True, gz_level: int = convert.GZ_LEVEL) -> list[str]:
+    """The options the workflow's convert step gives dcm2niix (BIDS sidecar, anonymised, gzip at
+    its level), or with ``gz_level=6`` what a plain ``dcm2niix -z y`` does."""
+    return convert.dcm2niix_options(compress, gz_level)
 
 
-def plain_dcm2niix(scans: Sequence[tuple[Path, str]], out_root: Path, workers: int) -> float:
+def plain_dcm2niix(
+    scans: Sequence[tuple[Path, str]], out_root: Path, workers: int, gz_level: int = convert.GZ_LEVEL
+) -> float:
     """dcm2niix on each (DICOM folder, name), ``workers`` at a time; the wall time in seconds.
 
     Threads only wait for the dcm2niix processes, so nothing but dcm2niix itself is measured.
@@ -142,7 +145,7 @@ def plain_dcm2niix(scans: Sequence[tuple[Path, str]], out_root: Path, workers: i
     for i, (folder, name) in enumerate(scans):
         out = out_root / str(i)
         out.mkdir(parents=True)
-        jobs.append([exe, *dcm2niix_args(), "-f", name, "-o", str(out), str(folder)])
+        jobs.append([exe, *dcm2niix_args(gz_level=gz_level), "-f", name, "-o", str(out), str(folder)])
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         codes = list(

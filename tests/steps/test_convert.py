@@ -122,6 +122,17 @@ def test_extra_options_reach_dcm2niix(tmp_path):
     assert [p.name for p in out.iterdir()] == ["sub_T1w.nii.gz"]
 
 
+def test_gzip_level_reaches_dcm2niix_and_changes_only_the_compression(tmp_path):
+    write_series(tmp_path / "dicom", n_slices=8, size=64)
+    fast, fast_out = run(tmp_path / "a", tmp_path / "dicom")
+    small, small_out = run(tmp_path / "b", tmp_path / "dicom", gz_level=9)
+    assert "-3" in fast["dcm2niix_args"] and "-9" in small["dcm2niix_args"]  # default 3, not 6
+    assert "-9" not in fast["dcm2niix_args"]
+    images = [nibabel.load(out / "sub_T1w.nii.gz") for out in (fast_out, small_out)]
+    assert images[0].get_fdata().tobytes() == images[1].get_fdata().tobytes()  # the same image
+    assert (fast_out / "sub_T1w.json").read_bytes() == (small_out / "sub_T1w.json").read_bytes()
+
+
 def test_common_path_imports_neither_pydicom_nor_nibabel(tmp_path):
     """Both cost ~0.3 s per job; the convert stage must stay within 15% of plain dcm2niix."""
     write_series(tmp_path / "dicom", n_slices=2)

@@ -152,6 +152,12 @@ def test_new_settings_new_dicom_or_a_new_scan_convert_what_they_change(tmp_path)
     # the same options again: nothing to convert
     subprocess.run(command(source, receipt, SCANS, "--extra=-x n"), check=True)
     assert state(receipt) == fourth and receipts.read(receipt)["n_converted_now"] == 0
+    # another gzip level: every scan again, and back to the default: again
+    subprocess.run(command(source, receipt, SCANS, "--extra=-x n", "--gz-level=9"), check=True)
+    fifth = state(receipt)
+    assert all(fifth[s][0] != fourth[s][0] for s in SCANS)
+    subprocess.run(command(source, receipt, SCANS, "--extra=-x n"), check=True)
+    assert receipts.read(receipt)["n_converted_now"] == len(SCANS)
 
 
 def test_bad_scans_argument_is_one_line(tmp_path):

@@ -21,6 +21,7 @@ rule convert_session:
         source=get_convert_source,
         extra=config["dcm2niix"]["extra"],
         compress="y" if config["dcm2niix"]["compress"] else "n",
+        gz_level=config["dcm2niix"]["gz_level"],
         # pseudonymised: no session label in file names, no identifying key in the sidecars
         prefix="" if PSEUDO else "{session}_",
         scrub=" --scrub-sidecars" if PSEUDO else "",
@@ -28,4 +29,4 @@ rule convert_session:
     shell:
         "xnat-prep --log {log:q} convert-session --source {params.source:q} --scans {params.scans:q}"
         " --receipt {output.receipt:q} --name-prefix={params.prefix:q} --extra={params.extra:q}"
-        " --compress {params.compress}{params.scrub} --store {params.store}"
+        " --compress {params.compress} --gz-level {params.gz_level}{params.scrub} --store {params.store}"

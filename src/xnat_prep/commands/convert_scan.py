@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
     )
+    parser.add_argument(
+        "--gz-level",
+        type=int,
+        choices=range(1, 10),
+        default=convert.GZ_LEVEL,
+        metavar="1-9",
+        help=f"gzip level of .nii.gz, as dcm2niix -1..-9 (default {convert.GZ_LEVEL}; dcm2niix's own is 6)",
+    )
     parser.add_argument("--scan-id", default="", help="scan ID, recorded in the receipt")
     parser.add_argument("--scan-type", default="", help="scan type, recorded in the receipt")
     parser.add_argument(
@@ -49,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         extra=args.extra,
         compress=args.compress == "y",
+        gz_level=args.gz_level,
         scan_id=args.scan_id,
         scan_type=args.scan_type,
         scrub_sidecars=args.scrub_sidecars,

@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
     )
     parser.add_argument(
+        "--gz-level",
+        type=int,
+        choices=range(1, 10),
+        default=convert.GZ_LEVEL,
+        metavar="1-9",
+        help=f"gzip level of .nii.gz, as dcm2niix -1..-9 (default {convert.GZ_LEVEL}; dcm2niix's own is 6)",
+    )
+    parser.add_argument(
         "--scrub-sidecars",
         action="store_true",
         help="remove the identifying keys dcm2niix copies into its JSON (for pseudonymised DICOM)",
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         name_prefix=args.name_prefix,
         extra=args.extra,
         compress=args.compress == "y",
+        gz_level=args.gz_level,
         scrub_sidecars=args.scrub_sidecars,
         store=args.store,
     )
