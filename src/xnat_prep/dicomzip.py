@@ -22,8 +22,10 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ RAM_TMP = Path("/dev/shm")  # noqa: S108 -- node-local RAM (tmpfs) on Linux; tes
 RAM_RESERVE = 256 << 20  # left free in RAM_TMP: other jobs on the node use it too
 _TMP_PREFIX = "xnat-prep-"
 CHUNK = 1 << 20
+WHOLE_ENTRY_MAX = 64 << 20  # entries up to this are read in one piece when unpacking
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip entry's local header: signature .. name and extra lengths
 _AFTER_FILES = re.compile(r"(?:^|/)resources/[^/]+/files/(.+)$")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -72,6 +76,32 @@ def entry_key(name: str) -> str:
 def _skipped(name: str) -> bool:
     """A folder, a hidden file or macOS metadata: not a DICOM file of the scan."""
     return name.endswith("/") or name.rsplit("/", 1)[-1].startswith(".") or name.startswith("__MACOSX/")
+
+
+def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> bytes | None:
+    """A DICOM-sized entry's bytes in one read, length and CRC checked; None for an entry to read
+    through ``zipfile`` (large, encrypted, or compressed another way). Unpacking is one file
+    created per entry: zipfile's per-entry seeks and objects cost a third of it (37 against 56 us
+    per 33 KB file in tmpfs)."""
+    if (
+        info.flag_bits & 0x1
+        or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+        or info.compress_size > WHOLE_ENTRY_MAX
+    ):
+        return None
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack(
+        os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+    )
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {info.filename!r}")
+    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    raw = os.pread(fd, info.compress_size, start)
+    if len(raw) != info.compress_size:
+        raise EOFError(f"{info.filename!r} is cut off")
+    data = raw if info.compress_type == zipfile.ZIP_STORED else zlib.decompress(raw, -15)
+    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    return data
 
 
 def _members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
@@ -290,18 +320,25 @@ def unpack(zip_path: str | Path, folder: Path) -> int:
     """Write the zip's files into ``folder`` under their manifest paths (as the files mode lays them
     out); returns how many. A damaged archive (bad CRC, cut off) is a UserError naming it."""
     n = 0
-    made: set[Path] = set()
+    made: set[str] = set()
     try:
-        with zipfile.ZipFile(zip_path) as archive:
+        with zipfile.ZipFile(zip_path) as archive, open(zip_path, "rb", buffering=0) as raw:
             for info, key in _members(archive):
-                target = folder / paths.safe_relpath(key)
-                if target.parent not in made:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(target.parent)
-                with archive.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                *parts, name = paths.safe_relparts(key)
+                parent = os.path.join(folder, *parts)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                target = os.path.join(parent, name)
+                data = _entry_bytes(raw.fileno(), info)
+                if data is None:
+                    with archive.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                else:
+                    with open(target, "wb") as out:
+                        out.write(data)
                 n += 1
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
         raise UserError(
             f"{zip_path}: damaged zip ({exc}); delete it and its receipt (.json) and run again to fetch it"
         ) from None

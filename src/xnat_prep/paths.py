@@ -83,6 +83,11 @@ def safe_relpath(path: str) -> PurePosixPath:
     Absolute paths, ``..`` parts and NUL characters are refused (ValueError): a server must not make us write
     outside the scan's directory. Empty parts and ``.`` (``a//b``, ``./a``) are dropped.
     """
+    return PurePosixPath(*safe_relparts(path))
+
+
+def safe_relparts(path: str) -> list[str]:
+    """:func:`safe_relpath`'s parts, without building a path object (unpacking makes thousands)."""
     if path.startswith("/") or path.startswith("\\"):
         raise ValueError(f"absolute file path {path!r} in a resource")
     if "\0" in path:
@@ -92,7 +97,7 @@ def safe_relpath(path: str) -> PurePosixPath:
         raise ValueError(f"empty file path {path!r} in a resource")
     if ".." in parts:
         raise ValueError(f"file path {path!r} in a resource leaves its directory")
-    return PurePosixPath(*(safe_component(p) for p in parts))
+    return [safe_component(p) for p in parts]
 
 
 def scan_dir(scan_id: str, scan_type: str) -> str:

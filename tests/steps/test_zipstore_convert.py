@@ -206,6 +206,29 @@ def test_full_local_tmp_fails_naming_it_and_keeps_the_old_result(tmp_path: Path,
     assert sorted(p.name for p in out.parent.iterdir()) == ["1-T1w", "1-T1w.json"]
 
 
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("in_one_read", [True, False])
+def test_unpack_checks_every_entry_read_in_one_piece_or_streamed(
+    tmp_path: Path, series: tuple[Path, Path], monkeypatch, compression: int, in_one_read: bool
+) -> None:
+    folder, _ = series
+    zipped = tmp_path / "x.zip"
+    with zipfile.ZipFile(zipped, "w", compression) as archive:  # the bundled server's and XNAT's kinds
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"E1/scans/1/resources/DICOM/files/a dir/{path.name}")
+    if not in_one_read:  # as an entry larger than WHOLE_ENTRY_MAX is read
+        monkeypatch.setattr(dicomzip, "WHOLE_ENTRY_MAX", 0)
+    assert dicomzip.unpack(zipped, tmp_path / "out") == 6
+    assert md5s(tmp_path / "out" / "a_dir") == md5s(folder)
+    with zipfile.ZipFile(zipped) as archive:
+        first = archive.infolist()[0]
+    data = bytearray(zipped.read_bytes())
+    data[first.header_offset + 30 + len(first.filename) + first.compress_size // 2] ^= 0xFF
+    zipped.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"x\.zip: damaged zip"):
+        dicomzip.unpack(zipped, tmp_path / "again")
+
+
 def test_damaged_zip_is_one_clear_error(tmp_path: Path, series: tuple[Path, Path]) -> None:
     _, zipped = series
     data = bytearray(zipped.read_bytes())
