@@ -127,6 +127,7 @@ class LogHandler(LogHandlerBase):
             self.handleError(record)
 
     def close(self) -> None:
+        _cancel_scheduler_timers()
         with self.lock:
             if not self.closed and self.enabled and self.model.stages:
                 self.stop.set()
@@ -206,3 +207,21 @@ def _columns(stream: TextIO) -> int:
         return os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return 120
+
+
+def _cancel_scheduler_timers() -> None:
+    """Cancel the re-evaluation timers Snakemake's job scheduler leaves pending at the end of a run.
+
+    With a job rate limit (``--max-jobs-per-timespan``, on by default: 100/1s) every pass of the
+    scheduler starts a non-daemon ``threading.Timer`` of the timespan that only wakes the scheduler
+    again, and the interpreter waits for it before exiting: every run that ran a job ended about
+    1 s after its last job (a one-job Snakefile: 2.1 s against 1.1 s with nothing to do). When the
+    logging closes, the scheduler is done; nothing is lost by not waking it. Only timers whose
+    function comes from Snakemake's scheduling package are touched.
+    """
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and getattr(function, "__module__", "").startswith(
+            "snakemake.scheduling"
+        ):
+            thread.cancel()

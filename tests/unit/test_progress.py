@@ -325,3 +325,31 @@ def test_session_conversion_counts_each_scans_outcome(tmp_path: Path) -> None:
     assert stage.bytes_done == SCANS_PER_SESSION * SCAN_BYTES
     assert progress.stages["upload_session"].problems == 0
     assert progress.problems == 1
+
+
+def test_closing_cancels_only_the_schedulers_pending_timers(tmp_path: Path) -> None:
+    import inspect
+    import threading
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    # what it relies on: Snakemake re-evaluates through a threading.Timer the interpreter waits for
+    assert "threading.Timer(" in inspect.getsource(JobScheduler._schedule_reevalutation)
+
+    def wake() -> None:
+        return None
+
+    wake.__module__ = "snakemake.scheduling.job_scheduler"  # as the scheduler's own lambda
+    theirs, ours = threading.Timer(30, wake), threading.Timer(30, lambda: None)
+    theirs.start()
+    ours.start()
+    try:
+        handler = make_handler("plain", io.StringIO())
+        feed_a_job(handler, tmp_path)
+        handler.close()
+        theirs.join(timeout=5)
+        assert not theirs.is_alive()  # cancelled: the process exits without waiting 30 s
+        assert ours.is_alive() and not ours.finished.is_set()  # another's timer is left alone
+    finally:
+        theirs.cancel()
+        ours.cancel()
