@@ -276,6 +276,10 @@ def stats_endpoint(h: Handler) -> None:
     maxima; plus the server model in force. Admin only."""
     h.require_admin()
     if h.command == "DELETE":
+        # the reset's own connection closes after this answer and is not counted: otherwise a
+        # client's next connection could meet it still open and count 2 where it holds 1
+        h.close_connection = True
+        h.uncount()
         h.server.stats.reset()
     h.send_json({**h.server.stats.as_dict(), "model": h.server.model.as_dict()})
 

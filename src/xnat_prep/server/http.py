@@ -223,10 +223,17 @@ class Handler(BaseHTTPRequestHandler):
         self.link = Pacer(model.conn_mb_s) if model.conn_mb_s else None  # this connection's share
         self.zip_pacer: Pacer | None = None  # while a zip is being built and sent (model.zip_mb_s)
         self.open_connections = self.server.stats.opened()
+        self.counted = True
 
     def finish(self) -> None:
-        self.server.stats.closed()
+        self.uncount()
         super().finish()
+
+    def uncount(self) -> None:
+        """No longer count this connection as open (it closes after this answer)."""
+        if self.counted:
+            self.counted = False
+            self.server.stats.closed()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
