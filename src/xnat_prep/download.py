@@ -153,6 +153,7 @@ def download_session(
 
     # Largest scans first: the session ends when its longest chain of transfers does.
     order = sorted(range(len(scans)), key=lambda i: -_scan_bytes(files, scans[i]))
+    log.info("session %s: %d scans, %d at a time", session_id, len(scans), connections)
     try:
         if workers == 1:
             for index in order:
