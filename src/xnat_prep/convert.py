@@ -92,8 +92,9 @@ class Stopped(Interrupted):
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _VERSION = re.compile(r"dcm2niiX version (\S+)")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-# dcm2niix -z y's gzip level (dcm2niix's own default is 6). Level 3 writes a 384x384x240 T1 in 0.97 s
-# against 2.44 s at 6, 3% larger (bench/results, campus.dcm2niix_same); nibabel writes .nii.gz at 1.
+# dcm2niix -z y's gzip level (dcm2niix's own default is 6): compressing is most of a large 3D
+# series' conversion, and 3 is about 2.5x faster for a few percent larger files (bench/results,
+# campus.dcm2niix_same); nibabel writes .nii.gz at 1.
 GZ_LEVEL = 3
 
 

@@ -6,8 +6,8 @@ zip as XNAT sent it (entries STORED: DICOM barely compresses), after checking ev
 and md5 against the manifest without extracting anything; conversion unpacks it into node-local
 temporary space, runs dcm2niix there and writes only the NIfTI back. That space is RAM (``/dev/shm``)
 for a scan up to ``dicom.ram_tmp_mb``, else ``dicom.local_tmp`` (``$TMPDIR``): creating and then
-deleting thousands of small files is what unpacking costs on a disk (on this project's test machine,
-an ext4 with online discard, ~1 ms per file once deletes are in flight, against 0.08 ms in tmpfs).
+deleting thousands of small files is what unpacking costs on a disk, most of all on one that
+discards deleted blocks at once (docs/slurm.md has the measurement).
 
 Entry names map to the scan folder's relative paths exactly as the files mode writes them
 (:func:`entry_key` then ``paths.safe_relpath``), so dcm2niix sees the same names in both modes and
@@ -80,9 +80,8 @@ def _skipped(name: str) -> bool:
 
 def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> bytes | None:
     """A DICOM-sized entry's bytes in one read, length and CRC checked; None for an entry to read
-    through ``zipfile`` (large, encrypted, or compressed another way). Unpacking is one file
-    created per entry: zipfile's per-entry seeks and objects cost a third of it (37 against 56 us
-    per 33 KB file in tmpfs)."""
+    through ``zipfile`` (large, encrypted, or compressed another way). Unpacking is one small file
+    created per entry, and zipfile's per-entry seeks and reader objects were a third of its time."""
     if (
         info.flag_bits & 0x1
         or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
