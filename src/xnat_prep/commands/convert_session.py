@@ -33,23 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="session receipt JSON to write when done; each scan's receipt and NIfTI folder go beside it",
     )
     parser.add_argument("--name-prefix", default="", help="dcm2niix -f file names: <prefix><scan>")
-    parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
-    parser.add_argument(
-        "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
-    )
-    parser.add_argument(
-        "--gz-level",
-        type=int,
-        choices=range(1, 10),
-        default=convert.GZ_LEVEL,
-        metavar="1-9",
-        help=f"gzip level of .nii.gz, as dcm2niix -1..-9 (default {convert.GZ_LEVEL}; dcm2niix's own is 6)",
-    )
-    parser.add_argument(
-        "--scrub-sidecars",
-        action="store_true",
-        help="remove the identifying keys dcm2niix copies into its JSON (for pseudonymised DICOM)",
-    )
+    options.add_dcm2niix_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
         receipt=args.receipt,
         scans=scans,
         name_prefix=args.name_prefix,
-        extra=args.extra,
-        compress=args.compress == "y",
-        gz_level=args.gz_level,
-        scrub_sidecars=args.scrub_sidecars,
+        **options.dcm2niix_settings(args),
         store=args.store,
     )
     return 0

@@ -49,3 +49,36 @@ def json_argument(text: str, option: str, expected: type) -> Any:
     if not isinstance(value, expected):
         raise UserError(f"{option}: expected a JSON {expected.__name__}")
     return value
+
+
+def add_dcm2niix_arguments(parser: argparse.ArgumentParser) -> None:
+    """The conversion settings ``convert-scan`` and ``convert-session`` share (dcm2niix.* in the config)."""
+    from xnat_prep.convert import GZ_LEVEL  # here: the download commands import this module too
+
+    parser.add_argument("--extra", default="", help="extra dcm2niix options, one string (shell-quoted)")
+    parser.add_argument(
+        "--compress", choices=["y", "n"], default="y", help="y: .nii.gz (default), n: .nii (as dcm2niix -z)"
+    )
+    parser.add_argument(
+        "--gz-level",
+        type=int,
+        choices=range(1, 10),
+        default=GZ_LEVEL,
+        metavar="1-9",
+        help=f"gzip level of .nii.gz, as dcm2niix -1..-9 (default {GZ_LEVEL}; dcm2niix's own is 6)",
+    )
+    parser.add_argument(
+        "--scrub-sidecars",
+        action="store_true",
+        help="remove the identifying keys dcm2niix copies into its JSON (for pseudonymised DICOM)",
+    )
+
+
+def dcm2niix_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_dcm2niix_arguments`'s values as ``convert``'s keyword arguments."""
+    return {
+        "extra": args.extra,
+        "compress": args.compress == "y",
+        "gz_level": args.gz_level,
+        "scrub_sidecars": args.scrub_sidecars,
+    }
