@@ -68,7 +68,7 @@ def entry_key(name: str) -> str:
     Raises ValueError for a name that is absolute or climbs out (``..``): such an archive is not
     trustworthy even though nothing is written under an entry's own name.
     """
-    paths.safe_relpath(name)
+    paths.safe_relparts(name)  # the check only: no path object per entry
     match = _AFTER_FILES.search(name)
     return match.group(1) if match else name.partition("/files/")[2] or name
 
