@@ -150,8 +150,9 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 f"{n_files:,} files under dicom/ for {len(scans)} scans and {len(sessions)} sessions "
                 f"(a session receipt each); {n_requests / len(scans):.2f} requests per scan"
             )
+            in_ram = set(dicomzip.RAM_TMP.glob("xnat-prep-*"))
             ctx.add("zip.convert", wf.stage("convert_stage", f"zip-convert-{rep}").wall_s)
-            leftover = list(node.iterdir())
+            leftover = [*node.iterdir(), *(set(dicomzip.RAM_TMP.glob("xnat-prep-*")) - in_ram)]
             if leftover:
                 ctx.rows["zip.convert"].note = f"{len(leftover)} unpacked folder(s) left in temp!"
             zipped = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
