@@ -287,12 +287,29 @@ def dicom_folder(
     node-local temporary space (:func:`unpack_root`; deleted on leaving, whatever happens).
 
     Missing, unwritable or full temporary space raises :class:`LocalTempError` naming the folder.
+    RAM that fills up meanwhile (other jobs on the node unpack too) is not an error: the scan is
+    unpacked in ``local_tmp`` instead.
     """
     source = Path(source)
     if not is_zip(source):
         yield source
         return
     root = unpack_root(source, local_tmp, ram_tmp_mb)
+    try:
+        tmp = _unpacked(source, root)
+    except LocalTempError as exc:
+        if root != RAM_TMP:
+            raise
+        log.warning("%s; unpacking it in dicom.local_tmp instead", exc)
+        tmp = _unpacked(source, local_tmp_root(local_tmp))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unpacked(source: Path, root: Path) -> Path:
+    """``source`` unpacked into a fresh folder in ``root``; a failure leaves nothing behind."""
     setting = "RAM, dicom.ram_tmp_mb" if root == RAM_TMP else "dicom.local_tmp / $TMPDIR"
     where = f"node-local temp {root} ({setting})"
     if not root.is_dir():
@@ -303,16 +320,14 @@ def dicom_folder(
     except OSError as exc:
         raise LocalTempError(f"{where}: {exc.strerror}; cannot unpack {source}") from None
     try:
-        try:
-            n = unpack(source, tmp)
-        except OSError as exc:
-            if exc.errno in _NO_SPACE or exc.errno in (errno.EACCES, errno.EROFS):
-                raise LocalTempError(f"{where}: {exc.strerror} unpacking {source}") from None
-            raise
-        log.info("%s: %d files unpacked in %s (%s)", source.name, n, tmp, setting)
-        yield tmp
-    finally:
+        n = unpack(source, tmp)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (*_NO_SPACE, errno.EACCES, errno.EROFS):
+            raise LocalTempError(f"{where}: {exc.strerror} unpacking {source}") from None
+        raise
+    log.info("%s: %d files unpacked in %s (%s)", source.name, n, tmp, setting)
+    return tmp
 
 
 def unpack(zip_path: str | Path, folder: Path) -> int:

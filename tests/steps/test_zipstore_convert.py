@@ -206,6 +206,22 @@ def test_full_local_tmp_fails_naming_it_and_keeps_the_old_result(tmp_path: Path,
     assert sorted(p.name for p in out.parent.iterdir()) == ["1-T1w", "1-T1w.json"]
 
 
+def test_ram_filling_up_meanwhile_unpacks_in_local_tmp(tmp_path: Path, tiny_fs: Path, monkeypatch) -> None:
+    """RAM had room when asked, then other jobs took it: this scan goes to local_tmp, no error."""
+    folder = tmp_path / "dicom" / "1-T1w"
+    write_series(folder, n_slices=6, size=128)
+    zipped = zip_of(folder, tmp_path / "dicom" / "1-T1w.zip")
+    plain, plain_out = convert_into(tmp_path / "a", folder)
+    node = tmp_path / "node"
+    node.mkdir()
+    monkeypatch.setattr(dicomzip, "RAM_TMP", tiny_fs)  # 64 KiB: the scan does not fit
+    monkeypatch.setattr(dicomzip, "unpack_root", lambda *args, **kwargs: tiny_fs)  # as if it had
+    data, out = convert_into(tmp_path / "b", zipped, local_tmp=str(node))
+    assert data["status"] == plain["status"] == "converted"
+    assert md5s(out) == md5s(plain_out)
+    assert list(tiny_fs.iterdir()) == list(node.iterdir()) == []  # the partial unpack in RAM is gone
+
+
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 @pytest.mark.parametrize("in_one_read", [True, False])
 def test_unpack_checks_every_entry_read_in_one_piece_or_streamed(
