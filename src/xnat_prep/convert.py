@@ -47,7 +47,7 @@ from typing import Any
 
 from xnat_prep import __version__, dicomzip, paths, receipts
 from xnat_prep.errors import UserError
-from xnat_prep.fsutil import atomic_write, replace_dir
+from xnat_prep.fsutil import atomic_write, remove_stale_parts, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -466,8 +466,10 @@ def convert_session(
     settings_mtime = _settings_mtime(out_dir / paths.CONVERT_SETTINGS_NAME, settings)
     results: dict[str, dict[str, Any]] = {}
     interrupted: list[str] = []
+    remove_stale_parts(receipt)  # left by a job killed while writing it
     for scan in scans:
         scan_receipt = paths.receipt_of(out_dir / scan.scan)
+        remove_stale_parts(scan_receipt)
         folder = source_dir / scan.scan
         source = paths.zip_of(folder) if store == "zip" else folder
         kept = _converted_already(scan_receipt, paths.receipt_of(folder), settings_mtime, scan.scan_id)

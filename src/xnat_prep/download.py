@@ -53,6 +53,7 @@ from typing import IO, Any, Protocol, TypeVar
 from xnat_prep import __version__, dicomzip, paths, receipts, zipread
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import remove_stale_parts
 from xnat_prep.xnat_api import (
     CHUNK,
     Connection,
@@ -153,6 +154,7 @@ def download_session(
 
     # Largest scans first: the session ends when its longest chain of transfers does.
     order = sorted(range(len(scans)), key=lambda i: -_scan_bytes(files, scans[i]))
+    remove_stale_parts(receipt)
     log.info("session %s: %d scans, %d at a time", session_id, len(scans), connections)
     try:
         if workers == 1:
@@ -324,6 +326,7 @@ def _plan(
     listed = _listed(targets)
     plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic(), store)
     plan.zip_part.unlink(missing_ok=True)  # a crashed run's
+    remove_stale_parts(receipt)  # a receipt's temporary file, if the run was killed writing it
     if store == "zip":
         plan.done = _done_zip(plan)
         if plan.done is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -32,6 +33,18 @@ def atomic_write(path: str | Path, text: str, *, mode: int | None = None, fsync:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_parts(path: str | Path) -> int:
+    """Delete the temporary files :func:`atomic_write` leaves beside ``path`` when it is killed
+    between creating and renaming one; returns how many. Only for a ``path`` that one process at a
+    time writes (a job's own receipts): another writer's file in flight would go too."""
+    path = Path(path)
+    n = 0
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        stale.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def replace_dir(new: Path | None, out_dir: Path) -> None:

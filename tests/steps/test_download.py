@@ -95,9 +95,12 @@ def test_download_one_request_per_scan_then_none(tmp_path, admin_env):
         assert len(logged) == 2 and all(r["query"] == "format=zip" for r in logged)
 
         mark = len(server.requests())
+        stale = tmp_path / "out" / ".1.json.k1ll3d.part"  # a run killed while writing the receipt
+        stale.write_text('{"half": ')
         again = fetch(session, "1", tmp_path / "out")
         assert (again["http_requests"], again["reused"], again["method"]) == (0, 6, "none")
         assert len(server.requests()) == mark
+        assert not stale.exists()
 
 
 def test_resume_keeps_good_files_and_refetches_bad_ones_one_by_one(tmp_path, admin_env):
