@@ -463,10 +463,11 @@ def convert_session(
     }  # no path: the NIfTI tree of a pseudonymised run must not name the session
     if compress and gz_level != GZ_LEVEL:  # recorded only off the default: results made before it stay
         settings["gz_level"] = gz_level
+    for written in (receipt, out_dir / paths.CONVERT_SETTINGS_NAME):  # left by a job killed writing it
+        remove_stale_parts(written)
     settings_mtime = _settings_mtime(out_dir / paths.CONVERT_SETTINGS_NAME, settings)
     results: dict[str, dict[str, Any]] = {}
     interrupted: list[str] = []
-    remove_stale_parts(receipt)  # left by a job killed while writing it
     for scan in scans:
         scan_receipt = paths.receipt_of(out_dir / scan.scan)
         remove_stale_parts(scan_receipt)

@@ -84,10 +84,11 @@ def test_kill_9_during_a_session_then_rerun_converts_only_the_unfinished_scans(t
     # what a kill between atomic_write's temporary file and its rename leaves: a receipt's .part
     # (of a scan done before, of the scan in flight, of the session receipt)
     parts = [receipt.parent / "E1" / f".{s}.json.k1ll3d.part" for s in ("1-T1w", "3-FLAIR")]
-    for part in [*parts, receipt.parent / ".E1.json.k1ll3d.part"]:
+    settings = receipt.parent / "E1" / f".{paths.CONVERT_SETTINGS_NAME}.k1ll3d.part"
+    for part in [*parts, settings, receipt.parent / ".E1.json.k1ll3d.part"]:
         part.write_text('{"half": ')
     subprocess.run(command(source, receipt), check=True)
-    assert not list(receipt.parent.glob(".*.part"))
+    assert not list(receipt.parent.glob(".*.part")) and not settings.exists()
     after = state(receipt)
     assert {s: after[s] for s in before} == before  # untouched: not converted again
     assert {scan: outputs for scan, (_, outputs) in after.items()} == clean  # identical md5s
