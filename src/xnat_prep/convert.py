@@ -126,8 +126,8 @@ def convert_scan(
             source,
             receipt,
             name,
+            dcm2niix_options(compress, gz_level),
             extra,
-            (compress, gz_level),
             scan_id,
             scan_type,
             scrub_sidecars,
@@ -140,14 +140,15 @@ def _convert_folder(
     source: Path,
     receipt: str | Path,
     name: str,
+    options: list[str],
     extra: str,
-    compress: tuple[bool, int],
     scan_id: str,
     scan_type: str,
     scrub_sidecars: bool,
     started: float,
 ) -> dict[str, Any]:
-    """``convert_scan`` of the folder ``dicom_dir`` (``source``: what the user named, for messages)."""
+    """``convert_scan`` of the folder ``dicom_dir`` (``source``: what the user named, for messages);
+    ``options``: :func:`dcm2niix_options`, ``extra``: the user's, after them."""
     out_dir = paths.outputs_of(receipt)
     dicoms = _files(dicom_dir)
     data: dict[str, Any] = {
@@ -168,7 +169,7 @@ def _convert_folder(
             replace_dir(None, out_dir)
         else:
             data.update(
-                _run_dcm2niix(dicoms, dicom_dir, out_dir, name, extra, compress, scrub_sidecars, source)
+                _run_dcm2niix(dicoms, dicom_dir, out_dir, name, options, extra, scrub_sidecars, source)
             )
         data.update(
             date=datetime.now(UTC).date().isoformat(),
@@ -206,8 +207,8 @@ def _run_dcm2niix(
     dicom_dir: Path,
     out_dir: Path,
     name: str,
+    options: list[str],
     extra: str,
-    compress: tuple[bool, int],
     scrub_sidecars: bool = False,
     source: Path | None = None,
 ) -> dict[str, Any]:
@@ -216,8 +217,8 @@ def _run_dcm2niix(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     try:
-        command = [dcm2niix_binary(), *dcm2niix_options(*compress)]
-        command += ["-f", name, "-o", str(tmp), *shlex.split(extra), str(dicom_dir)]
+        command = [dcm2niix_binary(), *options, "-f", name, "-o", str(tmp), *shlex.split(extra)]
+        command.append(str(dicom_dir))
         proc = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
         output = proc.stdout + proc.stderr
         log.info("dcm2niix output:\n%s", output.rstrip())
@@ -226,7 +227,7 @@ def _run_dcm2niix(
         result: dict[str, Any] = {
             "n_converted": n_converted,
             "dcm2niix_version": version.group(1) if version else None,
-            "dcm2niix_args": [*dcm2niix_options(*compress), *shlex.split(extra)],
+            "dcm2niix_args": [*options, *shlex.split(extra)],
         }
         _check_not_interrupted(proc.returncode, output, source or dicom_dir)
         produced = sorted(tmp.iterdir())

@@ -262,9 +262,10 @@ def sweep_stale(root: Path) -> int:
     except OSError:
         return 0
     for entry in entries:
-        owner = entry.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-        tag_host, _, pid = owner.rpartition(".")
-        if not entry.name.startswith(_TMP_PREFIX) or tag_host != host or not pid.isdigit():
+        if not entry.name.startswith(_TMP_PREFIX):
+            continue
+        tag_host, _, pid = entry.name[len(_TMP_PREFIX) :].split("-", 1)[0].rpartition(".")
+        if tag_host != host or not pid.isdigit():
             continue
         try:
             if entry.stat(follow_symlinks=False).st_uid != os.getuid():
