@@ -147,11 +147,13 @@ def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]])
 def check_stream(chunks: Iterable[bytes], expected: Mapping[str, tuple[int, str]]) -> Checked:
     """:func:`check_entries` on a zip as it arrives (the download writes the same chunks to its
     file meanwhile): each entry's size and md5 against ``expected``, read once. Also returns where
-    each entry was, for :func:`same_directory`. Raises ``zipread.NotStreamable`` for a zip that
-    must be checked from its file, ``zipread.StreamError`` for one that is cut off or malformed."""
+    each entry was and what the central directory lists, for :func:`directory_problem`. Raises
+    ``zipread.NotStreamable`` for a zip that must be checked from its file,
+    ``zipread.StreamError`` for one that is cut off or malformed."""
     checked = Checked()
     seen: set[str] = set()
-    for entry, data in zipread.StreamedZip(chunks).entries():
+    archive = zipread.StreamedZip(chunks)
+    for entry, data in archive.entries():
         if _skipped(entry.name):
             continue
         try:
@@ -165,31 +167,48 @@ def check_stream(chunks: Iterable[bytes], expected: Mapping[str, tuple[int, str]
             digest.update(piece)
             size += len(piece)
         checked.layout.append((entry.name, size, entry.offset))
-        if key not in expected:
+        want = expected.get(key)
+        if want is None:
             checked.problems.append(f"{key}: in the zip, not in the manifest")
         elif key in seen:
             checked.problems.append(f"{key}: twice in the zip")
-        elif size != expected[key][0]:
-            checked.problems.append(f"{key}: {size} bytes, manifest says {expected[key][0]}")
-        elif digest.hexdigest() != expected[key][1]:
-            checked.problems.append(f"{key}: md5 {digest.hexdigest()}, manifest says {expected[key][1]}")
+        elif size != want[0]:
+            checked.problems.append(f"{key}: {size} bytes, manifest says {want[0]}")
+        elif (md5 := digest.hexdigest()) != want[1]:
+            checked.problems.append(f"{key}: md5 {md5}, manifest says {want[1]}")
         seen.add(key)
+    checked.directory = archive.directory()
     checked.problems += [f"{key}: in the manifest, not in the zip" for key in sorted(set(expected) - seen)]
     return checked
 
 
 @dataclass
 class Checked:
-    """What :func:`check_stream` found: the problems, and (name, size, offset) of each entry read."""
+    """What :func:`check_stream` found: the problems, (name, size, offset) of each entry read, and
+    what the central directory lists (None: not read from the stream, see ``zipread``)."""
 
     problems: list[str] = field(default_factory=list)
     layout: list[tuple[str, int, int]] = field(default_factory=list)
+    directory: list[tuple[str, int, int]] | None = None
+
+
+_MOVED = "unreadable zip: its central directory does not list the entries it holds"
+
+
+def directory_problem(zip_path: str | Path, checked: Checked) -> str | None:
+    """None if the zip's central directory lists exactly the entries :func:`check_stream` read
+    (name, size, offset); else the difference. Conversion reads entries through the directory: a
+    zip whose directory points elsewhere than its entries would convert bytes nobody checked.
+    The directory as it streamed past, or read from ``zip_path`` when the stream's was not one
+    ``zipread`` vouches for."""
+    if checked.directory is None:
+        return same_directory(zip_path, checked.layout)
+    listed = [item for item in checked.directory if not _skipped(item[0])]
+    return None if listed == checked.layout else _MOVED
 
 
 def same_directory(zip_path: str | Path, layout: list[tuple[str, int, int]]) -> str | None:
-    """None if the zip's central directory lists exactly the entries :func:`check_stream` read (name,
-    size, offset); else the difference. Conversion reads entries through the directory: a zip whose
-    directory points elsewhere than its entries would convert bytes nobody checked."""
+    """:func:`directory_problem`, reading the directory from ``zip_path`` with ``zipfile``."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             listed = [
@@ -199,9 +218,7 @@ def same_directory(zip_path: str | Path, layout: list[tuple[str, int, int]]) -> 
             ]
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         return f"unreadable zip: {exc}"
-    if listed != layout:
-        return "unreadable zip: its central directory does not list the entries it holds"
-    return None
+    return None if listed == layout else _MOVED
 
 
 def local_tmp_root(setting: str | None = None) -> Path:

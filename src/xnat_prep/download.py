@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
 from xnat_prep import __version__, dicomzip, paths, receipts, zipread
@@ -100,7 +100,7 @@ class ScanTask:
 @dataclass
 class _Target:
     spec: FileSpec
-    rel: PurePosixPath  # where the file goes, relative to the scan's folder
+    rel: str  # where the file goes, relative to the scan's folder ("a/b.dcm": no path object per file)
 
     @property
     def size(self) -> int:
@@ -574,10 +574,10 @@ def _finish_zip(plan: _Plan, host: str, call: Callable[..., tuple[Any, int]]) ->
 
 def _targets(files: Sequence[FileSpec]) -> list[_Target]:
     """Each manifest file with its path in the scan's folder; unsafe or colliding paths are refused."""
-    targets: dict[PurePosixPath, _Target] = {}
+    targets: dict[str, _Target] = {}
     for spec in files:
         try:
-            rel = paths.safe_relpath(spec.path)
+            rel = "/".join(paths.safe_relparts(spec.path))
         except ValueError as exc:
             raise UserError(f"manifest file list: {exc}") from None
         if rel in targets:
@@ -608,13 +608,13 @@ def _done_receipt(
     return data if complete else None
 
 
-def _remove_strays(work: Path, keep: set[PurePosixPath]) -> None:
+def _remove_strays(work: Path, keep: set[str]) -> None:
     """Delete files not in the manifest (a crashed run's ``.part`` files, files since removed).
 
     The folder mirrors the manifest: dcm2niix converts whatever is in it.
     """
     for path in sorted(work.rglob("*")):
-        if path.is_file() and PurePosixPath(path.relative_to(work).as_posix()) not in keep:
+        if path.is_file() and path.relative_to(work).as_posix() not in keep:
             if not path.name.endswith(".part"):
                 log.info("removing %s: not in the manifest", path)
             path.unlink()
@@ -813,7 +813,7 @@ def _get_zip_kept(transfer: Session, plan: _Plan) -> tuple[int, list[str]]:
         check_length(response, size)
         if checked is None:
             return size, dicomzip.check_entries(plan.zip_part, plan.expected)
-        moved = checked.problems or [p for p in [dicomzip.same_directory(plan.zip_part, checked.layout)] if p]
+        moved = checked.problems or [p for p in [dicomzip.directory_problem(plan.zip_part, checked)] if p]
         return size, moved
 
     return _stale_hint(transfer.get, plan.zip_uri, save, params=_ZIP)

@@ -15,6 +15,8 @@ import re
 from pathlib import Path, PurePosixPath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# A path whose parts are all safe already and none is "", "." or "..": most of them, checked in one match
+_PLAIN_RELPATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 
 # Relative to ``output_root``; the placeholders are the Snakemake wildcards of the same name.
 SCANS_TSV = "manifest/scans.tsv"
@@ -88,6 +90,8 @@ def safe_relpath(path: str) -> PurePosixPath:
 
 def safe_relparts(path: str) -> list[str]:
     """:func:`safe_relpath`'s parts, without building a path object (unpacking makes thousands)."""
+    if _PLAIN_RELPATH.fullmatch(path):
+        return path.split("/")
     if path.startswith("/") or path.startswith("\\"):
         raise ValueError(f"absolute file path {path!r} in a resource")
     if "\0" in path:

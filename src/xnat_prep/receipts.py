@@ -14,9 +14,29 @@ from xnat_prep.errors import UserError
 from xnat_prep.fsutil import atomic_write
 
 
+LONG_LIST = 100  # items: a list longer than this (a scan's 14,000 files) stays on one line
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """``data`` as JSON for people and programs: a line per key, a line per item of a short list.
+
+    Not ``indent=2``: that selects json's pure-Python encoder, and a receipt listing a scan's
+    files took 78 ms to write that way (a session of 14,000 files), 20 ms with the C encoder.
+    So each value is encoded by the C encoder on its own line, and a long list (read by
+    programs, not people) stays on one line."""
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, list) and 0 < len(value) <= LONG_LIST:
+            items = ",\n    ".join(map(json.dumps, value))
+            lines.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n" if lines else "{}\n"
+
+
 def write(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON to ``path`` via a temporary file and rename."""
-    return atomic_write(path, json.dumps(data, indent=2) + "\n")
+    """Write ``data`` as JSON (:func:`dumps`) to ``path`` via a temporary file and rename."""
+    return atomic_write(path, dumps(data))
 
 
 def read(path: str | Path) -> dict[str, Any]:

@@ -27,6 +27,8 @@ END64 = b"PK\x06\x06"
 DESCRIPTOR = b"PK\x07\x08"
 STORED, DEFLATED = 0, 8
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_CENTRAL_HEADER = struct.Struct("<4s4B4HL2L5H2L")
+_END = struct.Struct("<4s4H2LH")
 _U32 = 0xFFFFFFFF
 _DESCRIPTOR_FLAG = 0x08
 _ENCRYPTED_FLAG = 0x01
@@ -58,66 +60,71 @@ class Entry:
 
 
 class StreamedZip:
-    """``entries()`` yields (Entry, data chunks) in archive order; consume (or skip) each entry's
-    chunks before asking for the next. ``offset`` counts the archive bytes read so far."""
+    """``entries()`` yields (Entry, data pieces) in archive order; consume (or skip) each entry's
+    pieces before asking for the next. ``offset`` counts the archive bytes read so far.
+
+    The pieces are memoryviews into the chunks as they came (no copy: a DICOM entry is often
+    smaller than a chunk, and copying every byte into and out of a buffer cost more than the md5
+    it feeds); only a header that straddles two chunks is joined into new bytes."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._buf = bytearray()
-        self._pos = 0  # bytes of _buf already consumed (deleting from the front is O(n))
+        self._cur = b""  # the chunk being read (joined with the next only for a header across them)
+        self._pos = 0  # bytes of _cur already consumed
         self.offset = 0
 
     # -- bytes ---------------------------------------------------------------------------------
 
-    def _available(self) -> int:
-        return len(self._buf) - self._pos
-
-    def _fill(self, n: int) -> bool:
-        """At least ``n`` unread bytes buffered; False at the end of the body."""
-        while self._available() < n:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
+    def _ensure(self, n: int) -> bool:
+        """At least ``n`` unread bytes in ``_cur``; False at the end of the body."""
+        while len(self._cur) - self._pos < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
                 return False
-            if self._pos:
-                del self._buf[: self._pos]
-                self._pos = 0
-            self._buf += chunk
+            self._cur = self._cur[self._pos :] + bytes(chunk)
+            self._pos = 0
         return True
 
+    def _peek(self, n: int) -> bytes:
+        return self._cur[self._pos : self._pos + n]
+
     def _take(self, n: int) -> bytes:
-        if not self._fill(n):
-            raise StreamError(f"cut off: {self.offset + self._available()} bytes, wanted {n} more")
-        out = bytes(self._buf[self._pos : self._pos + n])
+        if not self._ensure(n):
+            raise StreamError(f"cut off: {self.offset + len(self._cur) - self._pos} bytes, wanted {n} more")
+        out = self._cur[self._pos : self._pos + n]
         self._pos += n
         self.offset += n
         return out
 
-    def _pieces(self, n: int) -> Iterator[bytes]:
-        """The next ``n`` bytes, in pieces as they arrive."""
+    def _pieces(self, n: int) -> Iterator[memoryview | bytes]:
+        """The next ``n`` bytes, in pieces as they arrive (at most _PIECE each)."""
         while n:
-            if not self._available() and not self._fill(1):
+            if self._pos == len(self._cur) and not self._ensure(1):
                 raise StreamError(f"cut off inside an entry: {n} bytes missing")
-            piece = self._take(min(n, self._available(), _PIECE))
-            n -= len(piece)
+            take = min(n, len(self._cur) - self._pos, _PIECE)
+            piece = memoryview(self._cur)[self._pos : self._pos + take]
+            self._pos += take
+            self.offset += take
+            n -= take
             yield piece
 
     def _unread(self, data: bytes) -> None:
         """Give back bytes read past the end of a deflate stream."""
         if data:
-            self._buf[self._pos : self._pos] = data
+            self._cur = bytes(data) + self._cur[self._pos :]
+            self._pos = 0
             self.offset -= len(data)
 
     # -- entries -------------------------------------------------------------------------------
 
-    def entries(self) -> Iterator[tuple[Entry, Iterator[bytes]]]:
+    def entries(self) -> Iterator[tuple[Entry, Iterator[memoryview | bytes]]]:
         while True:
-            if not self._fill(4):
+            if not self._ensure(4):
                 raise StreamError("cut off: no central directory")
-            signature = bytes(self._buf[self._pos : self._pos + 4])
-            if signature in (CENTRAL, END, END64):
-                return
+            signature = self._peek(4)
             if signature != LOCAL:
+                if signature in (CENTRAL, END, END64):
+                    return
                 raise StreamError(f"no entry header at byte {self.offset}")
             entry, zip64 = self._header()
             data = self._data(entry, zip64)
@@ -127,42 +134,70 @@ class StreamedZip:
 
     def drain(self) -> None:
         """Read the rest of the body (the central directory): the connection can be reused."""
-        self.offset += self._available()
-        self._buf.clear()
-        self._pos = 0
+        self.offset += len(self._cur) - self._pos
+        self._cur, self._pos = b"", 0
         for chunk in self._chunks:
             self.offset += len(chunk)
+
+    def directory(self) -> list[tuple[str, int, int]] | None:
+        """After :meth:`entries`: read the rest of the body and return what its central directory
+        lists, (name, size, local header offset) per entry in its order; None for a directory this
+        reader does not vouch for (ZIP64 end records, an archive comment, an end record that
+        places the directory elsewhere than where it was read): check that one from the file.
+
+        What is returned is what ``zipfile`` (and so conversion) reads from the same archive:
+        the directory starts where the entries end and its end record says so, so ``zipfile``
+        shifts no offset."""
+        start = self.offset
+        listed: list[tuple[str, int, int]] = []
+        while self._ensure(4) and self._peek(4) == CENTRAL:
+            fields = _CENTRAL_HEADER.unpack(self._take(_CENTRAL_HEADER.size))
+            flags, csize, size, name_len, extra_len, comment_len, offset = (
+                fields[5],
+                *fields[10:15],
+                fields[18],
+            )
+            variable = self._take(name_len + extra_len + comment_len)
+            name = variable[:name_len].decode("utf-8" if flags & _UTF8_FLAG else "cp437")
+            extra = variable[name_len : name_len + extra_len]
+            if _U32 in (size, csize, offset):
+                _, size, _, offset = _zip64_sizes(extra, size, csize, offset)
+            listed.append((name, size, offset))
+        end_at = self.offset
+        if not self._ensure(_END.size) or self._peek(4) != END:
+            self.drain()
+            return None
+        (_, disk, cd_disk, n_here, n_all, cd_size, cd_offset, comment_len) = _END.unpack(
+            self._take(_END.size)
+        )
+        self.drain()
+        plain = (disk, cd_disk, comment_len) == (0, 0, 0) and n_here == n_all == len(listed)
+        if not plain or (cd_size, cd_offset) != (end_at - start, start) or self.offset != end_at + _END.size:
+            return None
+        return listed
 
     def _header(self) -> tuple[Entry, bool]:
         offset = self.offset
         (_, _, flags, method, _, _, _, csize, size, name_len, extra_len) = _LOCAL_HEADER.unpack(
             self._take(_LOCAL_HEADER.size)
         )
-        raw_name = self._take(name_len)
-        extra = self._take(extra_len)
-        name = raw_name.decode("utf-8" if flags & _UTF8_FLAG else "cp437")
+        variable = self._take(name_len + extra_len)
+        name = variable[:name_len].decode("utf-8" if flags & _UTF8_FLAG else "cp437")
+        extra = variable[name_len:]
         if flags & _ENCRYPTED_FLAG:
             raise NotStreamable(f"{name}: encrypted")
         if method not in (STORED, DEFLATED):
             raise NotStreamable(f"{name}: compression method {method}")
         zip64 = False
-        while len(extra) >= 4:  # the ZIP64 field (0x0001) holds the sizes that did not fit
-            tag, length = struct.unpack("<HH", extra[:4])
-            body, extra = extra[4 : 4 + length], extra[4 + length :]
-            if tag == 1:
-                zip64 = True
-                values = list(struct.unpack(f"<{len(body) // 8}Q", body[: len(body) // 8 * 8]))
-                if size == _U32 and values:
-                    size = values.pop(0)
-                if csize == _U32 and values:
-                    csize = values.pop(0)
+        if extra:  # a ZIP64 field (0x0001) holds the sizes that did not fit
+            zip64, size, csize, _ = _zip64_sizes(extra, size, csize, 0)
         if flags & _DESCRIPTOR_FLAG:
             if method == STORED:
                 raise NotStreamable(f"{name}: stored with a data descriptor")
             return Entry(name, method, None, None, offset), zip64
         return Entry(name, method, csize, size, offset), zip64
 
-    def _data(self, entry: Entry, zip64: bool) -> Iterator[bytes]:
+    def _data(self, entry: Entry, zip64: bool) -> Iterator[memoryview | bytes]:
         if entry.compressed_size is not None:
             pieces = self._pieces(entry.compressed_size)
             if entry.method == STORED:
@@ -184,9 +219,9 @@ class StreamedZip:
         inflate = zlib.decompressobj(-15)
         csize = size = 0
         while not inflate.eof:
-            if not self._available() and not self._fill(1):
+            if self._pos == len(self._cur) and not self._ensure(1):
                 raise StreamError(f"{entry.name}: cut off inside the entry")
-            piece = self._take(min(self._available(), _PIECE))
+            piece = self._take(min(len(self._cur) - self._pos, _PIECE))
             try:
                 out = inflate.decompress(piece)
             except zlib.error as exc:
@@ -201,9 +236,9 @@ class StreamedZip:
 
     def _descriptor(self, entry: Entry, csize: int, size: int, zip64: bool) -> None:
         """Skip the data descriptor after a deflated entry, checking its sizes."""
-        if not self._fill(4):
+        if not self._ensure(4):
             raise StreamError(f"{entry.name}: cut off before its data descriptor")
-        if bytes(self._buf[self._pos : self._pos + 4]) == DESCRIPTOR:
+        if self._peek(4) == DESCRIPTOR:
             self._take(4)
         self._take(4)  # CRC-32: the caller checks each entry's md5 against the manifest instead
         wide = zip64 or csize >= _U32 or size >= _U32
@@ -211,3 +246,22 @@ class StreamedZip:
         got = struct.unpack(fmt, self._take(struct.calcsize(fmt)))
         if got != (csize, size):
             raise StreamError(f"{entry.name}: data descriptor says {got}, the data was {(csize, size)}")
+
+
+def _zip64_sizes(extra: bytes, size: int, csize: int, offset: int) -> tuple[bool, int, int, int]:
+    """(whether ``extra`` has a ZIP64 field (tag 0x0001), size, compressed size, offset), each
+    of the three that is 0xFFFFFFFF replaced by the field's value, in the order the format stores them."""
+    zip64 = False
+    while len(extra) >= 4:
+        tag, length = struct.unpack("<HH", extra[:4])
+        body, extra = extra[4 : 4 + length], extra[4 + length :]
+        if tag == 1:
+            zip64 = True
+            values = list(struct.unpack(f"<{len(body) // 8}Q", body[: len(body) // 8 * 8]))
+            if size == _U32 and values:
+                size = values.pop(0)
+            if csize == _U32 and values:
+                csize = values.pop(0)
+            if offset == _U32 and values:
+                offset = values.pop(0)
+    return zip64, size, csize, offset

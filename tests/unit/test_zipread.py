@@ -113,5 +113,82 @@ def test_check_stream_finds_what_check_entries_finds(tmp_path) -> None:
     assert sorted(checked.problems) == sorted(dicomzip.check_entries(path, expected))
     assert len(checked.problems) == 3
     assert dicomzip.same_directory(path, checked.layout) is None
+    assert checked.directory is not None  # read as it streamed past: the file is not read again
+    assert dicomzip.directory_problem(path, checked) is None
     moved = [(n, s, o + 1) for n, s, o in checked.layout]
     assert "central directory" in dicomzip.same_directory(path, moved)
+
+
+def zipfile_directory(body: bytes) -> list[tuple[str, int, int]]:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return [(i.filename, i.file_size, i.header_offset) for i in archive.infolist()]
+
+
+def read_directory(body: bytes, piece: int = 777) -> list[tuple[str, int, int]] | None:
+    archive = zipread.StreamedZip(body[i : i + piece] for i in range(0, len(body), piece))
+    for _entry, _data in archive.entries():
+        pass
+    listed = archive.directory()
+    assert archive.offset == len(body)
+    return listed
+
+
+@pytest.mark.parametrize("piece", [7, 777, 1 << 20])
+@pytest.mark.parametrize(
+    ("method", "seekable"),
+    [(zipfile.ZIP_STORED, True), (zipfile.ZIP_DEFLATED, True), (zipfile.ZIP_DEFLATED, False)],
+)
+def test_directory_as_it_streams_is_what_zipfile_reads(method: int, seekable: bool, piece: int) -> None:
+    body = make_zip(method, seekable=seekable)
+    assert read_directory(body, piece) == zipfile_directory(body)
+
+
+def test_directory_this_reader_does_not_vouch_for_is_none() -> None:
+    """A comment, data before the zip (zipfile shifts every offset by it) or ZIP64 end records:
+    None, and the caller reads the directory from the file."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("a.dcm", b"x" * 100)
+        archive.comment = b"made by hand"
+    assert read_directory(out.getvalue()) is None
+    body = make_zip(zipfile.ZIP_STORED)
+    with pytest.raises(zipread.StreamError, match="no entry header"):
+        read_directory(b"junk" + body)
+    zip64 = io.BytesIO()
+    with zipfile.ZipFile(zip64, "w") as archive:
+        archive.writestr("a.dcm", b"x" * 100)
+    zip64_end = patch_end_to_zip64(zip64.getvalue())
+    assert zipfile_directory(zip64_end) == zipfile_directory(zip64.getvalue())  # still a valid zip
+    assert read_directory(zip64_end) is None
+
+
+def patch_end_to_zip64(body: bytes) -> bytes:
+    """The same zip with ZIP64 end records (what a writer adds past 65,535 entries or 4 GB)."""
+    import struct
+
+    end = body.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<LL", body[end + 12 : end + 20])
+    n = struct.unpack("<H", body[end + 10 : end + 12])[0]
+    end64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1)
+    end_record = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, U32, U32, 0)
+    return body[:end] + end64 + locator + end_record
+
+
+U32 = 0xFFFFFFFF
+
+
+def test_directory_pointing_elsewhere_is_found_from_the_stream_and_from_the_file(tmp_path) -> None:
+    """A directory whose offsets differ from where the entries are: conversion would read bytes
+    nobody checked."""
+    body = bytearray(make_zip(zipfile.ZIP_STORED))
+    central = body.rindex(b"PK\x01\x02")
+    body[central + 42] ^= 1  # the last entry's local header offset, off by one
+    path = tmp_path / "scan.zip"
+    path.write_bytes(body)
+    expected = {dicomzip.entry_key(n): (len(d), hashlib.md5(d).hexdigest()) for n, d in FILES.items()}
+    checked = dicomzip.check_stream([bytes(body)], expected)
+    assert checked.problems == []
+    assert "central directory" in dicomzip.directory_problem(path, checked)
+    checked.directory = None  # as for a zip whose directory did not stream in a form zipread reads
+    assert "central directory" in dicomzip.directory_problem(path, checked)
