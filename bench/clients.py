@@ -89,15 +89,16 @@ def raw_get(
     env: dict[str, str],
     log: Path,
     unzip: bool = False,
+    md5: bool = False,
 ) -> measure.Run:
-    """Plain parallel GETs of ``paths`` over ``workers`` connections (bench/raw_get.py)."""
+    """Plain parallel GETs of ``paths`` over ``workers`` connections (bench/raw_get.py); ``md5``:
+    each body hashed as it streams."""
     dest.mkdir(parents=True, exist_ok=True)
     url_list = dest.parent / f"{dest.name}.urls.txt"
     url_list.write_text("".join(f"{p}\n" for p in paths))
     cmd = [sys.executable, "-m", "bench.raw_get", host, str(url_list), str(dest), str(workers)]
-    return measure.run(
-        cmd + (["--unzip"] if unzip else []), env=dict(env, PYTHONPATH=str(BENCH_DIR.parent)), log=log
-    )
+    cmd += (["--unzip"] if unzip else []) + (["--md5"] if md5 else [])
+    return measure.run(cmd, env=dict(env, PYTHONPATH=str(BENCH_DIR.parent)), log=log)
 
 
 def floor_archives(blobs: Path, cache: Path, parts: int) -> list[Path]:

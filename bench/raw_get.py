@@ -8,11 +8,17 @@ number of connections. Reads one URL path per line; credentials from XNAT_USER/X
 With ``--unzip`` each downloaded zip is then unpacked by the same worker (``zipfile.extractall``)
 and deleted: the least work that leaves the same files on disk as the workflow.
 
-    python -m bench.raw_get HOST URLS.txt DEST N [--unzip]
+With ``--md5`` each body's md5 is computed as it streams (hashlib, in the worker): the least work
+that also verifies every byte, as the workflow must (it hashes each entry, which is the same
+bytes but for the zip's headers).
+
+    python -m bench.raw_get HOST URLS.txt DEST N [--unzip] [--md5]
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sys
 import threading
@@ -32,13 +38,16 @@ def _session() -> requests.Session:
     return _local.session
 
 
-def fetch(host: str, path: str, target: Path) -> int:
-    """GET ``host + path`` into ``target``; the number of bytes."""
+def fetch(host: str, path: str, target: Path, md5: bool = False) -> int:
+    """GET ``host + path`` into ``target`` (``md5``: hashing it on the way); the number of bytes."""
     size = 0
+    digest = hashlib.md5() if md5 else None
     with _session().get(host + path, stream=True, timeout=600) as resp, open(target, "wb") as out:
         resp.raise_for_status()
         for chunk in resp.iter_content(1 << 20):
             out.write(chunk)
+            if digest is not None:
+                digest.update(chunk)
             size += len(chunk)
     return size
 
@@ -53,12 +62,12 @@ def fetch_unzip(host: str, path: str, target: Path) -> int:
     return size
 
 
-def main(host: str, url_list: str, dest: str, workers: int, unzip: bool = False) -> int:
+def main(host: str, url_list: str, dest: str, workers: int, unzip: bool = False, md5: bool = False) -> int:
     paths = [line.strip() for line in Path(url_list).read_text().splitlines() if line.strip()]
     Path(dest).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
         sizes = pool.map(
-            fetch_unzip if unzip else fetch,
+            fetch_unzip if unzip else functools.partial(fetch, md5=md5),
             [host] * len(paths),
             paths,
             [Path(dest) / str(i) for i in range(len(paths))],
@@ -67,5 +76,6 @@ def main(host: str, url_list: str, dest: str, workers: int, unzip: bool = False)
 
 
 if __name__ == "__main__":
-    total = main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), "--unzip" in sys.argv[5:])
+    host, url_list, dest, workers, *flags = sys.argv[1:]
+    total = main(host, url_list, dest, int(workers), "--unzip" in flags, "--md5" in flags)
     print(f"{total} bytes")

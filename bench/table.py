@@ -53,6 +53,8 @@ ROW_KEYS = (
     "zip.download_vs_limit",
     "zip.noop",
     "zip.download_ceiling",
+    "zip.limit_zip_md5",
+    "zip.download_ceiling_verified",
     "zip.md5",
     "zip.files_per_scan",
     "zip.dcm2niix",
@@ -78,6 +80,7 @@ DERIVED = frozenset(
         "pseudo.vs_floor",
         "zip.download_vs_limit",
         "zip.download_ceiling",
+        "zip.download_ceiling_verified",
         "zip.convert_floor",
         "zip.convert_vs_dcm2niix",
     }

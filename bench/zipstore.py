@@ -3,7 +3,8 @@ conversion from zips (unpacked in node-local temp space) against plain dcm2niix 
 folders, and the DICOM files it leaves per scan.
 
 Measured side by side in each repetition, on one copy of the study's server: the raw parallel GET
-of every scan's zip (``bench/raw_get.py``, the same connections as the workflow), the workflow's
+of every scan's zip (``bench/raw_get.py``, the same connections as the workflow), the same with
+each body's md5 computed as it streams (the verification the workflow cannot skip), the workflow's
 download stage with ``dicom.store: zip``, its convert stage (defaults: RAM for scans within
 ``dicom.ram_tmp_mb``, else ``dicom.local_tmp`` on this machine's disk, as ``$TMPDIR`` would be on a
 node), then the same zips unpacked and deleted again where the workflow unpacks them (the
@@ -38,6 +39,17 @@ def rows() -> list[Row]:
         Row(
             "zip.download_ceiling",
             "dicom.store zip: best raw/workflow a Snakemake stage reaches here: raw / (raw + fixed cost)",
+            "x",
+        ),
+        Row(
+            "zip.limit_zip_md5",
+            "dicom.store zip: raw limit verifying: parallel GET of each scan's zip, md5 as it streams",
+            "s",
+        ),
+        Row(
+            "zip.download_ceiling_verified",
+            "dicom.store zip: best raw/workflow a Snakemake stage that hashes every byte reaches here: "
+            "raw / (raw with md5 + fixed cost)",
             "x",
         ),
         Row(
@@ -91,6 +103,10 @@ def ratios(r: dict[str, Row]) -> None:
         r["zip.download_ceiling"].ratio = r["zip.limit_zip"].value / (
             r["zip.limit_zip"].value + r["zip.noop"].value
         )
+    if r["zip.noop"].samples and r["zip.limit_zip"].samples and r["zip.limit_zip_md5"].samples:
+        r["zip.download_ceiling_verified"].ratio = r["zip.limit_zip"].value / (
+            r["zip.limit_zip_md5"].value + r["zip.noop"].value
+        )
     if r["zip.unpack"].samples and r["zip.dcm2niix"].samples and r["zip.noop"].samples:
         cores = os.cpu_count() or 1
         least = r["zip.dcm2niix"].value + r["zip.unpack"].value / cores + r["zip.noop"].value
@@ -136,6 +152,11 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 srv.url, zips, ctx.max_connections, out / "zip", ctx.env, log / f"zip-limit-{rep}.log"
             )
             ctx.add("zip.limit_zip", limit.wall_s)
+            clients.remove(out / "zip")
+            md5_log = log / f"zip-limit-md5-{rep}.log"
+            conns = ctx.max_connections
+            verified = clients.raw_get(srv.url, zips, conns, out / "zip", ctx.env, md5_log, md5=True)
+            ctx.add("zip.limit_zip_md5", verified.wall_s)
             clients.remove(out / "zip")
             before = study.request_count(srv)
             ctx.add("zip.download", wf.stage("download_stage", f"zip-download-{rep}").wall_s)
