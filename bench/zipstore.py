@@ -4,7 +4,9 @@ folders, and the DICOM files it leaves per scan.
 
 Measured side by side in each repetition, on one copy of the study's server: the raw parallel GET
 of every scan's zip (``bench/raw_get.py``, the same connections as the workflow), the same with
-each body's md5 computed as it streams (the verification the workflow cannot skip), the workflow's
+each body's md5 computed as it streams (the verification the workflow cannot skip; the raw GETs
+go before the workflow in even repetitions, after it in odd ones, and every measurement starts
+after a ``sync``: the order and the last row's writeback are not billed to one side), the workflow's
 download stage with ``dicom.store: zip``, its convert stage (defaults: RAM for scans within
 ``dicom.ram_tmp_mb``, else ``dicom.local_tmp`` on this machine's disk, as ``$TMPDIR`` would be on a
 node), then the same zips unpacked and deleted again where the workflow unpacks them (the
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench import clients, study
+from bench.measure import settle
 from bench.table import Row
 from xnat_prep import dicomzip, manifest, paths
 
@@ -147,22 +150,26 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 f"/data/experiments/{r.session_id}/scans/{r.scan_id}/resources/{r.resource}/files?format=zip"
                 for r in scans
             ]
-            # raw limit first, then the workflow, in the same repetition
-            limit = clients.raw_get(
-                srv.url, zips, ctx.max_connections, out / "zip", ctx.env, log / f"zip-limit-{rep}.log"
-            )
-            ctx.add("zip.limit_zip", limit.wall_s)
-            clients.remove(out / "zip")
-            md5_log = log / f"zip-limit-md5-{rep}.log"
             conns = ctx.max_connections
-            verified = clients.raw_get(srv.url, zips, conns, out / "zip", ctx.env, md5_log, md5=True)
-            ctx.add("zip.limit_zip_md5", verified.wall_s)
-            clients.remove(out / "zip")
+
+            def raw(rep: int = rep, zips: list[str] = zips, conns: int = conns) -> None:
+                for key, md5 in (("zip.limit_zip", False), ("zip.limit_zip_md5", True)):
+                    name = f"{key.removeprefix('zip.').replace('_', '-')}-{rep}.log"
+                    got = clients.raw_get(srv.url, zips, conns, out / "zip", ctx.env, log / name, md5=md5)
+                    ctx.add(key, got.wall_s)
+                    clients.remove(out / "zip")
+
+            # the raw GETs and the workflow in the same repetition, first one then the other in turn
+            if rep % 2 == 0:
+                raw()
             before = study.request_count(srv)
             ctx.add("zip.download", wf.stage("download_stage", f"zip-download-{rep}").wall_s)
             n_requests = study.request_count(srv) - before
             ctx.add("zip.noop", wf.stage("download_stage", f"zip-download-noop-{rep}").wall_s)
+            if rep % 2 == 1:
+                raw()
             kept = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
+            settle()
             ctx.add("zip.md5", md5_time(kept))
             sessions = {(r.project, r.subject, r.session) for r in scans}
             per_scan, n_files = dicom_files_per_scan(wf.results, len(scans), len(sessions))
@@ -177,6 +184,7 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             if leftover:
                 ctx.rows["zip.convert"].note = f"{len(leftover)} unpacked folder(s) left in temp!"
             zipped = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
+            settle()
             started = time.perf_counter()
             for source in zipped:  # where and as the conversion unpacks, without dcm2niix
                 with dicomzip.dicom_folder(source, str(node)):
@@ -185,6 +193,7 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             roots = {dicomzip.unpack_root(z, str(node)) for z in zipped}
             ctx.rows["zip.unpack"].note = "in " + ", ".join(sorted(map(str, roots)))
             folders = []
+            settle()
             started = time.perf_counter()
             for i, (source, r) in enumerate(zip(zipped, scans, strict=True)):  # dcm2niix's input
                 folder = out / "unpacked" / str(i)

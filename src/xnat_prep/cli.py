@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from xnat_prep import __version__
 from xnat_prep.errors import UserError
+from xnat_prep.fsutil import remove_stale_parts
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger(args.command)
     with logging_to(args.log):
         try:
+            if getattr(args, "receipt", None):  # a step's receipt: its rule's output, one writer
+                # the temporary file of a receipt whose writer was killed mid-write (not final-looking,
+                # but litter beside the outputs); only this job writes that receipt
+                remove_stale_parts(args.receipt)
             return module.run(args) or 0
         except UserError as exc:
             # The user's to fix: one line in the log and on stderr (the terminal), no traceback.
