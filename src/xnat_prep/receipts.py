@@ -13,7 +13,6 @@ from typing import Any
 from xnat_prep.errors import UserError
 from xnat_prep.fsutil import atomic_write
 
-
 LONG_LIST = 100  # items: a list longer than this (a scan's 14,000 files) stays on one line
 
 
@@ -26,6 +25,8 @@ def dumps(data: dict[str, Any]) -> str:
     programs, not people) stays on one line."""
     lines = []
     for key, value in data.items():
+        if not isinstance(key, str):  # json.dumps would make it a string; "1: ..." is not JSON
+            raise TypeError(f"receipt keys are strings, not {key!r}")
         if isinstance(value, list) and 0 < len(value) <= LONG_LIST:
             items = ",\n    ".join(map(json.dumps, value))
             lines.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")

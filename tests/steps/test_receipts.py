@@ -95,3 +95,9 @@ def test_a_step_deletes_the_temporary_file_of_a_receipt_its_killed_run_left(tmp_
     assert cli.main([*argv, "--receipt", str(receipt)]) != 0
     assert not stale.exists()
     assert neighbour.exists() and not receipt.exists()
+
+
+def test_a_key_that_is_not_a_string_is_refused_not_written_as_invalid_json(tmp_path) -> None:
+    with pytest.raises(TypeError, match="strings"):
+        receipts.write(tmp_path / "r.json", {1: "x"})
+    assert list(tmp_path.iterdir()) == []
