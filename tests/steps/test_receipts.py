@@ -34,6 +34,7 @@ def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match=r"bad\.json"):
         receipts.read(bad)
 
+
 FILES = [{"path": f"a/{i}.dcm", "size": i, "md5": "0" * 32} for i in range(receipts.LONG_LIST + 1)]
 
 
