@@ -157,3 +157,22 @@ def test_bad_model_options(tmp_path: Path, args: list[str], message: str) -> Non
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_an_error_is_logged_before_its_status_line_goes_out(tmp_path: Path) -> None:
+    """A client raises on a 404's status line without reading its body, and a test counting
+    requests may read the log right then. At 200 bytes/s the body of the 404 takes a while: the
+    line must be in the log as soon as the status line arrives, not after the body."""
+    import socket
+
+    with running_server(tmp_path / "d", extra_args=["--conn-mb-s", "0.0002"]) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            basic = b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"  # admin:admin
+            sock.sendall(b"GET /data/projects/NOPE HTTP/1.1\r\nHost: x\r\n" + basic + b"\r\n")
+            status_line = b""
+            while not status_line.endswith(b"\r\n"):
+                status_line += sock.recv(1)
+            logged = [r for r in srv.requests() if r["path"] == "/data/projects/NOPE"]
+        assert status_line.split()[1] == b"404"
+        assert [r["status"] for r in logged] == [404]

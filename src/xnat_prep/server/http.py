@@ -302,7 +302,8 @@ class Handler(BaseHTTPRequestHandler):
         """Append this request's line to requests.jsonl (once).
 
         Called just before the last bytes of a response go out, so a client that has received a
-        whole response always finds its line in the log (tests count requests with it).
+        whole response always finds its line in the log (tests count requests with it); for an
+        error, before its first byte (``send_bytes``).
         """
         if self.logged:
             return
@@ -466,6 +467,15 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str = "text/plain",
         headers: dict[str, str] | None = None,
     ) -> None:
+        if status >= 400 and self.command != "HEAD" and body and not self.fault.truncate:
+            # a client acts on an error's status line without waiting for its body (a 404 raises
+            # at once): log first, or its next step may look for a line not written yet
+            self.status = status
+            self.bytes_out += len(body)
+            self.write_log()
+            self.start_response(status, content_type, len(body), headers)
+            self.write_paced(body)
+            return
         self.start_response(status, content_type, len(body), headers)
         if self.command == "HEAD" or not body:
             return
