@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 from xnat_prep import __version__
 from xnat_prep.errors import UserError
-from xnat_prep.fsutil import remove_stale_parts
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -111,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     with logging_to(args.log):
         try:
             if getattr(args, "receipt", None):  # a step's receipt: its rule's output, one writer
+                from xnat_prep.fsutil import remove_stale_parts  # (only steps pay for the import)
+
                 # the temporary file of a receipt whose writer was killed mid-write (not final-looking,
                 # but litter beside the outputs); only this job writes that receipt
                 remove_stale_parts(args.receipt)

@@ -464,8 +464,8 @@ def convert_session(
     }  # no path: the NIfTI tree of a pseudonymised run must not name the session
     if compress and gz_level != GZ_LEVEL:  # recorded only off the default: results made before it stay
         settings["gz_level"] = gz_level
-    for written in (receipt, out_dir / paths.CONVERT_SETTINGS_NAME):  # left by a job killed writing it
-        remove_stale_parts(written)
+    # left by a job killed writing it (the session receipt's, --receipt, the CLI deletes for every step)
+    remove_stale_parts(out_dir / paths.CONVERT_SETTINGS_NAME)
     settings_mtime = _settings_mtime(out_dir / paths.CONVERT_SETTINGS_NAME, settings)
     results: dict[str, dict[str, Any]] = {}
     interrupted: list[str] = []

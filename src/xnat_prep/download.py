@@ -154,7 +154,6 @@ def download_session(
 
     # Largest scans first: the session ends when its longest chain of transfers does.
     order = sorted(range(len(scans)), key=lambda i: -_scan_bytes(files, scans[i]))
-    remove_stale_parts(receipt)
     log.info("session %s: %d scans, %d at a time", session_id, len(scans), connections)
     try:
         if workers == 1:
@@ -326,7 +325,8 @@ def _plan(
     listed = _listed(targets)
     plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic(), store)
     plan.zip_part.unlink(missing_ok=True)  # a crashed run's
-    remove_stale_parts(receipt)  # a receipt's temporary file, if the run was killed writing it
+    remove_stale_parts(receipt)  # the scan receipt's temporary file, if a run was killed writing it
+    # (the session receipt's, --receipt, the CLI deletes for every step)
     if store == "zip":
         plan.done = _done_zip(plan)
         if plan.done is None:

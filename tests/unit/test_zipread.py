@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import zipfile
 
 import pytest
@@ -144,8 +145,8 @@ def test_directory_as_it_streams_is_what_zipfile_reads(method: int, seekable: bo
 
 
 def test_directory_this_reader_does_not_vouch_for_is_none() -> None:
-    """A comment, data before the zip (zipfile shifts every offset by it) or ZIP64 end records:
-    None, and the caller reads the directory from the file."""
+    """A comment or ZIP64 end records: None, and the caller reads the directory from the file.
+    Data before the zip (zipfile would shift every offset by it) is not even read as entries."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("a.dcm", b"x" * 100)
@@ -164,18 +165,13 @@ def test_directory_this_reader_does_not_vouch_for_is_none() -> None:
 
 def patch_end_to_zip64(body: bytes) -> bytes:
     """The same zip with ZIP64 end records (what a writer adds past 65,535 entries or 4 GB)."""
-    import struct
-
     end = body.rindex(b"PK\x05\x06")
     cd_size, cd_offset = struct.unpack("<LL", body[end + 12 : end + 20])
     n = struct.unpack("<H", body[end + 10 : end + 12])[0]
     end64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_offset)
     locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1)
-    end_record = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, U32, U32, 0)
+    end_record = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
     return body[:end] + end64 + locator + end_record
-
-
-U32 = 0xFFFFFFFF
 
 
 def test_directory_pointing_elsewhere_is_found_from_the_stream_and_from_the_file(tmp_path) -> None:

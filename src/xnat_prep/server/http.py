@@ -301,9 +301,9 @@ class Handler(BaseHTTPRequestHandler):
     def write_log(self) -> None:
         """Append this request's line to requests.jsonl (once).
 
-        Called just before the last bytes of a response go out, so a client that has received a
-        whole response always finds its line in the log (tests count requests with it); for an
-        error, before its first byte (``send_bytes``).
+        Called just before the last bytes of a streamed response go out, and before any byte of
+        one held in memory (``send_bytes``), so a client that has received a whole response, or
+        acted on its status line, always finds its line in the log (tests count requests with it).
         """
         if self.logged:
             return
@@ -467,24 +467,17 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str = "text/plain",
         headers: dict[str, str] | None = None,
     ) -> None:
-        if status >= 400 and self.command != "HEAD" and body and not self.fault.truncate:
-            # a client acts on an error's status line without waiting for its body (a 404 raises
-            # at once): log first, or its next step may look for a line not written yet
-            self.status = status
-            self.bytes_out += len(body)
-            self.write_log()
-            self.start_response(status, content_type, len(body), headers)
-            self.write_paced(body)
-            return
-        self.start_response(status, content_type, len(body), headers)
-        if self.command == "HEAD" or not body:
-            return
-        if self.fault.truncate:
-            body = body[: len(body) // 2]
+        """A body held in memory. Its request is logged before any byte goes out (``write_log``):
+        a client may act on the status line alone (a 404 raises at once, its body unread)."""
+        sent = b"" if self.command == "HEAD" else body
+        if self.fault.truncate and sent:
+            sent = sent[: len(sent) // 2]
             self.close_connection = True
-        self.write_paced(body[:-1])
-        self.bytes_out += len(body) - 1
-        self.send_last(body[-1:])
+        self.status = status
+        self.bytes_out += len(sent)
+        self.write_log()
+        self.start_response(status, content_type, len(body), headers)
+        self.write_paced(sent)
 
     def send_text(
         self,
