@@ -9,18 +9,16 @@ schema), defaults from the schema are filled in, and the files the config names 
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from xnat_prep import dicomzip
+from xnat_prep import dicomzip, schemas
 from xnat_prep.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,10 +45,9 @@ PATTERN_HINTS = {
 }
 
 
-@functools.cache
 def schema() -> dict:
     """The config schema (parsed once per process)."""
-    return yaml.safe_load(resources.files("xnat_prep").joinpath(SCHEMA).read_text(encoding="utf-8"))
+    return schemas.load(SCHEMA)
 
 
 def _with_defaults(validator_class: Any) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
-from xnat_prep import config
+from xnat_prep import config, schemas
 from xnat_prep.errors import UserError
 
 
@@ -34,6 +36,13 @@ def walk(schema: dict, where: str = ""):
         yield from walk(sub, f"{where}.{name}" if where else name)
     if isinstance(schema.get("items"), dict):
         yield from walk(schema["items"], f"{where}[]")
+
+
+@pytest.mark.parametrize("name", [config.SCHEMA, "schemas/bids.schema.yaml"])
+def test_packaged_schemas_parse_as_the_pure_python_loader_reads_them(name: str) -> None:
+    # schemas.load takes libyaml's C loader for speed: it must not read our files differently
+    text = resources.files("xnat_prep").joinpath(name).read_text(encoding="utf-8")
+    assert schemas.load(name) == yaml.load(text, Loader=yaml.SafeLoader)
 
 
 def test_schema_every_object_closed_every_key_documented() -> None:

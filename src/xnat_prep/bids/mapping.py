@@ -8,16 +8,15 @@ reports a scan that matches a second one. Patterns are shell-style globs on the 
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from xnat_prep import schemas
 from xnat_prep.errors import UserError
 
 SCHEMA = "schemas/bids.schema.yaml"
@@ -26,9 +25,8 @@ ENTITY_ORDER = ("task", "acq", "ce", "rec", "dir", "run", "echo", "flip", "inv",
 _TEMPLATE = re.compile(r"^\{(series_description|scan_type|sidecar):(.*)\}$")
 
 
-@functools.cache
 def schema() -> dict:
-    return yaml.safe_load(resources.files("xnat_prep").joinpath(SCHEMA).read_text(encoding="utf-8"))
+    return schemas.load(SCHEMA)
 
 
 def compile_pattern(pattern: str, where: str) -> re.Pattern[str]:
