@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from xnat_prep import __version__
+from xnat_prep import __version__, slots
 from xnat_prep.errors import UserError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(module_name(args.command))
+    slots.join()  # a workflow job shares the run's XNAT connection slots (none outside a run)
     log = logging.getLogger(args.command)
     with logging_to(args.log):
         try:

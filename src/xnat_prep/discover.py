@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from xnat_prep import manifest, paths
+from xnat_prep import manifest, paths, slots
 from xnat_prep.credentials import Credentials
 from xnat_prep.credentials import resolve as resolve_credentials
 from xnat_prep.manifest import (
@@ -444,6 +444,7 @@ def run_discovery(
     def connect() -> Client:
         return Client(connection, creds, retry=retry)
 
+    slots.need(max_connections)  # a workflow job takes them all at its first request (it runs alone)
     cache_tsv = Path(output_root) / paths.DICOM_TSV
     cache: dict[tuple[str, str], dict[str, str]] = {}
     for row in manifest.read_dicom(cache_tsv):

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
-from xnat_prep import __version__, dicomzip, paths, receipts, zipread
+from xnat_prep import __version__, dicomzip, paths, receipts, slots, zipread
 from xnat_prep import credentials as creds_mod
 from xnat_prep.errors import UserError
 from xnat_prep.fsutil import remove_stale_parts
@@ -137,6 +137,7 @@ def download_session(
     started = time.monotonic()
     dest = paths.outputs_of(receipt)
     connections = max(1, min(parallel, len(scans)))
+    slots.need(connections)  # a workflow job takes its connection slots at its first request
     pool = _Connections([Session(connection, credentials, retry=retry) for _ in range(connections)])
     workers = connections  # a zip streams into its files on its connection: nothing left to overlap
     results: list[dict[str, Any] | str | None] = [None] * len(scans)

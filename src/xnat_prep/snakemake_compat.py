@@ -149,10 +149,20 @@ def shared_resource(workflow: Any, name: str, value: int) -> None:
     env = CAP_ENV.format(name.upper())
     if is_main_process(workflow):
         default_resource(workflow, name, value)
-        limit = workflow.global_resources[name]
-        os.environ[env] = str(getattr(limit, "value", limit))  # a Resource in Snakemake 9
+        os.environ[env] = str(resource_limit(workflow, name))
     else:
         default_resource(workflow, name, int(os.environ.get(env) or value))
+
+
+def resource_limit(workflow: Any, name: str) -> int:
+    """A global resource's limit as a number."""
+    limit = workflow.global_resources[name]
+    return int(getattr(limit, "value", limit))  # a Resource in Snakemake 9
+
+
+def set_resource_limit(workflow: Any, name: str, value: int) -> None:
+    """Change a global resource's limit (after ``shared_resource``: the jobs keep its value)."""
+    workflow.global_resources[name] = value
 
 
 def report_requested(workflow: Any, full_run_targets: Iterable[str]) -> bool:

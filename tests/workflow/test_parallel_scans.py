@@ -62,8 +62,9 @@ def zip_overlaps(log: list[dict]) -> dict[str, int]:
 def test_cap_holds_with_parallel_sessions_and_scans(three_sessions: Study, tmp_path: Path) -> None:
     """3 sessions x 4 scans, k = 2, cap 4, each zip answered after 1.5 s: two sessions at a time,
     two scans each; the server's count of connections and of requests in flight reaches 4 and
-    never exceeds it (a job holding 1 unit for its 2 connections would make it 6); k = 1 gives
-    the same files and receipts (bar timings)."""
+    never exceeds it (a job holding 1 unit for its 2 connections would make it 6), though the
+    third job starts beside them and waits for its slots; k = 1 gives the same files and
+    receipts (bar timings)."""
     study = three_sessions
     study.faults(f"latency_ms=1500,path={ZIP_PATH}$")
     try:
@@ -86,6 +87,11 @@ def test_cap_holds_with_parallel_sessions_and_scans(three_sessions: Study, tmp_p
     # scans of one session side by side (the log's end times are whole seconds: at least 2)
     assert max(zip_overlaps(result.requests).values()) >= 2
     assert "--parallel 2" in result.output  # printshellcmds: the job got its units
+    # the third session's job started beside the first two (Snakemake's limit is twice the cap
+    # with the slot pool) and waited for its connection slots, ready to send: the cap held above
+    logs = [p.read_text() for p in (tmp_path / "k2" / "logs" / "download_session").rglob("*.log")]
+    assert len(logs) == 3
+    assert sum("XNAT connection slot(s)" in text for text in logs) >= 1, logs
     _, serial = runs[1]
     assert serial["max_in_flight"] <= 4
     # same files and receipts with k = 1

@@ -10,7 +10,7 @@ import sys
 import time
 
 from xnat_prep import config as xnat_config
-from xnat_prep import manifest, paths, run, snakemake_compat
+from xnat_prep import manifest, paths, run, slots, snakemake_compat
 from xnat_prep.errors import UserError
 from xnat_prep.importing import sheet as import_sheet
 
@@ -36,6 +36,24 @@ snakemake_compat.idempotent_group_components()  # acts only with --group-compone
 # the connections across all jobs, also cluster jobs (`--resources xnat_api=N` overrides it).
 # A download job holds k units and opens k connections (get_download_slots).
 snakemake_compat.shared_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
+NETWORK_CAP = snakemake_compat.resource_limit(workflow, "xnat_api")
+# When those jobs run on this host, their connections hold the cap themselves: N slots shared
+# through flock (xnat_prep.slots), taken at a job's first request. Snakemake may then start jobs
+# for 2N units, so the next jobs have started and wait, ready, while the running ones transfer:
+# no connection idles while a job starts. Cluster jobs on nodes keep Snakemake's cap alone.
+POOL = None
+if snakemake_compat.is_main_process(workflow):
+    POOL = slots.plan_pool(
+        os.getcwd(),
+        os.environ[xnat_config.HOST_ENV],  # as export_for_jobs set it for the jobs
+        NETWORK_CAP,
+        wanted=slots.connection_pool_wanted(
+            snakemake_compat.cluster_executor(workflow),
+            config["cluster"]["network_on_submit_host"],
+        ),
+    )
+    if POOL:
+        snakemake_compat.set_resource_limit(workflow, "xnat_api", 2 * NETWORK_CAP)
 
 ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
 try:
@@ -146,11 +164,10 @@ def session_rows(wildcards):
 
 def get_download_slots(wildcards):
     """The download job's units of the xnat_api cap: one per scan in flight, at most
-    xnat.scans_in_parallel (auto: the cap shared out over the sessions) and the session's scans."""
-    k = xnat_config.scans_in_parallel(
-        config["xnat"]["scans_in_parallel"], config["xnat"]["max_connections"], len(get_sessions())
-    )
-    return max(1, min(k, len(session_rows(wildcards))))
+    xnat.scans_in_parallel (auto: the cap shared out over the sessions), the session's scans and
+    the cap (Snakemake's limit is twice the cap with the slot pool)."""
+    k = xnat_config.scans_in_parallel(config["xnat"]["scans_in_parallel"], NETWORK_CAP, len(get_sessions()))
+    return max(1, min(k, len(session_rows(wildcards)), NETWORK_CAP))
 
 
 def get_session_scan_tasks(wildcards):
@@ -262,6 +279,8 @@ def start_run():
     Ctrl-C cannot stop this head."""
     global RUN
     try:
+        if POOL:
+            POOL.create()
         RUN = run.start(config)
     except UserError as error:
         stop(error)

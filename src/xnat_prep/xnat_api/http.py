@@ -45,6 +45,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from xnat_prep import credentials as creds_mod
+from xnat_prep import slots
 from xnat_prep.config import DOWN_FILE_ENV
 from xnat_prep.errors import UserError
 
@@ -343,6 +344,7 @@ class Session:
         relogin: bool = True,
     ) -> requests.Response:
         """One request (Basic auth or the session cookie); a 401 on the cookie logs in again."""
+        slots.before_request(self.host)  # a workflow job's first request waits for its connection slots
         cookie = self._jsession
         all_headers = dict(headers or {})
         if cookie:
