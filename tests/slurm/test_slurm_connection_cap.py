@@ -1,7 +1,8 @@
 """The XNAT connection cap on a real Slurm cluster, with the download jobs on the compute node
-(cluster.network_on_submit_host: false) and k = 2 scans at once per session: the server's own
-count of requests in flight never exceeds the cap, also when `--resources xnat_api=N` lowers it
-below k on the command line (which only the main Snakemake process sees)."""
+(cluster.network_on_submit_host: false) or on the head (true: the slot pool), and k = 2 scans at
+once per session: the server's own count of requests in flight never exceeds the cap, also when
+`--resources xnat_api=N` lowers it below k on the command line (which only the main Snakemake
+process sees)."""
 
 from __future__ import annotations
 
@@ -41,15 +42,18 @@ def admin(demo: Demo, method: str, path: str, **kwargs) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("extra", "cap", "k_seen"),
+    ("extra", "cap", "k_seen", "on_head"),
     [
-        ((), 3, 2),
+        ((), 3, 2, False),
+        # the network jobs on the head (network_on_submit_host): their connections hold the cap
+        # through the slot pool, and Snakemake's limit is twice the cap
+        ((), 3, 2, True),
         # the override reaching cluster jobs: ~2 min more of real Slurm, so with --full only (CI <= 30 min)
-        pytest.param(("--resources", "xnat_api=1"), 1, 1, marks=pytest.mark.full_only),
+        pytest.param(("--resources", "xnat_api=1"), 1, 1, False, marks=pytest.mark.full_only),
     ],
 )
 def test_cap_holds_for_parallel_scans_in_cluster_jobs(
-    two_sessions: Demo, tmp_path: Path, extra: tuple[str, ...], cap: int, k_seen: int
+    two_sessions: Demo, tmp_path: Path, extra: tuple[str, ...], cap: int, k_seen: int, on_head: bool
 ) -> None:
     """Each zip answered after 2 s, so a job's scans overlap when it runs them side by side."""
     demo = two_sessions
@@ -58,6 +62,7 @@ def test_cap_holds_for_parallel_scans_in_cluster_jobs(
         xnat={"host": demo.server.url, "max_connections": 3, "scans_in_parallel": 2, "alias_token": True},
         upload={"enabled": False},
         custom_variables={"enabled": False},
+        cluster={"network_on_submit_host": on_head},
     )
     write_config(workdir, config)
     admin(demo, "PUT", "/xapi/xnatprep/faults", json={"spec": f"latency_ms=2000,path={ZIP_PATH}$"})
@@ -82,3 +87,11 @@ def test_cap_holds_for_parallel_scans_in_cluster_jobs(
     assert len(zips) >= 8
     if k_seen > 1:
         assert stats["max_in_flight"] >= 2  # a job's scans went side by side
+    waited = [
+        p.name
+        for p in (workdir / "logs" / "download_session").rglob("*.log")
+        if "XNAT connection slot(s)" in p.read_text()
+    ]
+    # on the head the second session's job (2 units, 1 slot left of 3) started beside the first
+    # and waited for its slots; on the nodes Snakemake's cap alone holds it back: no pool
+    assert bool(waited) == on_head, waited
