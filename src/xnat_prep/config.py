@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from xnat_prep import dicomzip, schemas
+from xnat_prep import dicomzip, schemas, slots
 from xnat_prep.errors import UserError
 
 if TYPE_CHECKING:
@@ -237,6 +237,7 @@ def export_for_jobs(
     if key_file:  # a path, never the key: the pseudonymise jobs read the key from it
         environ["XNAT_PREP_PSEUDO_KEY_FILE"] = os.path.abspath(key_file)
     environ[MAX_CONNECTIONS_ENV] = str(config["xnat"]["max_connections"])
+    environ.pop(slots.ENV, None)  # an outer run's; this run names its own at its start (run.start)
     environ[DOWN_FILE_ENV] = os.path.abspath(DOWN_FILE)
     environ.pop(LOCAL_TMP_ENV, None)
     if config["dicom"]["local_tmp"]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnat_prep import config as config_mod
-from xnat_prep import credentials, manifest, paths, report
+from xnat_prep import credentials, manifest, paths, report, slots
 from xnat_prep.errors import UserError
 from xnat_prep.xnat_api import Client, Connection
 
@@ -27,6 +27,7 @@ class RunState:
 
     connection: Connection | None = None
     token: credentials.Credentials | None = None
+    pool: slots.Pool | None = None  # the jobs' XNAT connection slots, when they run on this host
 
 
 @dataclass
@@ -37,11 +38,16 @@ class Outcome:
     exit_code: int = 0
 
 
-def start(config: Mapping, environ: MutableMapping[str, str] = os.environ) -> RunState:
-    """Check that credentials are there; mint the run's alias token if the config asks."""
+def start(
+    config: Mapping, environ: MutableMapping[str, str] = os.environ, *, pool_size: int | None = None
+) -> RunState:
+    """Check that credentials are there; open the jobs' pool of ``pool_size`` connection slots
+    if given (jobs on this host: ``slots``); mint the run's alias token if the config asks."""
     connection = config_mod.connection(config)
     creds = credentials.resolve(connection.host)
     state = RunState(connection)
+    if pool_size:
+        state.pool = slots.open_pool(os.getcwd(), connection.host, pool_size, environ)
     if environ.get(config_mod.DOWN_FILE_ENV):  # XNAT found down by an earlier run: try it again
         Path(environ[config_mod.DOWN_FILE_ENV]).unlink(missing_ok=True)
     if config["xnat"]["alias_token"]:

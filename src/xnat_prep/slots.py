@@ -14,7 +14,9 @@ releases a killed job's slots, and the locks are never inherited by a job's chil
 A process takes all the slots it needs at once, under the folder's ``lock`` (one taker at a
 time, holders never wait), so two jobs that need several slots never each hold some and wait for
 the rest. Only the jobs on this host can share the pool; a run whose network jobs go to cluster
-nodes keeps Snakemake's cap alone (``connection_pool_wanted``).
+nodes keeps Snakemake's cap alone (``connection_pool_wanted``). The run opens its pool at its
+start, once Snakemake knows where the jobs will run (``run.start``; not at parse time, not in a
+dry run).
 
 A process joins the pool only when told to (``join``: the ``xnat-prep`` command line, which the
 workflow's jobs run): the Snakemake process itself, which also talks to XNAT (an alias token
@@ -127,15 +129,13 @@ def connection_pool_wanted(cluster_executor: bool, network_on_submit_host: bool)
     return not cluster_executor or network_on_submit_host
 
 
-def plan_pool(
-    workdir: str | Path, host: str, size: int, *, wanted: bool, environ: MutableMapping[str, str] = os.environ
-) -> Pool | None:
-    """The run's pool of ``size`` slots, named in the environment its jobs inherit (nothing is
-    written: ``Pool.create`` before the first job); None, and no pool, when not ``wanted``."""
-    environ.pop(ENV, None)
-    if not wanted:
-        return None
+def open_pool(
+    workdir: str | Path, host: str, size: int, environ: MutableMapping[str, str] = os.environ
+) -> Pool:
+    """The run's pool of ``size`` slots, made and named in the environment its jobs inherit
+    (UserError naming the folder if it cannot be kept)."""
     pool = Pool(folder_for(workdir, host), size)
+    pool.create()
     environ[ENV] = f"{pool.size}:{pool.folder}"
     return pool
 

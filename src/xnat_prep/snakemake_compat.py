@@ -160,9 +160,23 @@ def resource_limit(workflow: Any, name: str) -> int:
     return int(getattr(limit, "value", limit))  # a Resource in Snakemake 9
 
 
-def set_resource_limit(workflow: Any, name: str, value: int) -> None:
-    """Change a global resource's limit (after ``shared_resource``: the jobs keep its value)."""
-    workflow.global_resources[name] = value
+def raise_scheduler_limit(workflow: Any, name: str, value: int) -> bool:
+    """Raise a global resource's limit for the scheduler of a run that is starting (``onstart``:
+    the executor is known only then, and the scheduler already copied the limits); False, and
+    the limit unchanged, where the scheduler is not as expected (a safe default: the lower limit).
+
+    Snakemake 9's ``JobScheduler`` keeps ``global_resources`` and the ``resources`` still free;
+    no job has been selected before ``onstart``, so both move by the same amount."""
+    scheduler = getattr(workflow, "scheduler", None)
+    limits = getattr(scheduler, "global_resources", None)
+    free = getattr(scheduler, "resources", None)
+    if not isinstance(limits, dict) or not isinstance(free, dict) or not isinstance(limits.get(name), int):
+        return False
+    if free.get(name) != limits[name] or value <= limits[name]:
+        return False
+    free[name] += value - limits[name]
+    limits[name] = value
+    return True
 
 
 def report_requested(workflow: Any, full_run_targets: Iterable[str]) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from xnat_prep import config, manifest, paths, report, run
+from xnat_prep import config, manifest, paths, report, run, slots
 from xnat_prep.errors import UserError
 from xnat_prep.manifest import ErrorRow, ScanRow
 
@@ -42,6 +42,20 @@ def test_alias_token_for_the_run_then_revoked(tmp_path, xnat_server_session, mon
     outcome = run.finish(cfg, state, succeeded=False, full_run=True)
     assert outcome.exit_code == 0 and outcome.lines == []
     assert requests.get(f"{xnat_server_session.url}/data/projects", auth=token, timeout=10).status_code == 401
+
+
+def test_start_opens_the_jobs_connection_slots_and_holds_none_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNAT_USER", "admin")
+    monkeypatch.setenv("XNAT_PASS", "admin")
+    monkeypatch.chdir(tmp_path)
+    cfg = settings(tmp_path, "http://127.0.0.1:9", False)
+    environ: dict[str, str] = {}
+    assert run.start(cfg, environ).pool is None and slots.ENV not in environ  # jobs on cluster nodes
+    state = run.start(cfg, environ, pool_size=3)
+    assert state.pool is not None and environ[slots.ENV] == f"3:{state.pool.folder}"
+    assert state.pool.held == 0  # the Snakemake process never takes a slot (its token requests)
+    state.pool.take(3)  # all 3 free for the jobs
+    state.pool.release()
 
 
 def write_run(root: Path, *, converted: bool, error: bool) -> None:

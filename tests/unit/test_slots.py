@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -139,13 +140,17 @@ def test_the_pool_folder_is_private(pool: slots.Pool) -> None:
     assert pool.folder.stat().st_mode & 0o777 == 0o700
 
 
-def test_plan_pool_names_it_for_the_jobs_only_when_wanted(tmp_path: Path) -> None:
-    environ = {slots.ENV: "stale"}
-    assert slots.plan_pool(tmp_path, "https://x.org", 3, wanted=False, environ=environ) is None
-    assert slots.ENV not in environ  # a nested run does not inherit an outer run's pool
-    made = slots.plan_pool(tmp_path, "https://x.org", 3, wanted=True, environ=environ)
-    assert made is not None and environ[slots.ENV] == f"3:{made.folder}"
-    assert not made.folder.exists()  # nothing written before the run starts (a dry run)
+def test_open_pool_makes_it_and_names_it_for_the_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    environ: dict[str, str] = {}
+    made = slots.open_pool(tmp_path / "run", "https://x.org", 3, environ=environ)
+    assert environ[slots.ENV] == f"3:{made.folder}"
+    assert made.folder.is_relative_to(tmp_path / "tmp")  # $TMPDIR: node-local, not the shared workdir
+    assert sorted(p.name for p in made.folder.iterdir()) == ["lock", "slot-0", "slot-1", "slot-2"]
     other = slots.folder_for(tmp_path / "elsewhere", "https://x.org")
     assert other != made.folder  # one pool per working directory and server
     assert slots.connection_pool_wanted(cluster_executor=False, network_on_submit_host=False)

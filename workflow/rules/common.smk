@@ -37,23 +37,6 @@ snakemake_compat.idempotent_group_components()  # acts only with --group-compone
 # A download job holds k units and opens k connections (get_download_slots).
 snakemake_compat.shared_resource(workflow, "xnat_api", config["xnat"]["max_connections"])
 NETWORK_CAP = snakemake_compat.resource_limit(workflow, "xnat_api")
-# When those jobs run on this host, their connections hold the cap themselves: N slots shared
-# through flock (xnat_prep.slots), taken at a job's first request. Snakemake may then start jobs
-# for 2N units, so the next jobs have started and wait, ready, while the running ones transfer:
-# no connection idles while a job starts. Cluster jobs on nodes keep Snakemake's cap alone.
-POOL = None
-if snakemake_compat.is_main_process(workflow):
-    POOL = slots.plan_pool(
-        os.getcwd(),
-        os.environ[xnat_config.HOST_ENV],  # as export_for_jobs set it for the jobs
-        NETWORK_CAP,
-        wanted=slots.connection_pool_wanted(
-            snakemake_compat.cluster_executor(workflow),
-            config["cluster"]["network_on_submit_host"],
-        ),
-    )
-    if POOL:
-        snakemake_compat.set_resource_limit(workflow, "xnat_api", 2 * NETWORK_CAP)
 
 ROOT = os.path.normpath(config["output_root"])  # "results/" and "./results" name one place
 try:
@@ -275,15 +258,21 @@ RUN = run.RunState()
 
 
 def start_run():
-    """Before the first job: credentials are there; the run's alias token, if asked; a warning if
-    Ctrl-C cannot stop this head."""
+    """Before the first job: credentials are there; the connection-slot pool; the run's alias
+    token, if asked; a warning if Ctrl-C cannot stop this head."""
     global RUN
+    # When the jobs that talk to XNAT run on this host, their connections hold the cap
+    # themselves: N slots shared through flock (xnat_prep.slots), taken at a job's first request.
+    # Snakemake may then start jobs for 2N units, so the next jobs have started and wait, ready,
+    # while the running ones transfer: no connection idles while a job starts. Jobs on cluster
+    # nodes keep Snakemake's cap alone. Decided here: only now does Snakemake know the executor.
+    local = slots.connection_pool_wanted(snakemake_compat.cluster_executor(workflow), NETWORK_LOCAL)
     try:
-        if POOL:
-            POOL.create()
-        RUN = run.start(config)
+        RUN = run.start(config, pool_size=NETWORK_CAP if local else None)
     except UserError as error:
         stop(error)
+    if RUN.pool:
+        snakemake_compat.raise_scheduler_limit(workflow, "xnat_api", 2 * NETWORK_CAP)
     warning = run.interrupt_warning(snakemake_compat.cluster_executor(workflow))
     if warning:
         print(warning, file=sys.stderr)
