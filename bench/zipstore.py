@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -210,5 +211,9 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 folders.append((folder, f"{paths.safe_component(r.session)}_{r.scan}"))
             ctx.add("zip.unpack_disk", time.perf_counter() - started)
             ctx.add("zip.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores))
+            # the jobs' logs stay (timelines: when each job started, got its slots, ended)
+            shutil.copytree(wf.workdir / "logs", log / f"zipstore-{rep}", dirs_exist_ok=True)
+            for name in ("zip-download", "zip-download-noop", "zip-convert"):
+                shutil.copy2(wf.workdir / f"bench-{name}-{rep}.log", log / f"zipstore-{rep}")
             clients.remove(out, wf.workdir, node)
     clients.remove(data)

@@ -450,6 +450,7 @@ def run_discovery(
     for row in manifest.read_dicom(cache_tsv):
         cache.setdefault((row.session_id, row.scan_id), {})[row.keyword] = row.value
     result = discover(connect, subjects, selection, max_connections, cache)
+    slots.release()  # the requests are over: writing a large manifest needs no connection
     write(output_root, result)
     if selection.dicom:
         rows = [

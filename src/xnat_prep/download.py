@@ -166,6 +166,7 @@ def download_session(
                     future.result()  # re-raises anything but a scan's own failure
     finally:
         pool.close()
+        slots.release()  # a waiting job starts now, not after this one's receipts and exit
     requests_made = pool.requests
     done = [r for r in results if isinstance(r, dict)]
     failed = [r for r in results if isinstance(r, str)]

@@ -153,9 +153,12 @@ def join(environ: Mapping[str, str] = os.environ) -> None:
     global _member, _units
     value = environ.get(ENV, "")
     size, _, folder = value.partition(":")
-    host = environ.get("XNAT_HOST", "").rstrip("/")  # config.HOST_ENV, not imported: see cli
+    # config.HOST_ENV, by name: the command line imports this module for every command, and
+    # config would cost them its imports
+    host = environ.get("XNAT_HOST", "").rstrip("/")
     _units = 1
-    _member = (Pool(Path(folder), int(size)), host) if size.isdigit() and folder and host else None
+    named = size.isdigit() and int(size) > 0 and folder and host
+    _member = (Pool(Path(folder), int(size)), host) if named else None
 
 
 def need(units: int) -> None:
@@ -181,6 +184,15 @@ def before_request(host: str) -> None:
             log.info(
                 "waited %.1f s for %d of the run's %d XNAT connection slot(s)", waited, pool.held, pool.size
             )
+
+
+def release() -> None:
+    """Give this process's slots back early: its requests are over, what is left is local (its
+    receipts, the interpreter's exit); a later request would take them again."""
+    member = _member
+    if member is not None:
+        with _lock:
+            member[0].release()
 
 
 def leave() -> None:

@@ -170,13 +170,20 @@ def test_a_joined_process_takes_its_slots_at_its_first_request_to_the_run_server
         slots.before_request("https://xnat.example.org")
         assert probe_held(pool) == 2
         slots.before_request("https://xnat.example.org")  # held: no second take
+        assert probe_held(pool) == 2
+        slots.release()  # the requests are over
+        assert not probe_held(pool)
+        slots.before_request("https://xnat.example.org")  # one more after all: taken again
+        assert probe_held(pool) == 2
     finally:
         slots.leave()
     assert not probe_held(pool)
 
 
-def test_a_process_that_did_not_join_takes_nothing(pool: slots.Pool) -> None:
-    slots.join({"XNAT_HOST": "https://xnat.example.org"})  # no pool named: not a workflow job
+@pytest.mark.parametrize("value", ["", "0:{folder}", "x:{folder}", "2:"])
+def test_a_process_that_did_not_join_takes_nothing(pool: slots.Pool, value: str) -> None:
+    # no pool named (not a workflow job), or not one that can be used
+    slots.join({"XNAT_HOST": "https://xnat.example.org", slots.ENV: value.format(folder=pool.folder)})
     slots.before_request("https://xnat.example.org")
     assert not probe_held(pool)
 
