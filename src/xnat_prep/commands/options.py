@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xnat_prep import config as config_mod
 from xnat_prep.errors import UserError
-from xnat_prep.xnat_api import Connection
+
+if TYPE_CHECKING:  # imported where a connection is made: requests costs every other job ~0.1 s
+    from xnat_prep.xnat_api import Connection
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -36,6 +38,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser | argparse._Argumen
 
 def connection(args: argparse.Namespace) -> Connection:
     """The server and its TLS settings from the options (``--host`` or ``XNAT_HOST``)."""
+    from xnat_prep.xnat_api import Connection
+
     host = config_mod.check_host(args.host, "--host") if args.host else config_mod.host_from_env()
     return Connection.from_settings(host, verify_tls=not args.insecure, ca_bundle=args.ca_bundle)
 
