@@ -52,7 +52,7 @@ class Pool:
             raise ValueError(f"a connection pool needs 1 slot or more, not {size}")
         self.folder = folder
         self.size = size
-        self._held: list[int] = []
+        self._held: dict[int, int] = {}  # slot index -> the open file holding its lock
 
     @property
     def held(self) -> int:
@@ -99,13 +99,15 @@ class Pool:
                 for i in range(self.size):
                     if len(self._held) >= want:
                         return time.monotonic() - started
+                    if i in self._held:
+                        continue
                     fd = self._open(f"slot-{i}")
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        os.close(fd)  # someone's (maybe ours: a second flock of a slot we hold fails too)
+                        os.close(fd)  # another process holds it
                         continue
-                    self._held.append(fd)
+                    self._held[i] = fd
                 if len(self._held) >= want:
                     return time.monotonic() - started
                 time.sleep(POLL_S)
@@ -115,7 +117,7 @@ class Pool:
     def release(self) -> None:
         """Give every slot back (a process that exits gives them back anyway)."""
         while self._held:
-            os.close(self._held.pop())
+            os.close(self._held.popitem()[1])
 
 
 def folder_for(workdir: str | Path, host: str) -> Path:

@@ -266,14 +266,15 @@ def start_run():
     # Snakemake may then start jobs for 2N units, so the next jobs have started and wait, ready,
     # while the running ones transfer: no connection idles while a job starts. Jobs on cluster
     # nodes keep Snakemake's cap alone. Decided here: only now does Snakemake know the executor.
-    local = slots.connection_pool_wanted(snakemake_compat.cluster_executor(workflow), NETWORK_LOCAL)
+    cluster = snakemake_compat.cluster_executor(workflow)
+    local = slots.connection_pool_wanted(cluster, NETWORK_LOCAL)
     try:
         RUN = run.start(config, pool_size=NETWORK_CAP if local else None)
     except UserError as error:
         stop(error)
     if RUN.pool:
         snakemake_compat.raise_scheduler_limit(workflow, "xnat_api", 2 * NETWORK_CAP)
-    warning = run.interrupt_warning(snakemake_compat.cluster_executor(workflow))
+    warning = run.interrupt_warning(cluster)
     if warning:
         print(warning, file=sys.stderr)
 
