@@ -16,8 +16,6 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from xnat_prep import dicomzip, schemas, slots
 from xnat_prep.errors import UserError
 
@@ -160,6 +158,8 @@ def merge(base: dict, update: Mapping) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     """One config file as a dict; UserError for a missing file or bad YAML (with its line)."""
+    import yaml  # here: the workflow's jobs import this module for its settings, not to read YAML
+
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)

@@ -11,7 +11,7 @@ named like the receipt without ``.json`` (``paths.outputs_of``), written to a te
 next to it and renamed into place only on success.
 
 The input is the scan's folder, or its zip (``dicom.store: zip``): the zip is unpacked into
-node-local temporary space (``dicomzip.dicom_folder``: ``--local-tmp``, ``$TMPDIR``), dcm2niix
+node-local temporary space (``dicomzip.dicoms``: ``--local-tmp``, ``$TMPDIR``), dcm2niix
 runs there, and only the NIfTI results are written to the shared filesystem; the unpacked copy
 is deleted whatever happens. Temporary space missing or full fails the job naming the folder.
 
@@ -120,9 +120,9 @@ def convert_scan(
     """
     started = time.monotonic()
     source = Path(dicom_dir)
-    with dicomzip.dicom_folder(source, local_tmp, ram_tmp_mb) as folder:
-        return _convert_folder(
-            folder,
+    with dicomzip.dicoms(source, local_tmp, ram_tmp_mb) as found:
+        return _convert_found(
+            found,
             source,
             receipt,
             name,
@@ -135,8 +135,8 @@ def convert_scan(
         )
 
 
-def _convert_folder(
-    dicom_dir: Path,
+def _convert_found(
+    found: dicomzip.Dicoms,
     source: Path,
     receipt: str | Path,
     name: str,
@@ -147,10 +147,10 @@ def _convert_folder(
     scrub_sidecars: bool,
     started: float,
 ) -> dict[str, Any]:
-    """``convert_scan`` of the folder ``dicom_dir`` (``source``: what the user named, for messages);
+    """``convert_scan`` of the DICOM ``found`` (``source``: what the user named, for messages);
     ``options``: :func:`dcm2niix_options`, ``extra``: the user's, after them."""
     out_dir = paths.outputs_of(receipt)
-    dicoms = _files(dicom_dir)
+    dicoms = found.files
     data: dict[str, Any] = {
         "step": "convert_scan",
         "scan_id": scan_id,
@@ -162,14 +162,14 @@ def _convert_folder(
         "outputs": [],
         "dcm2niix_version": None,
     }
-    reason = "no DICOM files" if not dicoms else non_image_reason(dicoms[0])
+    reason = "no DICOM files" if not dicoms else non_image_reason(Path(dicoms[0]))
     try:
         if reason:
             data.update(status="skipped", reason=reason)
             replace_dir(None, out_dir)
         else:
             data.update(
-                _run_dcm2niix(dicoms, dicom_dir, out_dir, name, options, extra, scrub_sidecars, source)
+                _run_dcm2niix(dicoms, found.folder, out_dir, name, options, extra, scrub_sidecars, source)
             )
         data.update(
             date=datetime.now(UTC).date().isoformat(),
@@ -185,25 +185,13 @@ def _convert_folder(
     return data
 
 
-def _files(folder: Path) -> list[Path]:
-    """The files under ``folder`` (hidden ones left out), sorted. ``os.walk`` reads the file type
-    from the directory entries: no ``stat`` per file (an fMRI scan has thousands)."""
-    found = [
-        os.path.join(top, name)
-        for top, _, names in os.walk(folder)
-        for name in names
-        if not name.startswith(".")
-    ]
-    return [Path(f) for f in sorted(found)]
-
-
 def dcm2niix_options(compress: bool = True, gz_level: int = GZ_LEVEL) -> list[str]:
     """The options every conversion gives dcm2niix: BIDS sidecar, anonymised, gzip at ``gz_level``."""
     return ["-b", "y", "-ba", "y", "-z", *(["y", f"-{gz_level}"] if compress else ["n"])]
 
 
 def _run_dcm2niix(
-    dicoms: list[Path],
+    dicoms: list[str],
     dicom_dir: Path,
     out_dir: Path,
     name: str,

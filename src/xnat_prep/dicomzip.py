@@ -16,6 +16,7 @@ writes the same NIfTI.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -45,6 +46,7 @@ RAM_RESERVE = 256 << 20  # left free in RAM_TMP: other jobs on the node use it t
 _TMP_PREFIX = "xnat-prep-"
 CHUNK = 1 << 20
 WHOLE_ENTRY_MAX = 64 << 20  # entries up to this are read in one piece when unpacking
+HEADER_SLACK = 64  # bytes read beyond the expected local header: its extra field may be longer
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip entry's local header: signature .. name and extra lengths
 _AFTER_FILES = re.compile(r"(?:^|/)resources/[^/]+/files/(.+)$")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -78,26 +80,32 @@ def _skipped(name: str) -> bool:
     return name.endswith("/") or name.rsplit("/", 1)[-1].startswith(".") or name.startswith("__MACOSX/")
 
 
-def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> bytes | None:
-    """A DICOM-sized entry's bytes in one read, length and CRC checked; None for an entry to read
-    through ``zipfile`` (large, encrypted, or compressed another way). Unpacking is one small file
-    created per entry, and zipfile's per-entry seeks and reader objects were a third of its time."""
+def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> memoryview | None:
+    """A DICOM-sized entry's bytes, length and CRC checked, read with its local header in one
+    ``pread``; None for an entry to read through ``zipfile`` (large, encrypted, or compressed
+    another way). Unpacking is one small file created per entry: zipfile's per-entry seeks and
+    reader objects were a third of its time, a second read per entry a tenth."""
     if (
         info.flag_bits & 0x1
         or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
         or info.compress_size > WHOLE_ENTRY_MAX
     ):
         return None
-    signature, name_len, extra_len = _LOCAL_HEADER.unpack(
-        os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
-    )
+    # the local header repeats the name and usually the extra field: read them with the bytes
+    guess = _LOCAL_HEADER.size + 2 * len(info.filename) + len(info.extra) + HEADER_SLACK
+    chunk = os.pread(fd, max(guess, _LOCAL_HEADER.size) + info.compress_size, info.header_offset)
+    if len(chunk) < _LOCAL_HEADER.size:
+        raise EOFError(f"{info.filename!r} is cut off")
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(chunk)
     if signature != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"no local header for {info.filename!r}")
-    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-    raw = os.pread(fd, info.compress_size, start)
-    if len(raw) != info.compress_size:
-        raise EOFError(f"{info.filename!r} is cut off")
-    data = raw if info.compress_type == zipfile.ZIP_STORED else zlib.decompress(raw, -15)
+    start = _LOCAL_HEADER.size + name_len + extra_len
+    raw = memoryview(chunk)[start : start + info.compress_size]
+    if len(raw) != info.compress_size:  # a longer extra field than allowed for, or cut off
+        raw = memoryview(os.pread(fd, info.compress_size, info.header_offset + start))
+        if len(raw) != info.compress_size:
+            raise EOFError(f"{info.filename!r} is cut off")
+    data = raw if info.compress_type == zipfile.ZIP_STORED else memoryview(zlib.decompress(raw, -15))
     if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
         raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
     return data
@@ -238,19 +246,9 @@ def ram_tmp_limit(setting: int | None = None) -> int:
     return max(setting, 0) << 20
 
 
-def unpacked_size(zip_path: str | Path) -> int:
-    """Bytes the zip's DICOM entries take unpacked (from its central directory; nothing read)."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            return sum(info.file_size for info, _ in _members(archive))
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return 0  # unpack() names the damage
-
-
-def unpack_root(source: str | Path, local_tmp: str | None = None, ram_tmp_mb: int | None = None) -> Path:
-    """Where this scan's zip is unpacked: RAM (``/dev/shm``) if the scan is at most
+def unpack_root(size: int, local_tmp: str | None = None, ram_tmp_mb: int | None = None) -> Path:
+    """Where a scan's zip of ``size`` bytes unpacked goes: RAM (``/dev/shm``) if the scan is at most
     ``ram_tmp_mb`` and RAM has room for it and a reserve, else :func:`local_tmp_root`."""
-    size = unpacked_size(source)
     if size <= ram_tmp_limit(ram_tmp_mb) and os.access(RAM_TMP, os.W_OK | os.X_OK):
         fs = os.statvfs(RAM_TMP)
         if fs.f_bavail * fs.f_frsize >= size + RAM_RESERVE:
@@ -297,12 +295,32 @@ def sweep_stale(root: Path) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class Dicoms:
+    """A scan's DICOM as dcm2niix reads them: the folder and its files' paths, sorted (strings: a
+    scan has thousands, and a ``Path`` each cost more than listing them)."""
+
+    folder: Path
+    files: list[str]
+
+
+def folder_files(folder: Path) -> list[str]:
+    """The files under ``folder`` (hidden ones left out), sorted. ``os.walk`` reads the file type
+    from the directory entries: no ``stat`` per file (an fMRI scan has thousands)."""
+    return sorted(
+        os.path.join(top, name)
+        for top, _, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".")
+    )
+
+
 @contextmanager
-def dicom_folder(
+def dicoms(
     source: str | Path, local_tmp: str | None = None, ram_tmp_mb: int | None = None
-) -> Iterator[Path]:
-    """The scan's DICOM as a folder: ``source`` itself, or a zip unpacked into a fresh folder in
-    node-local temporary space (:func:`unpack_root`; deleted on leaving, whatever happens).
+) -> Iterator[Dicoms]:
+    """The scan's DICOM: ``source`` itself if it is a folder, or its zip unpacked into a fresh folder
+    in node-local temporary space (:func:`unpack_root`; deleted on leaving, whatever happens).
 
     Missing, unwritable or full temporary space raises :class:`LocalTempError` naming the folder.
     RAM that fills up meanwhile (other jobs on the node unpack too) is not an error: the scan is
@@ -310,24 +328,60 @@ def dicom_folder(
     """
     source = Path(source)
     if not is_zip(source):
-        yield source
+        yield Dicoms(source, folder_files(source))
         return
-    root = unpack_root(source, local_tmp, ram_tmp_mb)
+    with _ScanZip(source) as scan:
+        unpacked = _unpack_in_temp(scan, local_tmp, ram_tmp_mb)
     try:
-        tmp = _unpacked(source, root)
+        yield unpacked
+    finally:
+        shutil.rmtree(unpacked.folder, ignore_errors=True)
+
+
+class _ScanZip:
+    """A scan's zip, its central directory read once (what to unpack and how much)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.archive = zipfile.ZipFile(path)
+            try:  # (entry, its path's parts in the scan folder)
+                self.members = [(info, paths.safe_relparts(key)) for info, key in _members(self.archive)]
+            except BaseException:
+                self.archive.close()
+                raise
+        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+            raise _damaged(path, exc) from None
+        self.size = sum(info.file_size for info, _ in self.members)
+
+    def __enter__(self) -> _ScanZip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.archive.close()
+
+
+def _damaged(zip_path: str | Path, exc: BaseException) -> UserError:
+    return UserError(
+        f"{zip_path}: damaged zip ({exc}); delete it and its receipt (.json) and run again to fetch it"
+    )
+
+
+def _unpack_in_temp(scan: _ScanZip, local_tmp: str | None, ram_tmp_mb: int | None) -> Dicoms:
+    """:func:`dicoms` of a zip: unpacked in RAM or ``local_tmp`` (RAM full meanwhile: ``local_tmp``)."""
+    root = unpack_root(scan.size, local_tmp, ram_tmp_mb)
+    try:
+        return _unpacked(scan, root)
     except LocalTempError as exc:
         if root != RAM_TMP:
             raise
         log.warning("%s; unpacking it in dicom.local_tmp instead", exc)
-        tmp = _unpacked(source, local_tmp_root(local_tmp))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return _unpacked(scan, local_tmp_root(local_tmp))
 
 
-def _unpacked(source: Path, root: Path) -> Path:
-    """``source`` unpacked into a fresh folder in ``root``; a failure leaves nothing behind."""
+def _unpacked(scan: _ScanZip, root: Path) -> Dicoms:
+    """``scan`` unpacked into a fresh folder in ``root``; a failure leaves nothing behind."""
+    source = scan.path
     setting = "RAM, dicom.ram_tmp_mb" if root == RAM_TMP else "dicom.local_tmp / $TMPDIR"
     where = f"node-local temp {root} ({setting})"
     if not root.is_dir():
@@ -338,14 +392,14 @@ def _unpacked(source: Path, root: Path) -> Path:
     except OSError as exc:
         raise LocalTempError(f"{where}: {exc.strerror}; cannot unpack {source}") from None
     try:
-        n = unpack(source, tmp)
+        written = unpack(source, tmp, opened=scan)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in (*_NO_SPACE, errno.EACCES, errno.EROFS):
             raise LocalTempError(f"{where}: {exc.strerror} unpacking {source}") from None
         raise
-    log.info("%s: %d files unpacked in %s (%s)", source.name, n, tmp, setting)
-    return tmp
+    log.info("%s: %d files unpacked in %s (%s)", source.name, len(written), tmp, setting)
+    return Dicoms(tmp, sorted(written))
 
 
 def _write_new(path: str, data: bytes | memoryview) -> None:
@@ -361,29 +415,33 @@ def _write_new(path: str, data: bytes | memoryview) -> None:
         os.close(fd)
 
 
-def unpack(zip_path: str | Path, folder: Path) -> int:
+def unpack(zip_path: str | Path, folder: Path, *, opened: _ScanZip | None = None) -> list[str]:
     """Write the zip's files into ``folder`` under their manifest paths (as the files mode lays them
-    out); returns how many. A damaged archive (bad CRC, cut off) is a UserError naming it."""
-    n = 0
-    made: set[str] = set()
+    out); returns their paths. A damaged archive (bad CRC, cut off) is a UserError naming it.
+    ``opened``: the zip with its directory read already."""
+    written: list[str] = []
+    base = os.fspath(folder)
+    made = {base}
     try:
-        with zipfile.ZipFile(zip_path) as archive, open(zip_path, "rb", buffering=0) as raw:
-            for info, key in _members(archive):
-                *parts, name = paths.safe_relparts(key)
-                parent = os.path.join(folder, *parts)
-                if parent not in made:
-                    os.makedirs(parent, exist_ok=True)
-                    made.add(parent)
-                target = os.path.join(parent, name)
-                data = _entry_bytes(raw.fileno(), info)
+        with contextlib.ExitStack() as stack:
+            scan = opened or stack.enter_context(_ScanZip(Path(zip_path)))
+            fd = stack.enter_context(open(zip_path, "rb", buffering=0)).fileno()
+            for info, parts in scan.members:
+                if len(parts) == 1:  # the usual flat scan folder: no path joining per file
+                    target = f"{base}/{parts[0]}"
+                else:
+                    parent = "/".join((base, *parts[:-1]))
+                    if parent not in made:
+                        os.makedirs(parent, exist_ok=True)
+                        made.add(parent)
+                    target = f"{parent}/{parts[-1]}"
+                data = _entry_bytes(fd, info)
                 if data is None:
-                    with archive.open(info) as src, open(target, "wb") as out:
+                    with scan.archive.open(info) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out, CHUNK)
                 else:
                     _write_new(target, data)
-                n += 1
+                written.append(target)
     except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
-        raise UserError(
-            f"{zip_path}: damaged zip ({exc}); delete it and its receipt (.json) and run again to fetch it"
-        ) from None
-    return n
+        raise _damaged(zip_path, exc) from None
+    return written

@@ -50,10 +50,10 @@ def unpacked_in(monkeypatch) -> list[Path]:
     seen: list[Path] = []
     unpack = dicomzip.unpack
 
-    def spy(zip_path, folder: Path) -> int:
+    def spy(zip_path, folder: Path, **kwargs) -> list[str]:
         seen.append(folder.parent)
         assert folder.name.startswith(f"xnat-prep-{dicomzip._owner_tag()}-")
-        return unpack(zip_path, folder)
+        return unpack(zip_path, folder, **kwargs)
 
     monkeypatch.setattr(dicomzip, "unpack", spy)
     return seen
@@ -93,18 +93,20 @@ def test_ram_only_for_scans_within_the_limit_and_with_room(
     zipped = zip_of(folder, tmp_path / "big.zip")
     node = tmp_path / "node"
     node.mkdir()
-    assert dicomzip.unpacked_size(zipped) > 1 << 20
-    assert dicomzip.unpack_root(zipped, str(node), ram_tmp_mb=2) == ram
-    assert dicomzip.unpack_root(zipped, str(node), ram_tmp_mb=1) == node  # larger than the limit
+    with zipfile.ZipFile(zipped) as archive:
+        size = sum(info.file_size for info in archive.infolist())
+    assert size > 1 << 20
+    assert dicomzip.unpack_root(size, str(node), ram_tmp_mb=2) == ram
+    assert dicomzip.unpack_root(size, str(node), ram_tmp_mb=1) == node  # larger than the limit
     monkeypatch.setenv(dicomzip.RAM_TMP_MB_ENV, "1")  # as the workflow exports dicom.ram_tmp_mb
-    assert dicomzip.unpack_root(zipped, str(node)) == node
+    assert dicomzip.unpack_root(size, str(node)) == node
     monkeypatch.setenv(dicomzip.RAM_TMP_MB_ENV, "2")
-    assert dicomzip.unpack_root(zipped, str(node)) == ram
+    assert dicomzip.unpack_root(size, str(node)) == ram
     monkeypatch.setattr(dicomzip, "RAM_RESERVE", 1 << 62)  # RAM without room for the scan
-    assert dicomzip.unpack_root(zipped, str(node)) == node
+    assert dicomzip.unpack_root(size, str(node)) == node
     monkeypatch.setattr(dicomzip, "RAM_TMP", tmp_path / "no-shm-here")  # no /dev/shm on this node
     monkeypatch.setattr(dicomzip, "RAM_RESERVE", 0)
-    assert dicomzip.unpack_root(zipped, str(node)) == node
+    assert dicomzip.unpack_root(size, str(node)) == node
     convert_into(tmp_path / "out", zipped, local_tmp=str(node))
     assert unpacked_in == [node]
 
@@ -223,23 +225,28 @@ def test_ram_filling_up_meanwhile_unpacks_in_local_tmp(tmp_path: Path, tiny_fs: 
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
-@pytest.mark.parametrize("in_one_read", [True, False])
+@pytest.mark.parametrize("read", ["with its header", "header then bytes", "streamed"])
 def test_unpack_checks_every_entry_read_in_one_piece_or_streamed(
-    tmp_path: Path, series: tuple[Path, Path], monkeypatch, compression: int, in_one_read: bool
+    tmp_path: Path, series: tuple[Path, Path], monkeypatch, compression: int, read: str
 ) -> None:
     folder, _ = series
     zipped = tmp_path / "x.zip"
     with zipfile.ZipFile(zipped, "w", compression) as archive:  # the bundled server's and XNAT's kinds
         for path in sorted(folder.iterdir()):
-            archive.write(path, f"E1/scans/1/resources/DICOM/files/a dir/{path.name}")
-    if not in_one_read:  # as an entry larger than WHOLE_ENTRY_MAX is read
+            info = zipfile.ZipInfo.from_file(path, f"E1/scans/1/resources/DICOM/files/a dir/{path.name}")
+            info.compress_type = compression
+            info.extra = b"\xfe\xca\x2c\x01" + bytes(300)  # an unknown 300-byte extra field
+            archive.writestr(info, path.read_bytes())
+    if read == "header then bytes":  # a local extra field longer than the directory's
+        monkeypatch.setattr(dicomzip, "HEADER_SLACK", -400)
+    if read == "streamed":  # as an entry larger than WHOLE_ENTRY_MAX is read
         monkeypatch.setattr(dicomzip, "WHOLE_ENTRY_MAX", 0)
-    assert dicomzip.unpack(zipped, tmp_path / "out") == 6
+    assert len(dicomzip.unpack(zipped, tmp_path / "out")) == 6
     assert md5s(tmp_path / "out" / "a_dir") == md5s(folder)
     with zipfile.ZipFile(zipped) as archive:
         first = archive.infolist()[0]
     data = bytearray(zipped.read_bytes())
-    data[first.header_offset + 30 + len(first.filename) + first.compress_size // 2] ^= 0xFF
+    data[first.header_offset + 30 + len(first.filename) + len(first.extra) + first.compress_size // 2] ^= 0xFF
     zipped.write_bytes(bytes(data))
     with pytest.raises(UserError, match=r"x\.zip: damaged zip"):
         dicomzip.unpack(zipped, tmp_path / "again")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-import yaml
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 @functools.cache
 def load(name: str) -> dict:
     """The package file ``name`` (e.g. ``schemas/config.schema.yaml``), parsed."""
+    import yaml  # here: jobs that never read a schema (convert, pseudonymise) do not import it
+
     text = resources.files("xnat_prep").joinpath(name).read_text(encoding="utf-8")
-    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (C or Python)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader (C or Python)
