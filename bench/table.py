@@ -60,7 +60,11 @@ ROW_KEYS = (
     "zip.dcm2niix",
     "zip.unpack",
     "zip.unpack_disk",
+    "zip.unpack_syscalls",
+    "zip.nifti_md5",
+    "zip.convert_noop",
     "zip.convert_floor",
+    "zip.convert_bound",
     "zip.convert",
     "zip.convert_vs_dcm2niix",
 )
@@ -82,6 +86,7 @@ DERIVED = frozenset(
         "zip.download_ceiling",
         "zip.download_ceiling_verified",
         "zip.convert_floor",
+        "zip.convert_bound",
         "zip.convert_vs_dcm2niix",
     }
 )
