@@ -423,6 +423,7 @@ def unpack(zip_path: str | Path, folder: Path, *, opened: _ScanZip | None = None
     base = os.fspath(folder)
     made = {base}
     try:
+        os.makedirs(base, exist_ok=True)
         with contextlib.ExitStack() as stack:
             scan = opened or stack.enter_context(_ScanZip(Path(zip_path)))
             fd = stack.enter_context(open(zip_path, "rb", buffering=0)).fileno()

@@ -252,6 +252,15 @@ def test_unpack_checks_every_entry_read_in_one_piece_or_streamed(
         dicomzip.unpack(zipped, tmp_path / "again")
 
 
+def test_unpack_returns_the_files_it_wrote(tmp_path: Path, series: tuple[Path, Path]) -> None:
+    """What conversion counts and sniffs without listing the folder again; the folder is made."""
+    folder, zipped = series
+    target = tmp_path / "not-yet" / "there"
+    written = dicomzip.unpack(zipped, target)
+    assert sorted(written) == dicomzip.folder_files(target) and len(written) == 6
+    assert md5s(target) == md5s(folder)
+
+
 def test_damaged_zip_is_one_clear_error(tmp_path: Path, series: tuple[Path, Path]) -> None:
     _, zipped = series
     data = bytearray(zipped.read_bytes())
