@@ -145,10 +145,9 @@ def ratios(r: dict[str, Row]) -> None:
         least = r["zip.dcm2niix"].value + r["zip.unpack"].value / cores + fixed.value
         r["zip.convert_floor"].ratio = least / r["zip.dcm2niix"].value
     if all(r[k].samples for k in ("zip.unpack_syscalls", "zip.nifti_md5", "zip.dcm2niix")) and fixed.samples:
+        dcm2niix = r["zip.dcm2niix"].value
         extra = (r["zip.unpack_syscalls"].value + r["zip.nifti_md5"].value) / cores
-        r["zip.convert_bound"].ratio = (r["zip.dcm2niix"].value + extra + fixed.value) / r[
-            "zip.dcm2niix"
-        ].value
+        r["zip.convert_bound"].ratio = (dcm2niix + extra + fixed.value) / dcm2niix
     if r["zip.files_per_scan"].samples:
         r["zip.files_per_scan"].ratio = r["zip.files_per_scan"].value
 
@@ -255,18 +254,17 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             zipped = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
             settle()
             started = time.perf_counter()
-            where = []
+            where = []  # each zip's unpack root (RAM or node), for the system calls' row
             for source in zipped:  # where and as the conversion unpacks, without dcm2niix
                 with dicomzip.dicoms(source, str(node)) as found:
                     where.append(found.folder.parent)
-            roots = set(where)
             ctx.add("zip.unpack", time.perf_counter() - started)
             settle()
             ctx.add(
                 "zip.unpack_syscalls",
                 sum(syscalls_time(z, root) for z, root in zip(zipped, where, strict=True)),
             )
-            ctx.rows["zip.unpack"].note = "in " + ", ".join(sorted(map(str, roots)))
+            ctx.rows["zip.unpack"].note = "in " + ", ".join(sorted(set(map(str, where))))
             folders = []
             settle()
             started = time.perf_counter()

@@ -75,8 +75,8 @@ def entry_key(name: str) -> str:
     return match.group(1) if match else name.partition("/files/")[2] or name
 
 
-def _skipped(name: str) -> bool:
-    """A folder, a hidden file or macOS metadata: not a DICOM file of the scan."""
+def skipped_entry(name: str) -> bool:
+    """A zip entry that is a folder, a hidden file or macOS metadata: not a DICOM file of the scan."""
     return name.endswith("/") or name.rsplit("/", 1)[-1].startswith(".") or name.startswith("__MACOSX/")
 
 
@@ -91,7 +91,8 @@ def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> memoryview | None:
         or info.compress_size > WHOLE_ENTRY_MAX
     ):
         return None
-    # the local header repeats the name and usually the extra field: read them with the bytes
+    # the local header repeats the name (2 bytes a character: room for UTF-8 without encoding it)
+    # and usually the extra field: read them with the bytes
     guess = _LOCAL_HEADER.size + 2 * len(info.filename) + len(info.extra) + HEADER_SLACK
     chunk = os.pread(fd, max(guess, _LOCAL_HEADER.size) + info.compress_size, info.header_offset)
     if len(chunk) < _LOCAL_HEADER.size:
@@ -113,7 +114,7 @@ def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> memoryview | None:
 
 def _members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
     for info in archive.infolist():
-        if not _skipped(info.filename):
+        if not skipped_entry(info.filename):
             yield info, entry_key(info.filename)
 
 
@@ -162,7 +163,7 @@ def check_stream(chunks: Iterable[bytes], expected: Mapping[str, tuple[int, str]
     seen: set[str] = set()
     archive = zipread.StreamedZip(chunks)
     for entry, data in archive.entries():
-        if _skipped(entry.name):
+        if skipped_entry(entry.name):
             continue
         try:
             key = entry_key(entry.name)
@@ -211,7 +212,7 @@ def directory_problem(zip_path: str | Path, checked: Checked) -> str | None:
     ``zipread`` vouches for."""
     if checked.directory is None:
         return same_directory(zip_path, checked.layout)
-    listed = [item for item in checked.directory if not _skipped(item[0])]
+    listed = [item for item in checked.directory if not skipped_entry(item[0])]
     return None if listed == checked.layout else _MOVED
 
 
@@ -222,7 +223,7 @@ def same_directory(zip_path: str | Path, layout: list[tuple[str, int, int]]) -> 
             listed = [
                 (i.filename, i.file_size, i.header_offset)
                 for i in archive.infolist()
-                if not _skipped(i.filename)
+                if not skipped_entry(i.filename)
             ]
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         return f"unreadable zip: {exc}"

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from xnat_prep import __version__
+from xnat_prep import __version__, dicomzip
 from xnat_prep.errors import UserError
 from xnat_prep.fsutil import replace_dir
 from xnat_prep.pseudonymise.dataset import Pseudonymiser, first_value, quarantine_reason
@@ -46,12 +46,7 @@ def input_files(source: str | Path) -> Iterator[tuple[str, Callable[[], bytes | 
     """(name, reader) of every file in a folder or zip, sorted by name; hidden files skipped."""
     source = Path(source)
     if source.is_dir():
-        names = sorted(
-            os.path.relpath(os.path.join(top, n), source)
-            for top, dirs, files in os.walk(source)
-            for n in files
-            if not n.startswith(".")
-        )
+        names = [os.path.relpath(f, source) for f in dicomzip.folder_files(source)]
         for name in names:
             yield name, (lambda p=source / name: p)
         return
@@ -63,8 +58,7 @@ def input_files(source: str | Path) -> Iterator[tuple[str, Callable[[], bytes | 
         raise UserError(f"{source}: neither a folder nor a readable zip ({exc})") from None
     with zf:
         for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            base = info.filename.rsplit("/", 1)[-1]
-            if info.is_dir() or base.startswith(".") or info.filename.startswith("__MACOSX/"):
+            if dicomzip.skipped_entry(info.filename):
                 continue
             yield info.filename, (lambda i=info: zf.read(i))
 
