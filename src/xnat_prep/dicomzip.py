@@ -20,6 +20,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ HEADER_SLACK = 64  # bytes read beyond the expected local header: its extra fiel
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip entry's local header: signature .. name and extra lengths
 _AFTER_FILES = re.compile(r"(?:^|/)resources/[^/]+/files/(.+)$")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_ENCRYPTED = 0x1  # general purpose flag bit 0
 
 
 class LocalTempError(UserError):
@@ -80,36 +82,104 @@ def skipped_entry(name: str) -> bool:
     return name.endswith("/") or name.rsplit("/", 1)[-1].startswith(".") or name.startswith("__MACOSX/")
 
 
-def _entry_bytes(fd: int, info: zipfile.ZipInfo) -> memoryview | None:
+class _EntryPaths:
+    """Each zip entry's manifest key and its path's parts in the scan folder, as :func:`entry_key`
+    and ``paths.safe_relparts`` give them (None for an entry :func:`skipped_entry` leaves out), for
+    one zip's entries in turn. The usual scan zip names every file ``<...>/resources/<label>/files/``
+    + a plain file name: once one entry has shown that prefix, an entry with it and a plain name
+    needs one check instead of four (a scan has thousands)."""
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+
+    def __call__(self, name: str) -> tuple[str, list[str]] | None:
+        if self.prefix is not None and name.startswith(self.prefix):
+            rest = name[len(self.prefix) :]
+            if paths.plain_name(rest):
+                return rest, [rest]
+        if skipped_entry(name):
+            return None
+        key = entry_key(name)
+        parts = paths.safe_relparts(key)
+        if self.prefix is None and paths.plain_name(key) and name.endswith(f"/{key}"):
+            self.prefix = name[: -len(key)]  # what entry_key cut off: the same for the others
+        return key, parts
+
+
+def _data_start(fd: int, entry: zipread.Central) -> int:
+    """Where the entry's bytes start: after its local header, whose extra field may differ from
+    the directory's."""
+    header = os.pread(fd, _LOCAL_HEADER.size, entry.offset)
+    if len(header) < _LOCAL_HEADER.size:
+        raise EOFError(f"{entry.name!r} is cut off")
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"no local header for {entry.name!r}")
+    return entry.offset + _LOCAL_HEADER.size + name_len + extra_len
+
+
+def _entry_bytes(fd: int, entry: zipread.Central) -> memoryview:
     """A DICOM-sized entry's bytes, length and CRC checked, read with its local header in one
-    ``pread``; None for an entry to read through ``zipfile`` (large, encrypted, or compressed
-    another way). Unpacking is one small file created per entry: zipfile's per-entry seeks and
-    reader objects were a third of its time, a second read per entry a tenth."""
-    if (
-        info.flag_bits & 0x1
-        or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-        or info.compress_size > WHOLE_ENTRY_MAX
-    ):
-        return None
-    # the local header repeats the name (2 bytes a character: room for UTF-8 without encoding it)
-    # and usually the extra field: read them with the bytes
-    guess = _LOCAL_HEADER.size + 2 * len(info.filename) + len(info.extra) + HEADER_SLACK
-    chunk = os.pread(fd, max(guess, _LOCAL_HEADER.size) + info.compress_size, info.header_offset)
+    ``pread`` (a longer local extra field than the directory's: a second read). Unpacking is one
+    small file created per entry: zipfile's per-entry seeks and reader objects were a third of its
+    time, a second read per entry a tenth."""
+    # the local header repeats the name and usually the directory's extra field: read them with the bytes
+    guess = _LOCAL_HEADER.size + entry.name_len + entry.extra_len + HEADER_SLACK
+    chunk = os.pread(fd, max(guess, _LOCAL_HEADER.size) + entry.compressed_size, entry.offset)
     if len(chunk) < _LOCAL_HEADER.size:
-        raise EOFError(f"{info.filename!r} is cut off")
+        raise EOFError(f"{entry.name!r} is cut off")
     signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(chunk)
     if signature != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"no local header for {info.filename!r}")
+        raise zipfile.BadZipFile(f"no local header for {entry.name!r}")
     start = _LOCAL_HEADER.size + name_len + extra_len
-    raw = memoryview(chunk)[start : start + info.compress_size]
-    if len(raw) != info.compress_size:  # a longer extra field than allowed for, or cut off
-        raw = memoryview(os.pread(fd, info.compress_size, info.header_offset + start))
-        if len(raw) != info.compress_size:
-            raise EOFError(f"{info.filename!r} is cut off")
-    data = raw if info.compress_type == zipfile.ZIP_STORED else memoryview(zlib.decompress(raw, -15))
-    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
-        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+    raw = memoryview(chunk)[start : start + entry.compressed_size]
+    if len(raw) != entry.compressed_size:  # a longer extra field than allowed for, or cut off
+        raw = memoryview(os.pread(fd, entry.compressed_size, entry.offset + start))
+        if len(raw) != entry.compressed_size:
+            raise EOFError(f"{entry.name!r} is cut off")
+    data = raw if entry.method == zipfile.ZIP_STORED else memoryview(zlib.decompress(raw, -15))
+    if len(data) != entry.size or zlib.crc32(data) != entry.crc:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {entry.name!r}")
     return data
+
+
+def _copy_by_zipfile(zip_path: Path, entry: zipread.Central, target: str) -> None:
+    """An entry compressed another way than XNAT's (bzip2, LZMA) through ``zipfile``, as the
+    download checked it."""
+    info = zipfile.ZipInfo(entry.name)
+    info.header_offset, info.compress_type, info.flag_bits = entry.offset, entry.method, entry.flags
+    info.compress_size, info.file_size, info.CRC = entry.compressed_size, entry.size, entry.crc
+    with zipfile.ZipFile(zip_path) as archive, archive.open(info) as src, open(target, "wb") as out:
+        while True:
+            try:
+                piece = src.read(CHUNK)
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:  # bz2: OSError, lzma: LZMAError
+                raise zipfile.BadZipFile(f"{entry.name!r}: {exc}") from None
+            if not piece:
+                break
+            out.write(piece)
+
+
+def _copy_entry(fd: int, entry: zipread.Central, target: str) -> None:
+    """A large entry into the file ``target`` piece by piece (bounded memory), CRC checked."""
+    at, left = _data_start(fd, entry), entry.compressed_size
+    inflate = zlib.decompressobj(-15) if entry.method == zipfile.ZIP_DEFLATED else None
+    crc = size = 0
+    with open(target, "wb") as out:
+        while left:
+            piece = os.pread(fd, min(CHUNK, left), at)
+            if not piece:
+                raise EOFError(f"{entry.name!r} is cut off")
+            at, left = at + len(piece), left - len(piece)
+            data = inflate.decompress(piece) if inflate else piece
+            crc, size = zlib.crc32(data, crc), size + len(data)
+            out.write(data)
+        if inflate:
+            tail = inflate.flush()
+            crc, size = zlib.crc32(tail, crc), size + len(tail)
+            out.write(tail)
+    if size != entry.size or crc != entry.crc:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {entry.name!r}")
 
 
 def _members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
@@ -162,14 +232,16 @@ def check_stream(chunks: Iterable[bytes], expected: Mapping[str, tuple[int, str]
     checked = Checked()
     seen: set[str] = set()
     archive = zipread.StreamedZip(chunks)
+    mapped = _EntryPaths()
     for entry, data in archive.entries():
-        if skipped_entry(entry.name):
-            continue
         try:
-            key = entry_key(entry.name)
+            found = mapped(entry.name)
         except ValueError as exc:
             checked.problems.append(f"unreadable zip: {exc}")
             return checked
+        if found is None:
+            continue
+        key = found[0]
         digest = hashlib.md5()
         size = 0
         for piece in data:
@@ -212,7 +284,9 @@ def directory_problem(zip_path: str | Path, checked: Checked) -> str | None:
     ``zipread`` vouches for."""
     if checked.directory is None:
         return same_directory(zip_path, checked.layout)
-    listed = [item for item in checked.directory if not skipped_entry(item[0])]
+    listed = checked.directory
+    if len(listed) != len(checked.layout):  # folder entries or hidden files: the layout has none
+        listed = [item for item in listed if not skipped_entry(item[0])]
     return None if listed == checked.layout else _MOVED
 
 
@@ -336,30 +410,62 @@ def dicoms(
     try:
         yield unpacked
     finally:
-        shutil.rmtree(unpacked.folder, ignore_errors=True)
+        _remove(unpacked)
+
+
+def _remove(unpacked: Dicoms) -> None:
+    """Delete an unpacked scan: the files it wrote by name (``rmtree`` would list the folder and
+    check each entry first: a quarter of the deleting), then whatever is left."""
+    for path in unpacked.files:
+        with contextlib.suppress(OSError):  # gone already: rmtree deals with the rest
+            os.unlink(path)
+    shutil.rmtree(unpacked.folder, ignore_errors=True)
 
 
 class _ScanZip:
-    """A scan's zip, its central directory read once (what to unpack and how much)."""
+    """A scan's zip, open, its central directory read once (what to unpack and how much)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by __exit__
         try:
-            self.archive = zipfile.ZipFile(path)
-            try:  # (entry, its path's parts in the scan folder)
-                self.members = [(info, paths.safe_relparts(key)) for info, key in _members(self.archive)]
-            except BaseException:
-                self.archive.close()
-                raise
-        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise _damaged(path, exc) from None
-        self.size = sum(info.file_size for info, _ in self.members)
+            listed = zipread.read_directory(self.file.fileno(), os.fstat(self.file.fileno()).st_size)
+            if listed is None:  # ZIP64 end records, a comment, data before the zip: zipfile reads those
+                listed = _zipfile_directory(path)
+            mapped = _EntryPaths()
+            self.members = [  # (entry, its path's parts in the scan folder)
+                (entry, found[1]) for entry in listed if (found := mapped(entry.name)) is not None
+            ]
+        except BaseException as exc:
+            self.file.close()
+            if isinstance(exc, (zipfile.BadZipFile, EOFError, ValueError)):
+                raise _damaged(path, exc) from None
+            raise
+        self.size = sum(entry.size for entry, _ in self.members)
 
     def __enter__(self) -> _ScanZip:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.archive.close()
+        self.file.close()
+
+
+def _zipfile_directory(path: Path) -> list[zipread.Central]:
+    with zipfile.ZipFile(path) as archive:
+        return [
+            zipread.Central(
+                i.filename,
+                i.flag_bits,
+                i.compress_type,
+                i.CRC,
+                i.compress_size,
+                i.file_size,
+                i.header_offset,
+                len(i.orig_filename.encode("utf-8")),
+                len(i.extra),
+            )
+            for i in archive.infolist()
+        ]
 
 
 def _damaged(zip_path: str | Path, exc: BaseException) -> UserError:
@@ -427,8 +533,8 @@ def unpack(zip_path: str | Path, folder: Path, *, opened: _ScanZip | None = None
         os.makedirs(base, exist_ok=True)
         with contextlib.ExitStack() as stack:
             scan = opened or stack.enter_context(_ScanZip(Path(zip_path)))
-            fd = stack.enter_context(open(zip_path, "rb", buffering=0)).fileno()
-            for info, parts in scan.members:
+            fd = scan.file.fileno()
+            for entry, parts in scan.members:
                 if len(parts) == 1:  # the usual flat scan folder: no path joining per file
                     target = f"{base}/{parts[0]}"
                 else:
@@ -437,13 +543,15 @@ def unpack(zip_path: str | Path, folder: Path, *, opened: _ScanZip | None = None
                         os.makedirs(parent, exist_ok=True)
                         made.add(parent)
                     target = f"{parent}/{parts[-1]}"
-                data = _entry_bytes(fd, info)
-                if data is None:
-                    with scan.archive.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
+                if entry.flags & _ENCRYPTED:
+                    raise zipfile.BadZipFile(f"{entry.name!r} is encrypted")
+                if entry.method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # not XNAT's
+                    _copy_by_zipfile(scan.path, entry, target)
+                elif entry.compressed_size <= WHOLE_ENTRY_MAX:
+                    _write_new(target, _entry_bytes(fd, entry))
                 else:
-                    _write_new(target, data)
+                    _copy_entry(fd, entry, target)
                 written.append(target)
-    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error, NotImplementedError) as exc:
         raise _damaged(zip_path, exc) from None
     return written

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # A path whose parts are all safe already and none is "", "." or "..": most of them, checked in one match
 _PLAIN_RELPATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 # Relative to ``output_root``; the placeholders are the Snakemake wildcards of the same name.
 SCANS_TSV = "manifest/scans.tsv"
@@ -86,6 +87,12 @@ def safe_relpath(path: str) -> PurePosixPath:
     outside the scan's directory. Empty parts and ``.`` (``a//b``, ``./a``) are dropped.
     """
     return PurePosixPath(*safe_relparts(path))
+
+
+def plain_name(text: str) -> bool:
+    """Whether ``text`` is one path component that :func:`safe_relparts` keeps as it is (no
+    separator, not hidden, nothing to replace)."""
+    return _PLAIN_NAME.fullmatch(text) is not None
 
 
 def safe_relparts(path: str) -> list[str]:

@@ -15,10 +15,12 @@ the file on disk. Anything else malformed is :class:`StreamError`.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LOCAL = b"PK\x03\x04"
 CENTRAL = b"PK\x01\x02"
@@ -127,7 +129,14 @@ class StreamedZip:
                     return
                 raise StreamError(f"no entry header at byte {self.offset}")
             entry, zip64 = self._header()
-            data = self._data(entry, zip64)
+            n = entry.compressed_size
+            if entry.method == STORED and n is not None and len(self._cur) - self._pos >= n:
+                # the usual DICOM entry, all in the chunk at hand: one piece, no generators
+                data: Iterator[memoryview | bytes] = iter((memoryview(self._cur)[self._pos : self._pos + n],))
+                self._pos += n
+                self.offset += n
+            else:
+                data = self._data(entry, zip64)
             yield entry, data
             for _ in data:  # whatever the caller did not read
                 pass
@@ -142,46 +151,29 @@ class StreamedZip:
     def directory(self) -> list[tuple[str, int, int]] | None:
         """After :meth:`entries`: read the rest of the body and return what its central directory
         lists, (name, size, local header offset) per entry in its order; None for a directory this
-        reader does not vouch for (ZIP64 end records, an archive comment, an end record that
-        places the directory elsewhere than where it was read): check that one from the file.
+        reader does not vouch for (:func:`parse_directory`: ZIP64 end records, an archive comment,
+        an end record that places the directory elsewhere than where it was read): check that one
+        from the file.
 
         What is returned is what ``zipfile`` (and so conversion) reads from the same archive:
         the directory starts where the entries end and its end record says so, so ``zipfile``
         shifts no offset."""
         start = self.offset
-        listed: list[tuple[str, int, int]] = []
-        while self._ensure(4) and self._peek(4) == CENTRAL:
-            fields = _CENTRAL_HEADER.unpack(self._take(_CENTRAL_HEADER.size))
-            flags, csize, size, name_len, extra_len, comment_len, offset = (
-                fields[5],
-                *fields[10:15],
-                fields[18],
-            )
-            variable = self._take(name_len + extra_len + comment_len)
-            name = variable[:name_len].decode("utf-8" if flags & _UTF8_FLAG else "cp437")
-            extra = variable[name_len : name_len + extra_len]
-            if _U32 in (size, csize, offset):
-                _, size, _, offset = _zip64_sizes(extra, size, csize, offset)
-            listed.append((name, size, offset))
-        end_at = self.offset
-        if not self._ensure(_END.size) or self._peek(4) != END:
-            self.drain()
-            return None
-        (_, disk, cd_disk, n_here, n_all, cd_size, cd_offset, comment_len) = _END.unpack(
-            self._take(_END.size)
-        )
-        self.drain()
-        plain = (disk, cd_disk, comment_len) == (0, 0, 0) and n_here == n_all == len(listed)
-        if not plain or (cd_size, cd_offset) != (end_at - start, start) or self.offset != end_at + _END.size:
-            return None
-        return listed
+        rest = [self._cur[self._pos :], *self._chunks]
+        self._cur, self._pos = b"", 0
+        data = b"".join(rest)
+        self.offset += len(data)
+        listed = parse_directory(data, start)
+        return None if listed is None else [(c.name, c.size, c.offset) for c in listed]
 
     def _header(self) -> tuple[Entry, bool]:
         offset = self.offset
-        (_, _, flags, method, _, _, _, csize, size, name_len, extra_len) = _LOCAL_HEADER.unpack(
-            self._take(_LOCAL_HEADER.size)
+        if not self._ensure(_LOCAL_HEADER.size):
+            self._take(_LOCAL_HEADER.size)  # raises: cut off
+        (_, _, flags, method, _, _, _, csize, size, name_len, extra_len) = _LOCAL_HEADER.unpack_from(
+            self._cur, self._pos
         )
-        variable = self._take(name_len + extra_len)
+        variable = self._take(_LOCAL_HEADER.size + name_len + extra_len)[_LOCAL_HEADER.size :]
         name = variable[:name_len].decode("utf-8" if flags & _UTF8_FLAG else "cp437")
         extra = variable[name_len:]
         if flags & _ENCRYPTED_FLAG:
@@ -246,6 +238,68 @@ class StreamedZip:
         got = struct.unpack(fmt, self._take(struct.calcsize(fmt)))
         if got != (csize, size):
             raise StreamError(f"{entry.name}: data descriptor says {got}, the data was {(csize, size)}")
+
+
+class Central(NamedTuple):
+    """One entry as the central directory lists it: what reading it from the file takes."""
+
+    name: str
+    flags: int
+    method: int
+    crc: int
+    compressed_size: int
+    size: int
+    offset: int  # of the entry's local header in the archive
+    name_len: int  # bytes of the name, which the local header repeats
+    extra_len: int
+
+
+def parse_directory(data: bytes, start: int) -> list[Central] | None:
+    """The entries of a central directory that starts at byte ``start`` of its archive, ``data``
+    being exactly that directory and the end record after it; None for anything else, which
+    ``zipfile`` reads instead: ZIP64 end records (past 65,535 entries or 4 GB), an archive comment,
+    more than one disk, or an end record whose directory size, place or count differs from what
+    ``data`` holds. One ``unpack_from`` per entry: a scan has thousands, and ``zipfile`` builds a
+    ``ZipInfo`` object for each."""
+    end = len(data) - _END.size
+    if end < 0 or data[end : end + 4] != END:
+        return None
+    listed: list[Central] = []
+    unpack = _CENTRAL_HEADER.unpack_from
+    pos = 0
+    while pos < end and data[pos : pos + 4] == CENTRAL:
+        at = pos + _CENTRAL_HEADER.size
+        if at > end:
+            return None
+        fields = unpack(data, pos)
+        flags, method, crc, csize, size, name_len, extra_len, comment_len = (*fields[5:7], *fields[9:15])
+        offset = fields[18]
+        pos = at + name_len + extra_len + comment_len
+        if pos > end:
+            return None
+        name = data[at : at + name_len].decode("utf-8" if flags & _UTF8_FLAG else "cp437")
+        if _U32 in (size, csize, offset):
+            extra = data[at + name_len : at + name_len + extra_len]
+            _, size, csize, offset = _zip64_sizes(extra, size, csize, offset)
+        listed.append(Central(name, flags, method, crc, csize, size, offset, name_len, extra_len))
+    (_, disk, cd_disk, n_here, n_all, cd_size, cd_offset, comment_len) = _END.unpack_from(data, end)
+    plain = (disk, cd_disk, comment_len) == (0, 0, 0) and n_here == n_all == len(listed)
+    return listed if plain and pos == end == cd_size and cd_offset == start else None
+
+
+def read_directory(fd: int, size: int) -> list[Central] | None:
+    """:func:`parse_directory` of the zip file open as ``fd`` (``size`` bytes): two reads, the end
+    record then the directory. None when the last bytes are not a plain end record (an archive
+    comment) or it places the directory elsewhere than just before it (data prepended)."""
+    if size < _END.size:
+        return None
+    tail = os.pread(fd, _END.size, size - _END.size)
+    if len(tail) != _END.size or tail[:4] != END:
+        return None
+    cd_size, cd_offset = _END.unpack(tail)[5:7]
+    if cd_offset + cd_size != size - _END.size:
+        return None
+    return parse_directory(os.pread(fd, cd_size + _END.size, cd_offset), cd_offset)
 
 
 def _zip64_sizes(extra: bytes, size: int, csize: int, offset: int) -> tuple[bool, int, int, int]:

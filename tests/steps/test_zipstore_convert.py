@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dicomfake import write_series
 
-from xnat_prep import convert, dicomzip, receipts
+from xnat_prep import convert, dicomzip, paths, receipts
 from xnat_prep.errors import UserError
 
 
@@ -290,3 +290,69 @@ def test_check_entries_against_the_manifest(tmp_path: Path, series: tuple[Path, 
     assert dicomzip.check_entries(zipped, more) == ["extra.dcm: in the manifest, not in the zip"]
     zipped.write_bytes(zipped.read_bytes()[:-30])  # cut off
     assert dicomzip.check_entries(zipped, expected)[0].startswith("unreadable zip")
+
+
+NAMES = [
+    "E1/scans/1/resources/DICOM/files/1.2.3-1.dcm",  # sets the common prefix
+    "E1/scans/1/resources/DICOM/files/1.2.3-2.dcm",
+    "E1/scans/1/resources/DICOM/files/.hidden",  # skipped
+    "E1/scans/1/resources/DICOM/files/sub/a.dcm",  # nested: parts of their own
+    "E1/scans/1/resources/DICOM/files/na me (1).dcm",  # not plain: made safe
+    "E1/scans/1/resources/DICOM/files/../../x.dcm",  # climbs out: refused
+    "E1/scans/1/resources/DICOM/files/",  # a folder entry: skipped
+    "E1/scans/1/resources/DICOM/files/résumé.dcm",
+    "__MACOSX/E1/scans/1/resources/DICOM/files/._a.dcm",
+    "E1/scans/1/resources/SECONDARY/files/b.dcm",  # another prefix
+    "loose.dcm",
+    "/abs/resources/DICOM/files/c.dcm",
+]
+
+
+def test_entry_paths_are_what_entry_key_and_safe_relparts_say() -> None:
+    """The shortcut for entries under a known prefix gives exactly the long way's answer."""
+    mapped = dicomzip._EntryPaths()
+    for name in NAMES + NAMES[::-1]:
+        try:
+            expected = (
+                None
+                if dicomzip.skipped_entry(name)
+                else (dicomzip.entry_key(name), paths.safe_relparts(dicomzip.entry_key(name)))
+            )
+        except ValueError:
+            with pytest.raises(ValueError):
+                mapped(name)
+            continue
+        assert mapped(name) == expected, name
+    assert mapped.prefix == "E1/scans/1/resources/DICOM/files/"
+
+
+def test_zip_whose_directory_zipfile_reads_unpacks_alike(tmp_path: Path, series: tuple[Path, Path]) -> None:
+    """A comment after the directory or data before the zip: read through zipfile, same files."""
+    folder, zipped = series
+    commented = tmp_path / "c.zip"
+    with zipfile.ZipFile(zipped) as source, zipfile.ZipFile(commented, "w") as archive:
+        for info in source.infolist():
+            archive.writestr(info, source.read(info))
+        archive.comment = b"made by hand"
+    prefixed = tmp_path / "p.zip"
+    prefixed.write_bytes(b"#!/bin/sh\n" + zipped.read_bytes())
+    for odd in (commented, prefixed):
+        assert len(dicomzip.unpack(odd, tmp_path / odd.stem)) == 6
+        assert md5s(tmp_path / odd.stem) == md5s(folder)
+
+
+def test_entry_compressed_another_way_unpacks_through_zipfile(tmp_path: Path, series) -> None:
+    """bzip2 and LZMA entries (not what XNAT sends, but what the download's zipfile check accepts)."""
+    folder, _ = series
+    for method in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        zipped = tmp_path / f"{method}.zip"
+        with zipfile.ZipFile(zipped, "w", method) as archive:
+            for path in sorted(folder.iterdir()):
+                archive.write(path, f"E1/scans/1/resources/DICOM/files/{path.name}")
+        assert len(dicomzip.unpack(zipped, tmp_path / str(method))) == 6
+        assert md5s(tmp_path / str(method)) == md5s(folder)
+        data = bytearray(zipped.read_bytes())
+        data[len(data) // 4] ^= 0xFF
+        zipped.write_bytes(bytes(data))
+        with pytest.raises(UserError, match=r"\.zip: damaged zip"):
+            dicomzip.unpack(zipped, tmp_path / f"again{method}")

@@ -188,3 +188,58 @@ def test_directory_pointing_elsewhere_is_found_from_the_stream_and_from_the_file
     assert "central directory" in dicomzip.directory_problem(path, checked)
     checked.directory = None  # as for a zip whose directory did not stream in a form zipread reads
     assert "central directory" in dicomzip.directory_problem(path, checked)
+
+
+def zipfile_entries(body: bytes) -> list[zipread.Central]:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return [
+            zipread.Central(
+                i.filename,
+                i.flag_bits,
+                i.compress_type,
+                i.CRC,
+                i.compress_size,
+                i.file_size,
+                i.header_offset,
+                len(i.orig_filename.encode()),
+                len(i.extra),
+            )
+            for i in archive.infolist()
+        ]
+
+
+def file_directory(tmp_path, body: bytes) -> list[zipread.Central] | None:
+    path = tmp_path / "scan.zip"
+    path.write_bytes(body)
+    with open(path, "rb") as fh:
+        return zipread.read_directory(fh.fileno(), len(body))
+
+
+@pytest.mark.parametrize(
+    ("method", "seekable", "zip64"),
+    [
+        (zipfile.ZIP_STORED, True, False),
+        (zipfile.ZIP_DEFLATED, True, False),
+        (zipfile.ZIP_DEFLATED, False, False),
+        (zipfile.ZIP_DEFLATED, False, True),
+        (zipfile.ZIP_STORED, True, True),  # ZIP64 sizes in each entry's extra field
+    ],
+)
+def test_directory_read_from_the_file_is_what_zipfile_reads(tmp_path, method, seekable, zip64) -> None:
+    """Every field conversion reads an entry by: name, flags, method, CRC, sizes, header offset."""
+    body = make_zip(method, seekable=seekable, force_zip64=zip64)
+    assert file_directory(tmp_path, body) == zipfile_entries(body)
+
+
+def test_directory_read_from_the_file_leaves_the_odd_ones_to_zipfile(tmp_path) -> None:
+    """A comment, ZIP64 end records, data before the zip, a cut-off or missing directory: None,
+    and conversion reads the directory with zipfile (which also shifts offsets past a prefix)."""
+    with_comment = io.BytesIO()
+    with zipfile.ZipFile(with_comment, "w") as archive:
+        archive.writestr("a.dcm", b"x" * 100)
+        archive.comment = b"made by hand"
+    body = make_zip(zipfile.ZIP_STORED)
+    end = body.rindex(b"PK\x05\x06")
+    for odd in (with_comment.getvalue(), patch_end_to_zip64(body), b"junk" + body, body[:-30], body[:end]):
+        assert file_directory(tmp_path, odd) is None
+    assert zipread.parse_directory(body[body.index(b"PK\x01\x02") :], 0) is None  # placed elsewhere
