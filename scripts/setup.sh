@@ -9,4 +9,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# An editable install compiles nothing: compile the package once here, or every job (thousands
+# on a cluster) compiles it again wherever bytecode cannot be written (PYTHONDONTWRITEBYTECODE,
+# a read-only checkout): 0.08 s of CPU per job on this machine.
+.venv/bin/python -m compileall -q src
 echo "setup: ready (.venv/bin has xnat-prep, snakemake, dcm2niix)"
