@@ -431,7 +431,7 @@ class _ScanZip:
         try:
             listed = zipread.read_directory(self.file.fileno(), os.fstat(self.file.fileno()).st_size)
             if listed is None:  # ZIP64 end records, a comment, data before the zip: zipfile reads those
-                listed = _zipfile_directory(path)
+                listed = zipread.zipfile_directory(path)
             mapped = _EntryPaths()
             self.members = [  # (entry, its path's parts in the scan folder)
                 (entry, found[1]) for entry in listed if (found := mapped(entry.name)) is not None
@@ -448,24 +448,6 @@ class _ScanZip:
 
     def __exit__(self, *exc: object) -> None:
         self.file.close()
-
-
-def _zipfile_directory(path: Path) -> list[zipread.Central]:
-    with zipfile.ZipFile(path) as archive:
-        return [
-            zipread.Central(
-                i.filename,
-                i.flag_bits,
-                i.compress_type,
-                i.CRC,
-                i.compress_size,
-                i.file_size,
-                i.header_offset,
-                len(i.orig_filename.encode("utf-8")),
-                len(i.extra),
-            )
-            for i in archive.infolist()
-        ]
 
 
 def _damaged(zip_path: str | Path, exc: BaseException) -> UserError:

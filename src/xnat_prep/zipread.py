@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import struct
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 LOCAL = b"PK\x03\x04"
 CENTRAL = b"PK\x01\x02"
@@ -300,6 +301,26 @@ def read_directory(fd: int, size: int) -> list[Central] | None:
     if cd_offset + cd_size != size - _END.size:
         return None
     return parse_directory(os.pread(fd, cd_size + _END.size, cd_offset), cd_offset)
+
+
+def zipfile_directory(source: str | os.PathLike[str] | IO[bytes]) -> list[Central]:
+    """The entries as ``zipfile`` reads the directory (any zip it reads: ZIP64 end records, a
+    comment, data before the zip, whose offsets it shifts)."""
+    with zipfile.ZipFile(source) as archive:
+        return [
+            Central(
+                i.filename,
+                i.flag_bits,
+                i.compress_type,
+                i.CRC,
+                i.compress_size,
+                i.file_size,
+                i.header_offset,
+                len(i.orig_filename.encode("utf-8")),
+                len(i.extra),
+            )
+            for i in archive.infolist()
+        ]
 
 
 def _zip64_sizes(extra: bytes, size: int, csize: int, offset: int) -> tuple[bool, int, int, int]:

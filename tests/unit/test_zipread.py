@@ -190,24 +190,6 @@ def test_directory_pointing_elsewhere_is_found_from_the_stream_and_from_the_file
     assert "central directory" in dicomzip.directory_problem(path, checked)
 
 
-def zipfile_entries(body: bytes) -> list[zipread.Central]:
-    with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        return [
-            zipread.Central(
-                i.filename,
-                i.flag_bits,
-                i.compress_type,
-                i.CRC,
-                i.compress_size,
-                i.file_size,
-                i.header_offset,
-                len(i.orig_filename.encode()),
-                len(i.extra),
-            )
-            for i in archive.infolist()
-        ]
-
-
 def file_directory(tmp_path, body: bytes) -> list[zipread.Central] | None:
     path = tmp_path / "scan.zip"
     path.write_bytes(body)
@@ -228,7 +210,7 @@ def file_directory(tmp_path, body: bytes) -> list[zipread.Central] | None:
 def test_directory_read_from_the_file_is_what_zipfile_reads(tmp_path, method, seekable, zip64) -> None:
     """Every field conversion reads an entry by: name, flags, method, CRC, sizes, header offset."""
     body = make_zip(method, seekable=seekable, force_zip64=zip64)
-    assert file_directory(tmp_path, body) == zipfile_entries(body)
+    assert file_directory(tmp_path, body) == zipread.zipfile_directory(io.BytesIO(body))
 
 
 def test_directory_read_from_the_file_leaves_the_odd_ones_to_zipfile(tmp_path) -> None:
