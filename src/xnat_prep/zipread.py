@@ -11,6 +11,10 @@ local header, and DEFLATED entries with or without a data descriptor (``java.uti
 sizes included. A STORED entry with a data descriptor (sizes unknown until after the data) cannot
 be delimited without the central directory: :class:`NotStreamable`, and the caller falls back to
 the file on disk. Anything else malformed is :class:`StreamError`.
+
+The central directory is read by :func:`parse_directory`, from the stream's end or from a kept
+zip (:func:`read_directory`, what conversion unpacks by), one ``unpack_from`` per entry;
+``zipfile`` reads the directories it does not vouch for (:func:`zipfile_directory`).
 """
 
 from __future__ import annotations
@@ -170,7 +174,7 @@ class StreamedZip:
     def _header(self) -> tuple[Entry, bool]:
         offset = self.offset
         if not self._ensure(_LOCAL_HEADER.size):
-            self._take(_LOCAL_HEADER.size)  # raises: cut off
+            raise StreamError(f"cut off: a local header at byte {offset}")
         (_, _, flags, method, _, _, _, csize, size, name_len, extra_len) = _LOCAL_HEADER.unpack_from(
             self._cur, self._pos
         )
