@@ -165,7 +165,7 @@ def syscalls_time(zip_path: Path, root: Path) -> float:
     """Seconds to create the zip's files in a fresh folder in ``root`` and delete them again, their
     bytes already in memory: the system calls any unpacker makes, without reading the zip."""
     with zipfile.ZipFile(zip_path) as archive:
-        blobs = [archive.read(info) for info in archive.infolist() if not info.is_dir()]
+        blobs = [archive.read(i) for i in archive.infolist() if not dicomzip.skipped_entry(i.filename)]
     folder = tempfile.mkdtemp(dir=root, prefix="bench-syscalls-")
     started = time.perf_counter()
     names = []
@@ -251,24 +251,23 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             ctx.add("zip.convert_noop", wf.stage("convert_stage", f"zip-convert-noop-{rep}").wall_s)
             settle()
             ctx.add("zip.nifti_md5", md5_time(nifti_outputs(wf.results)))
-            zipped = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
             settle()
             started = time.perf_counter()
             where = []  # each zip's unpack root (RAM or node), for the system calls' row
-            for source in zipped:  # where and as the conversion unpacks, without dcm2niix
+            for source in kept:  # where and as the conversion unpacks, without dcm2niix
                 with dicomzip.dicoms(source, str(node)) as found:
                     where.append(found.folder.parent)
             ctx.add("zip.unpack", time.perf_counter() - started)
             settle()
             ctx.add(
                 "zip.unpack_syscalls",
-                sum(syscalls_time(z, root) for z, root in zip(zipped, where, strict=True)),
+                sum(syscalls_time(z, root) for z, root in zip(kept, where, strict=True)),
             )
             ctx.rows["zip.unpack"].note = "in " + ", ".join(sorted(set(map(str, where))))
             folders = []
             settle()
             started = time.perf_counter()
-            for i, (source, r) in enumerate(zip(zipped, scans, strict=True)):  # dcm2niix's input
+            for i, (source, r) in enumerate(zip(kept, scans, strict=True)):  # dcm2niix's input
                 folder = out / "unpacked" / str(i)
                 folder.mkdir(parents=True)
                 dicomzip.unpack(source, folder)

@@ -106,16 +106,15 @@ class _EntryPaths:
         return key, parts
 
 
-def _data_start(fd: int, entry: zipread.Central) -> int:
-    """Where the entry's bytes start: after its local header, whose extra field may differ from
-    the directory's."""
-    header = os.pread(fd, _LOCAL_HEADER.size, entry.offset)
+def _after_header(header: bytes, entry: zipread.Central) -> int:
+    """The length of the entry's local header (its name and extra field included; the extra field
+    may differ from the directory's), read from ``header``, which starts with it."""
     if len(header) < _LOCAL_HEADER.size:
         raise EOFError(f"{entry.name!r} is cut off")
-    signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(header)
     if signature != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"no local header for {entry.name!r}")
-    return entry.offset + _LOCAL_HEADER.size + name_len + extra_len
+    return _LOCAL_HEADER.size + name_len + extra_len
 
 
 def _entry_bytes(fd: int, entry: zipread.Central) -> memoryview:
@@ -126,12 +125,7 @@ def _entry_bytes(fd: int, entry: zipread.Central) -> memoryview:
     # the local header repeats the name and usually the directory's extra field: read them with the bytes
     guess = _LOCAL_HEADER.size + entry.name_len + entry.extra_len + HEADER_SLACK
     chunk = os.pread(fd, max(guess, _LOCAL_HEADER.size) + entry.compressed_size, entry.offset)
-    if len(chunk) < _LOCAL_HEADER.size:
-        raise EOFError(f"{entry.name!r} is cut off")
-    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(chunk)
-    if signature != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"no local header for {entry.name!r}")
-    start = _LOCAL_HEADER.size + name_len + extra_len
+    start = _after_header(chunk, entry)
     raw = memoryview(chunk)[start : start + entry.compressed_size]
     if len(raw) != entry.compressed_size:  # a longer extra field than allowed for, or cut off
         raw = memoryview(os.pread(fd, entry.compressed_size, entry.offset + start))
@@ -162,7 +156,8 @@ def _copy_by_zipfile(zip_path: Path, entry: zipread.Central, target: str) -> Non
 
 def _copy_entry(fd: int, entry: zipread.Central, target: str) -> None:
     """A large entry into the file ``target`` piece by piece (bounded memory), CRC checked."""
-    at, left = _data_start(fd, entry), entry.compressed_size
+    at = entry.offset + _after_header(os.pread(fd, _LOCAL_HEADER.size, entry.offset), entry)
+    left = entry.compressed_size
     inflate = zlib.decompressobj(-15) if entry.method == zipfile.ZIP_DEFLATED else None
     crc = size = 0
     with open(target, "wb") as out:
@@ -182,12 +177,6 @@ def _copy_entry(fd: int, entry: zipread.Central, target: str) -> None:
         raise zipfile.BadZipFile(f"Bad CRC-32 for file {entry.name!r}")
 
 
-def _members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
-    for info in archive.infolist():
-        if not skipped_entry(info.filename):
-            yield info, entry_key(info.filename)
-
-
 def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]]) -> list[str]:
     """Compare the zip's entries with ``expected`` (manifest path -> (size, md5)) in one read of the
     archive, extracting nothing; returns the problems ([] when the zip holds exactly those files).
@@ -198,7 +187,12 @@ def check_entries(zip_path: str | Path, expected: Mapping[str, tuple[int, str]])
     seen: set[str] = set()
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            for info, key in _members(archive):
+            mapped = _EntryPaths()
+            for info in archive.infolist():
+                found = mapped(info.filename)
+                if found is None:
+                    continue
+                key = found[0]
                 if key not in expected:
                     problems.append(f"{key}: in the zip, not in the manifest")
                     continue
@@ -436,10 +430,11 @@ class _ScanZip:
             self.members = [  # (entry, its path's parts in the scan folder)
                 (entry, found[1]) for entry in listed if (found := mapped(entry.name)) is not None
             ]
-        except BaseException as exc:
+        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
             self.file.close()
-            if isinstance(exc, (zipfile.BadZipFile, EOFError, ValueError)):
-                raise _damaged(path, exc) from None
+            raise _damaged(path, exc) from None
+        except BaseException:
+            self.file.close()
             raise
         self.size = sum(entry.size for entry, _ in self.members)
 

@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # A path whose parts are all safe already and none is "", "." or "..": most of them, checked in one match
-_PLAIN_RELPATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+_PLAIN_NAME = re.compile(_NAME)
+_PLAIN_RELPATH = re.compile(rf"{_NAME}(?:/{_NAME})*")
 
 # Relative to ``output_root``; the placeholders are the Snakemake wildcards of the same name.
 SCANS_TSV = "manifest/scans.tsv"
