@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from xnat_prep import __version__, slots
+from xnat_prep import __version__, process, slots
 from xnat_prep.errors import UserError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -99,6 +99,7 @@ def logging_to(path: str | None) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    process.exit_without_final_collection()
     command = _command(argv)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)

@@ -160,6 +160,13 @@ def test_host_from_environment(monkeypatch) -> None:
     assert config.connection(config.validate(cfg(**{"xnat": {"host": "http://h/"}}))).host == "http://h"
 
 
+def test_the_host_check_without_the_schema_is_the_schemas_check() -> None:
+    """A job checks XNAT_HOST with config.HOST_PATTERN, without parsing the schema: the
+    schema's pattern for xnat.host, with its hint."""
+    assert config.schema()["properties"]["xnat"]["properties"]["host"]["pattern"] == config.HOST_PATTERN
+    assert config.HOST_PATTERN in config.PATTERN_HINTS
+
+
 def test_ca_bundle_must_exist(tmp_path) -> None:
     data = config.validate(cfg(**{"xnat": {"ca_bundle": str(tmp_path / "ca.pem")}}))
     with pytest.raises(UserError, match=r"ca\.pem: file not found"):
