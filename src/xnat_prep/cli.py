@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import keyword
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -78,12 +79,20 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+def log_handler(path: str | None) -> logging.Handler:
+    """Where the command logs: ``path`` (a rule's log file; UserError if it cannot be written) or stderr."""
+    if not path:
+        return logging.StreamHandler(sys.stderr)
+    try:  # Snakemake makes a rule's log folder; a command run by hand may name a new one
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return logging.FileHandler(path, mode="w", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--log {path}: cannot write the log there ({exc.strerror or exc})") from None
+
+
 @contextlib.contextmanager
-def logging_to(path: str | None) -> Iterator[None]:
-    """Log at INFO into ``path`` (a rule's log file) or, without one, to stderr."""
-    handler: logging.Handler = (
-        logging.FileHandler(path, mode="w", encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
-    )
+def logging_to(handler: logging.Handler) -> Iterator[None]:
+    """Log at INFO into ``handler``."""
     handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -109,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name(args.command))
     slots.join()  # a workflow job shares the run's XNAT connection slots (none outside a run)
     log = logging.getLogger(args.command)
-    with logging_to(args.log):
+    try:
+        handler = log_handler(args.log)
+    except UserError as exc:
+        print(f"xnat-prep {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    with logging_to(handler):
         try:
             if getattr(args, "receipt", None):  # a step's receipt: its rule's output, one writer
                 from xnat_prep.fsutil import remove_stale_parts  # (only steps pay for the import)

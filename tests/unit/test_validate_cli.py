@@ -42,3 +42,24 @@ def test_no_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty.write_text("")
     assert main(["validate", "--configfile", str(empty)]) == 2
     assert "no config: pass --configfile" in capsys.readouterr().err
+
+
+def test_a_log_in_a_new_folder_is_made_and_an_unwritable_one_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """A step's command run by hand (the workflow prints each) with its rule's log path: the
+    folder is made, as Snakemake does; a log that cannot be written is one line, exit 2."""
+    monkeypatch.chdir(tmp_path.parent)
+    config = setup(tmp_path, "Project,Subject\nP,001\n")
+    log = tmp_path / "logs" / "validate" / "run.log"
+    assert (
+        main(["--log", str(log), "validate", "--configfile", str(config), "--directory", str(tmp_path)]) == 0
+    )
+    assert log.is_file()
+    (tmp_path / "file").write_text("not a folder")
+    bad = tmp_path / "file" / "run.log"
+    assert main(["--log", str(bad), "validate", "--configfile", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"xnat-prep validate: error: --log {bad}: cannot write the log there ("
+    )
