@@ -5,11 +5,11 @@ over everything still alive while it clears the modules. In the Snakemake proces
 among them pandas, which the Slurm executor plugin imports, and SQLAlchemy; 135,000 tracked
 objects) that took 0.45 s after its last line of output: 0.13-0.34 s of each 1.2-1.5 s no-op
 ``snakemake`` start, measured side by side, and 0.3 s between a stage's last job and its end. In a
-download job it is 15-25 ms of ~0.18 s of start-up CPU. ``gc.freeze()`` at exit moves the heap out
-of the collector's reach. Nothing is lost: objects are still freed by reference counting as the modules
-are cleared, ``weakref.finalize`` and ``atexit`` callbacks (temporary folders, log handlers) run
-before it, files are flushed and closed by their owners; only cyclic garbage is left for the
-operating system to take back with the rest of the process's memory.
+download job it is 15-25 ms of ~0.18 s of start-up CPU. ``gc.freeze()`` at exit moves the heap
+out of the collector's reach. Nothing is lost: objects are still freed by reference counting as
+the modules are cleared; ``weakref.finalize`` callbacks (temporary folders) and logging's
+shutdown still run; files are flushed and closed by their owners. Only cyclic garbage is left for
+the operating system to take back with the rest of the process's memory.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_the_heap_is_frozen_at_exit() -> None:
         """
         from xnat_prep import process
         process.exit_without_final_collection()
-        process.exit_without_final_collection()  # again (in-process callers): still once
+        process.exit_without_final_collection()  # again, as in-process callers do
         """
     )
     assert out.strip() == "frozen at exit: True"
