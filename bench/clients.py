@@ -137,7 +137,16 @@ def dcm2niix_args(compress: bool = True, gz_level: int = convert.GZ_LEVEL) -> li
 def plain_dcm2niix(
     scans: Sequence[tuple[Path, str]], out_root: Path, workers: int, gz_level: int = convert.GZ_LEVEL
 ) -> float:
-    """dcm2niix on each (DICOM folder, name), ``workers`` at a time; the wall time in seconds.
+    """dcm2niix on each (DICOM folder, name), ``workers`` at a time; the wall time in seconds
+    (:func:`plain_dcm2niix_run`'s)."""
+    return plain_dcm2niix_run(scans, out_root, workers, gz_level).wall_s
+
+
+def plain_dcm2niix_run(
+    scans: Sequence[tuple[Path, str]], out_root: Path, workers: int, gz_level: int = convert.GZ_LEVEL
+) -> measure.Run:
+    """dcm2niix on each (DICOM folder, name), ``workers`` at a time: the wall time and the CPU time
+    of the dcm2niix processes.
 
     Threads only wait for the dcm2niix processes, so nothing but dcm2niix itself is measured. The
     clock starts after :func:`measure.settle`, as for every command: the folders were usually just
@@ -151,6 +160,7 @@ def plain_dcm2niix(
         out.mkdir(parents=True)
         jobs.append([exe, *dcm2niix_args(gz_level=gz_level), "-f", name, "-o", str(out), str(folder)])
     measure.settle()
+    cpu = measure.children_cpu()  # the bench process starts nothing else meanwhile
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         codes = list(
@@ -159,7 +169,7 @@ def plain_dcm2niix(
     wall = time.perf_counter() - start
     if any(codes):
         raise measure.CommandFailed(f"dcm2niix failed on {sum(1 for c in codes if c)} of {len(jobs)} scans")
-    return wall
+    return measure.Run(wall, 0.0, 0, None, measure.children_cpu() - cpu)
 
 
 def remove(*paths: Path) -> None:

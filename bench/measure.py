@@ -11,6 +11,7 @@ harness's own RSS; ``/usr/bin/time`` is a tiny parent.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -96,6 +97,12 @@ def settle() -> None:
     discard the trimming of what it deleted, is billed to whichever row comes next. Seen here: the
     raw GET measured right after a conversion row took 13.4 s, the same GET hashing too 9.8 s."""
     os.sync()
+
+
+def children_cpu() -> float:
+    """User + system seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median(values: Sequence[float]) -> float:

@@ -52,6 +52,10 @@ ROW_KEYS = (
     "zip.download",
     "zip.download_vs_limit",
     "zip.noop",
+    "zip.limit_zip_cpu",
+    "zip.download_cpu",
+    "zip.noop_cpu",
+    "zip.download_cpu_per_session",
     "zip.download_ceiling",
     "zip.limit_zip_md5",
     "zip.download_ceiling_verified",
@@ -66,6 +70,9 @@ ROW_KEYS = (
     "zip.convert_floor",
     "zip.convert_bound",
     "zip.convert",
+    "zip.dcm2niix_cpu",
+    "zip.convert_cpu",
+    "zip.convert_cpu_vs_dcm2niix",
     "zip.convert_vs_dcm2niix",
 )
 
@@ -87,6 +94,7 @@ DERIVED = frozenset(
         "zip.download_ceiling_verified",
         "zip.convert_floor",
         "zip.convert_bound",
+        "zip.convert_cpu_vs_dcm2niix",
         "zip.convert_vs_dcm2niix",
     }
 )

@@ -43,6 +43,23 @@ def rows() -> list[Row]:
         ),
         Row("zip.noop", "dicom.store zip: download stage again, nothing to do (Snakemake's fixed cost)", "s"),
         Row(
+            "zip.limit_zip_cpu",
+            "dicom.store zip: raw zip GET, CPU time of the client (user + system; not the server's)",
+            "s",
+        ),
+        Row(
+            "zip.download_cpu",
+            "dicom.store zip: workflow download stage, CPU time of Snakemake and its jobs (not the server's)",
+            "s",
+        ),
+        Row("zip.noop_cpu", "dicom.store zip: download stage with nothing to do, CPU time", "s"),
+        Row(
+            "zip.download_cpu_per_session",
+            "dicom.store zip: CPU time per session job beyond the raw client's for the same bytes: "
+            "(download stage - nothing to do - raw GET) / sessions",
+            "s",
+        ),
+        Row(
             "zip.download_ceiling",
             "dicom.store zip: best raw/workflow a Snakemake stage reaches here: raw / (raw + fixed cost)",
             "x",
@@ -113,6 +130,18 @@ def rows() -> list[Row]:
         Row(
             "zip.convert", "dicom.store zip: workflow convert_session stage, unpacking each zip in temp", "s"
         ),
+        Row("zip.dcm2niix_cpu", "dicom.store zip: plain dcm2niix on the unpacked folders, CPU time", "s"),
+        Row(
+            "zip.convert_cpu",
+            "dicom.store zip: workflow convert stage, CPU time of Snakemake, its jobs and dcm2niix",
+            "s",
+        ),
+        Row(
+            "zip.convert_cpu_vs_dcm2niix",
+            "dicom.store zip: workflow convert CPU time / plain dcm2niix CPU time (the stage is CPU-bound "
+            "on 2 cores: this is what the wall-time ratio follows)",
+            "x",
+        ),
         Row(
             "zip.convert_vs_dcm2niix",
             "dicom.store zip: workflow convert time / plain dcm2niix time",
@@ -148,6 +177,8 @@ def ratios(r: dict[str, Row]) -> None:
         dcm2niix = r["zip.dcm2niix"].value
         extra = (r["zip.unpack_syscalls"].value + r["zip.nifti_md5"].value) / cores
         r["zip.convert_bound"].ratio = (dcm2niix + extra + fixed.value) / dcm2niix
+    if r["zip.convert_cpu"].samples and r["zip.dcm2niix_cpu"].samples:
+        r["zip.convert_cpu_vs_dcm2niix"].ratio = r["zip.convert_cpu"].value / r["zip.dcm2niix_cpu"].value
     if r["zip.files_per_scan"].samples:
         r["zip.files_per_scan"].ratio = r["zip.files_per_scan"].value
 
@@ -217,22 +248,35 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 clients.remove(out / "zip")
                 warm = False
 
-            def raw(rep: int = rep, zips: list[str] = zips, conns: int = conns) -> None:
+            raw_cpu: list[float] = []  # this repetition's raw GET (no md5): the client's CPU time
+
+            def raw(
+                rep: int = rep, zips: list[str] = zips, conns: int = conns, raw_cpu: list[float] = raw_cpu
+            ) -> None:
                 for key, md5 in (("zip.limit_zip", False), ("zip.limit_zip_md5", True)):
                     name = f"{key.removeprefix('zip.').replace('_', '-')}-{rep}.log"
                     got = clients.raw_get(srv.url, zips, conns, out / "zip", ctx.env, log / name, md5=md5)
                     ctx.add(key, got.wall_s)
+                    if not md5:
+                        ctx.add("zip.limit_zip_cpu", got.cpu_s)
+                        raw_cpu.append(got.cpu_s)
                     clients.remove(out / "zip")
 
             # the raw GETs and the workflow in the same repetition, first one then the other in turn
             if rep % 2 == 0:
                 raw()
             before = study.request_count(srv)
-            ctx.add("zip.download", wf.stage("download_stage", f"zip-download-{rep}").wall_s)
+            download = wf.stage("download_stage", f"zip-download-{rep}")
+            ctx.add("zip.download", download.wall_s)
+            ctx.add("zip.download_cpu", download.cpu_s)
             n_requests = study.request_count(srv) - before
-            ctx.add("zip.noop", wf.stage("download_stage", f"zip-download-noop-{rep}").wall_s)
+            noop = wf.stage("download_stage", f"zip-download-noop-{rep}")
+            ctx.add("zip.noop", noop.wall_s)
+            ctx.add("zip.noop_cpu", noop.cpu_s)
             if rep % 2 == 1:
                 raw()
+            n_sessions = len({r.session_id for r in scans})
+            ctx.add("zip.download_cpu_per_session", (download.cpu_s - noop.cpu_s - raw_cpu[0]) / n_sessions)
             kept = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
             settle()
             ctx.add("zip.md5", md5_time(kept))
@@ -244,7 +288,9 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 f"(a session receipt each); {n_requests / len(scans):.2f} requests per scan"
             )
             in_ram = set(dicomzip.RAM_TMP.glob("xnat-prep-*"))
-            ctx.add("zip.convert", wf.stage("convert_stage", f"zip-convert-{rep}").wall_s)
+            converted = wf.stage("convert_stage", f"zip-convert-{rep}")
+            ctx.add("zip.convert", converted.wall_s)
+            ctx.add("zip.convert_cpu", converted.cpu_s)
             leftover = [*node.iterdir(), *(set(dicomzip.RAM_TMP.glob("xnat-prep-*")) - in_ram)]
             if leftover:
                 ctx.rows["zip.convert"].note = f"{len(leftover)} unpacked folder(s) left in temp!"
@@ -273,7 +319,9 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 dicomzip.unpack(source, folder)
                 folders.append((folder, f"{paths.safe_component(r.session)}_{r.scan}"))
             ctx.add("zip.unpack_disk", time.perf_counter() - started)
-            ctx.add("zip.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores))
+            plain = clients.plain_dcm2niix_run(folders, out / "dcm2niix", ctx.cores)
+            ctx.add("zip.dcm2niix", plain.wall_s)
+            ctx.add("zip.dcm2niix_cpu", plain.cpu_s)
             # the jobs' logs stay (timelines: when each job started, got its slots, ended)
             shutil.copytree(wf.workdir / "logs", log / f"zipstore-{rep}", dirs_exist_ok=True)
             for name in ("zip-download", "zip-download-noop", "zip-convert"):
