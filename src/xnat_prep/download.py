@@ -7,8 +7,9 @@ XNAT connection cap (``xnat_api``): one big session can use the connections the 
 the cap still holds across all jobs. On a real network (latency, a per-connection rate) that is
 what makes one session fast; with k = 1 the scans go one after another on one connection.
 
-Per scan: a scan whose receipt lists exactly the manifest's files, all present with their sizes,
-is done and costs no request. Otherwise the scan is (re)built in a work folder next to its final
+Per scan: a scan whose receipt was written for the manifest's listing of its files
+(``listing_md5``), all present with their sizes, is done and costs no request. Otherwise the scan
+is (re)built in a work folder next to its final
 folder (``.{scan}.part``): files already there with the manifest's size and md5 are kept (a resumed
 download), a few missing files are fetched one by one, otherwise the resource comes as one zip
 whose entries are written to their files as they arrive (``zipread``: one pass over the bytes, and
@@ -277,7 +278,7 @@ class _Plan:
     dest: Path  # the scan's final folder
     receipt: Path
     targets: list[_Target]
-    listed: list[dict[str, Any]]  # the receipt's "files"
+    listing: str  # the receipt's "listing_md5" (_listing_md5)
     started: float
     store: str = "files"  # dicom.store: "files" (a folder) or "zip" (one verified zip, dest + ".zip")
     stream: bool = True  # unpack/check a zip as it arrives (False: from the file, zipread.NotStreamable)
@@ -324,8 +325,8 @@ def _plan(
     from its work folder (an earlier complete folder is moved there first); in zip mode all of
     them unless the zip beside the receipt is still the verified one."""
     targets = _targets(files)
-    listed = _listed(targets)
-    plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listed, time.monotonic(), store)
+    listing = _listing_md5(targets)
+    plan = _Plan(session_id, scan_id, resource, dest, receipt, targets, listing, time.monotonic(), store)
     plan.zip_part.unlink(missing_ok=True)  # a crashed run's
     remove_stale_parts(receipt)  # the scan receipt's temporary file, if a run was killed writing it
     # (the session receipt's, --receipt, the CLI deletes for every step)
@@ -335,7 +336,7 @@ def _plan(
             plan.missing = list(targets)
             dest.parent.mkdir(parents=True, exist_ok=True)
         return plan
-    plan.done = _done_receipt(receipt, dest, targets, listed)
+    plan.done = _done_receipt(receipt, dest, targets, listing)
     if plan.done is not None:
         return plan
     work = plan.work
@@ -375,13 +376,32 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _listed(targets: list[_Target]) -> list[dict[str, Any]]:
-    """The receipt's ``files``: what the scan's folder holds when it is done."""
-    return [{"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets]
+def _listing_md5(targets: list[_Target]) -> str:
+    """The receipt's ``listing_md5``: the md5 of the manifest's listing the scan was verified
+    against, one ``path<TAB>size<TAB>md5`` line per file in manifest order.
+
+    A digest, not the list: the manifest holds the list, and only "is it still the same listing"
+    is ever asked. Receipts that listed every file were 2.2 MB for a realistic session (fMRI scans
+    of 5,400 files), written by every download and read again by every plan and report.
+    """
+    lines = "".join(f"{t.spec.path}\t{t.size}\t{t.spec.md5}\n" for t in targets)
+    return hashlib.md5(lines.encode("utf-8")).hexdigest()
+
+
+def _for_listing(data: Mapping[str, Any], targets: list[_Target], listing: str) -> bool:
+    """Whether receipt ``data`` was written for this listing (``listing``: its
+    :func:`_listing_md5`). A receipt written before the digest lists the files themselves: it
+    still counts, so an upgrade does not fetch every scan again."""
+    if "listing_md5" in data:
+        return data["listing_md5"] == listing
+    old = data.get("files")
+    return isinstance(old, list) and old == [
+        {"path": t.spec.path, "size": t.size, "md5": t.spec.md5} for t in targets
+    ]
 
 
 def verified_locally(receipt: Path, files: Sequence[FileSpec], store: str = "files") -> bool:
-    """Whether a scan is downloaded already: its receipt lists exactly ``files`` and each is in the
+    """Whether a scan is downloaded already: its receipt is for exactly ``files`` and each is in the
     folder beside it with its size, or (zip mode) its zip has the size and mtime the receipt
     recorded (what a download job checks before sending any request)."""
     targets = _targets(files)
@@ -389,10 +409,10 @@ def verified_locally(receipt: Path, files: Sequence[FileSpec], store: str = "fil
         data = _read_receipt(receipt)
         return (
             data is not None
-            and data.get("files") == _listed(targets)
+            and _for_listing(data, targets, _listing_md5(targets))
             and _zip_unchanged(paths.zip_of(paths.outputs_of(receipt)), data)
         )
-    return _done_receipt(receipt, paths.outputs_of(receipt), targets, _listed(targets)) is not None
+    return _done_receipt(receipt, paths.outputs_of(receipt), targets, _listing_md5(targets)) is not None
 
 
 def _read_receipt(receipt: Path) -> dict[str, Any] | None:
@@ -421,7 +441,11 @@ def _done_zip(plan: _Plan) -> dict[str, Any] | None:
     recorded: no hashing), or, when it differs or the receipt is gone, if a fresh check of every
     entry against the manifest passes (the receipt is then rewritten); None if it must be fetched."""
     data = _read_receipt(plan.receipt)
-    if data is not None and data.get("files") == plan.listed and _zip_unchanged(plan.zip_final, data):
+    if (
+        data is not None
+        and _for_listing(data, plan.targets, plan.listing)
+        and _zip_unchanged(plan.zip_final, data)
+    ):
         return data
     if not plan.zip_final.exists():
         return None
@@ -463,7 +487,7 @@ def _zip_receipt(
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "xnat_prep_version": __version__,
         "zip": {"name": plan.zip_final.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
-        "files": plan.listed,
+        "listing_md5": plan.listing,
     }
     receipts.write(plan.receipt, data)
     return data
@@ -519,7 +543,7 @@ def _finish(plan: _Plan, host: str, call: Callable[..., tuple[Any, int]]) -> dic
         duration_s=round(time.monotonic() - plan.started, 3),
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         xnat_prep_version=__version__,
-        files=plan.listed,
+        listing_md5=plan.listing,
     )
     receipts.write(plan.receipt, data)
     log.info(
@@ -590,18 +614,16 @@ def _targets(files: Sequence[FileSpec]) -> list[_Target]:
     return list(targets.values())
 
 
-def _done_receipt(
-    receipt: Path, dest: Path, targets: list[_Target], listed: list[dict[str, Any]]
-) -> dict[str, Any] | None:
-    """The scan's receipt if it lists exactly these files and each is in ``dest`` with its size
-    (no hashing: the files were verified when they were written, as Snakemake trusts an existing
-    output); None if the scan needs work."""
+def _done_receipt(receipt: Path, dest: Path, targets: list[_Target], listing: str) -> dict[str, Any] | None:
+    """The scan's receipt if it is for exactly these files (``listing``) and each is in ``dest``
+    with its size (no hashing: the files were verified when they were written, as Snakemake trusts
+    an existing output); None if the scan needs work."""
     try:
         with open(receipt, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("files") != listed:
+    if not isinstance(data, dict) or not _for_listing(data, targets, listing):
         return None
     try:
         complete = all(os.stat(dest / t.rel).st_size == t.size for t in targets)

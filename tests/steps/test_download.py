@@ -88,9 +88,10 @@ def test_download_one_request_per_scan_then_none(tmp_path, admin_env):
             assert result["http_requests"] == 1 and result["method"] == "zip"
             for row in session.files[scan_id]:
                 assert md5(tmp_path / "out" / scan_id / row.path) == row.md5
-            assert receipts.read(tmp_path / "out" / f"{scan_id}.json")["files"] == [
-                {"path": r.path, "size": r.size, "md5": r.md5} for r in session.files[scan_id]
-            ]
+            listing = "".join(f"{r.path}\t{r.size}\t{r.md5}\n" for r in session.files[scan_id])
+            scan_receipt = receipts.read(tmp_path / "out" / f"{scan_id}.json")
+            assert scan_receipt["listing_md5"] == hashlib.md5(listing.encode()).hexdigest()
+            assert "files" not in scan_receipt  # the manifest has the list; the receipt its digest
         logged = transfer_requests(server, start)
         assert len(logged) == 2 and all(r["query"] == "format=zip" for r in logged)
 
@@ -101,6 +102,33 @@ def test_download_one_request_per_scan_then_none(tmp_path, admin_env):
         assert (again["http_requests"], again["reused"], again["method"]) == (0, 6, "none")
         assert len(server.requests()) == mark
         assert not stale.exists()
+
+
+@pytest.mark.parametrize("store", ["files", "zip"])
+def test_receipt_of_an_earlier_version_listing_its_files_is_still_trusted(tmp_path, admin_env, store):
+    """Receipts used to list every file instead of the listing's md5: an upgrade must not fetch
+    every scan again. A listing that changed since is noticed either way."""
+    with running_server(tmp_path / "xnat") as server:
+        session = import_session(server.url, tmp_path / "dicom", "E1", [{"n_slices": 4}])
+        fetch(session, "1", tmp_path / "out", store=store)
+        receipt = tmp_path / "out" / "1.json"
+        data = receipts.read(receipt)
+        del data["listing_md5"]
+        data["files"] = [{"path": r.path, "size": r.size, "md5": r.md5} for r in session.files["1"]]
+        receipts.write(receipt, data)
+        if store == "zip":  # the zip's size and mtime, as that receipt recorded them, still hold
+            assert download.verified_locally(receipt, session.files["1"], store)
+        mark = len(server.requests())
+        again = fetch(session, "1", tmp_path / "out", store=store)
+        assert (again["http_requests"], again["method"]) == (0, "none")
+        assert len(server.requests()) == mark
+        assert download.verified_locally(receipt, session.files["1"], store)
+
+        changed = {"1": [dataclasses.replace(session.files["1"][0], md5="0" * 32), *session.files["1"][1:]]}
+        assert not download.verified_locally(receipt, changed["1"], store)
+        data["files"][0]["md5"] = "0" * 32  # an old receipt for another listing: not trusted either
+        receipts.write(receipt, data)
+        assert not download.verified_locally(receipt, session.files["1"], store)
 
 
 def test_resume_keeps_good_files_and_refetches_bad_ones_one_by_one(tmp_path, admin_env):

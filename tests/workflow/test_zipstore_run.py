@@ -109,7 +109,7 @@ def test_zip_mode_end_to_end(study: Study, reference: Path, tmp_path: Path) -> N
         assert receipt["store"] == "zip" and receipt["n_files"] == scan.n_files
         assert receipt["zip"]["size"] == zipped.stat().st_size
         assert receipt["zip"]["mtime_ns"] == zipped.stat().st_mtime_ns
-        assert len(receipt["files"]) == scan.n_files
+        assert len(receipt["listing_md5"]) == 32 and "files" not in receipt  # the manifest lists them
     # every unpacked copy removed; the scans were unpacked in RAM (all within dicom.ram_tmp_mb)
     assert list((tmp_path / "node-local").iterdir()) == []
     assert not [p for p in dicomzip.RAM_TMP.glob(f"xnat-prep-{dicomzip._host()}.*") if p not in ram_before]
@@ -207,8 +207,19 @@ def test_zip_mode_killed_during_download_and_conversion(
     kept = verified()
     assert kept, "no scan finished before the kill"
     assert len(kept) < len(rows)  # the kill came before the end
-    for zipped in root.glob("dicom/*/*/*/*.zip"):  # nothing at a final name is unverified
-        assert zipped in kept
+    # nothing at a final name is unverified: a zip gets its name only once every entry has checked
+    # out, and its receipt right after; a kill between the two leaves it without one (the rerun
+    # checks it again from the disk, no request), so it must hold exactly the manifest's files
+    for scan in rows:
+        zipped = paths.dicom_zip(root, scan.project, scan.subject, scan.session, scan.scan)
+        if zipped.exists() and zipped not in kept:
+            listed = manifest.read_session_files(
+                paths.session_files(root, scan.project, scan.subject, scan.session)
+            )[scan.scan_id]
+            expected = {f.path: (f.size, f.md5) for f in listed if f.resource == scan.resource}
+            assert dicomzip.check_entries(zipped, expected) == [], zipped
+            kept[zipped] = zipped.stat().st_mtime_ns  # and it is not fetched or rewritten either
+    assert sorted(root.glob("dicom/*/*/*/*.zip")) == sorted(kept)
 
     # 2. resume, and kill -9 during the conversions (a convert job unpacking or converting a zip)
     assert study.snakemake(tmp_path, config, "--unlock").rc == 0
