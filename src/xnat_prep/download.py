@@ -9,16 +9,15 @@ what makes one session fast; with k = 1 the scans go one after another on one co
 
 Per scan: a scan whose receipt was written for the manifest's listing of its files
 (``listing_md5``), all present with their sizes, is done and costs no request. Otherwise the scan
-is (re)built in a work folder next to its final
-folder (``.{scan}.part``): files already there with the manifest's size and md5 are kept (a resumed
-download), a few missing files are fetched one by one, otherwise the resource comes as one zip
-whose entries are written to their files as they arrive (``zipread``: one pass over the bytes, and
-the connection never waits for unpacking; a zip that cannot be read that way goes to a temporary
-file first). Every file is checked against the manifest's size and md5 as it is written; only
-when all are right is the work folder renamed to the final name and the scan's receipt written.
-So nothing incomplete ever has a final name, with one rename per scan instead of one per file
-(on this project's test machine creating a file costs ~0.2 ms of kernel time, and the study has
-hundreds of thousands).
+is (re)built in a work folder next to its final folder (``.{scan}.part``): files already there
+with the manifest's size and md5 are kept (a resumed download), a few missing files are fetched
+one by one, otherwise the resource comes as one zip whose entries are written to their files as
+they arrive (``zipread``: one pass over the bytes, and the connection never waits for unpacking;
+a zip that cannot be read that way goes to a temporary file first). Every file is checked against
+the manifest's size and md5 as it is written; only when all are right is the work folder renamed
+to the final name and the scan's receipt written. So nothing incomplete ever has a final name,
+with one rename per scan instead of one per file (on this project's test machine creating a file
+costs ~0.2 ms of kernel time, and the study has hundreds of thousands).
 
 With ``dicom.store: zip`` (``store="zip"``) a scan is one zip beside its receipt instead of a folder
 (``{scan}.zip``: 2 files per scan on a shared filesystem instead of one per DICOM instance): the
