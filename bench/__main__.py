@@ -374,7 +374,7 @@ def transfer_and_convert(ctx: Ctx) -> None:
                 )
                 for r in wf_scans
             ]
-            ctx.add("convert.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores))
+            ctx.add("convert.dcm2niix", clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores).wall_s)
             clients.remove(out, wf.workdir)
 
         # A few subjects are enough to show the effect of latency (and keep the run short).

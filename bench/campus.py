@@ -307,11 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                     if "run" in only and net == "campus":  # the tutorial's files, then dcm2niix scan by scan
                         before = cpu_now(srv)
                         folders = tutorial_folders(out / "tutorial")
-                        conv = clients.plain_dcm2niix(folders, out / "nii", 1, gz_level=DCM2NIIX_DEFAULT_GZ)
+                        conv = clients.plain_dcm2niix(
+                            folders, out / "nii", 1, gz_level=DCM2NIIX_DEFAULT_GZ
+                        ).wall_s
                         after = cpu_now(srv)
                         add(f"{net}.run_tutorial", tut + conv)
                         add(f"{net}.dcm2niix", conv)
-                        add(f"{net}.dcm2niix_same", clients.plain_dcm2niix(folders, out / "nii-same", 1))
+                        add(
+                            f"{net}.dcm2niix_same",
+                            clients.plain_dcm2niix(folders, out / "nii-same", 1).wall_s,
+                        )
                         c0, s0 = cpu[f"{net}.tutorial"][-1]
                         cpu.setdefault(f"{net}.run_tutorial", []).append(
                             (c0 + after[0] - before[0], s0 + after[1] - before[1])

@@ -136,14 +136,6 @@ def dcm2niix_args(compress: bool = True, gz_level: int = convert.GZ_LEVEL) -> li
 
 def plain_dcm2niix(
     scans: Sequence[tuple[Path, str]], out_root: Path, workers: int, gz_level: int = convert.GZ_LEVEL
-) -> float:
-    """dcm2niix on each (DICOM folder, name), ``workers`` at a time; the wall time in seconds
-    (:func:`plain_dcm2niix_run`'s)."""
-    return plain_dcm2niix_run(scans, out_root, workers, gz_level).wall_s
-
-
-def plain_dcm2niix_run(
-    scans: Sequence[tuple[Path, str]], out_root: Path, workers: int, gz_level: int = convert.GZ_LEVEL
 ) -> measure.Run:
     """dcm2niix on each (DICOM folder, name), ``workers`` at a time: the wall time and the CPU time
     of the dcm2niix processes.

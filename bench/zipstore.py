@@ -248,23 +248,21 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 clients.remove(out / "zip")
                 warm = False
 
-            raw_cpu: list[float] = []  # this repetition's raw GET (no md5): the client's CPU time
-
-            def raw(
-                rep: int = rep, zips: list[str] = zips, conns: int = conns, raw_cpu: list[float] = raw_cpu
-            ) -> None:
+            def raw(rep: int = rep, zips: list[str] = zips, conns: int = conns) -> float:
+                """Both raw GETs; the client's CPU time of the plain one (no md5)."""
                 for key, md5 in (("zip.limit_zip", False), ("zip.limit_zip_md5", True)):
                     name = f"{key.removeprefix('zip.').replace('_', '-')}-{rep}.log"
                     got = clients.raw_get(srv.url, zips, conns, out / "zip", ctx.env, log / name, md5=md5)
                     ctx.add(key, got.wall_s)
                     if not md5:
                         ctx.add("zip.limit_zip_cpu", got.cpu_s)
-                        raw_cpu.append(got.cpu_s)
+                        raw_cpu = got.cpu_s
                     clients.remove(out / "zip")
+                return raw_cpu
 
             # the raw GETs and the workflow in the same repetition, first one then the other in turn
             if rep % 2 == 0:
-                raw()
+                raw_cpu = raw()
             before = study.request_count(srv)
             download = wf.stage("download_stage", f"zip-download-{rep}")
             ctx.add("zip.download", download.wall_s)
@@ -274,13 +272,12 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             ctx.add("zip.noop", noop.wall_s)
             ctx.add("zip.noop_cpu", noop.cpu_s)
             if rep % 2 == 1:
-                raw()
-            n_sessions = len({r.session_id for r in scans})
-            ctx.add("zip.download_cpu_per_session", (download.cpu_s - noop.cpu_s - raw_cpu[0]) / n_sessions)
+                raw_cpu = raw()
+            sessions = {(r.project, r.subject, r.session) for r in scans}
+            ctx.add("zip.download_cpu_per_session", (download.cpu_s - noop.cpu_s - raw_cpu) / len(sessions))
             kept = [paths.dicom_zip(wf.results, r.project, r.subject, r.session, r.scan) for r in scans]
             settle()
             ctx.add("zip.md5", md5_time(kept))
-            sessions = {(r.project, r.subject, r.session) for r in scans}
             per_scan, n_files = dicom_files_per_scan(wf.results, len(scans), len(sessions))
             ctx.add("zip.files_per_scan", per_scan)
             ctx.rows["zip.files_per_scan"].note = (
@@ -319,7 +316,7 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                 dicomzip.unpack(source, folder)
                 folders.append((folder, f"{paths.safe_component(r.session)}_{r.scan}"))
             ctx.add("zip.unpack_disk", time.perf_counter() - started)
-            plain = clients.plain_dcm2niix_run(folders, out / "dcm2niix", ctx.cores)
+            plain = clients.plain_dcm2niix(folders, out / "dcm2niix", ctx.cores)
             ctx.add("zip.dcm2niix", plain.wall_s)
             ctx.add("zip.dcm2niix_cpu", plain.cpu_s)
             # the jobs' logs stay (timelines: when each job started, got its slots, ended)

@@ -124,8 +124,8 @@ def test_receipt_of_an_earlier_version_listing_its_files_is_still_trusted(tmp_pa
         assert len(server.requests()) == mark
         assert download.verified_locally(receipt, session.files["1"], store)
 
-        changed = {"1": [dataclasses.replace(session.files["1"][0], md5="0" * 32), *session.files["1"][1:]]}
-        assert not download.verified_locally(receipt, changed["1"], store)
+        changed = [dataclasses.replace(session.files["1"][0], md5="0" * 32), *session.files["1"][1:]]
+        assert not download.verified_locally(receipt, changed, store)
         data["files"][0]["md5"] = "0" * 32  # an old receipt for another listing: not trusted either
         receipts.write(receipt, data)
         assert not download.verified_locally(receipt, session.files["1"], store)
