@@ -617,12 +617,8 @@ def _done_receipt(receipt: Path, dest: Path, targets: list[_Target], listing: st
     """The scan's receipt if it is for exactly these files (``listing``) and each is in ``dest``
     with its size (no hashing: the files were verified when they were written, as Snakemake trusts
     an existing output); None if the scan needs work."""
-    try:
-        with open(receipt, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not _for_listing(data, targets, listing):
+    data = _read_receipt(receipt)
+    if data is None or not _for_listing(data, targets, listing):
         return None
     try:
         complete = all(os.stat(dest / t.rel).st_size == t.size for t in targets)
