@@ -91,9 +91,10 @@ class Workflow:
             self.command(*args, **command), env=env(self.shim), log=log, check=check, timeout=timeout
         )
 
-    def stage(self, target: str, log_name: str) -> measure.Run:
+    def stage(self, target: str, log_name: str, *options: str) -> measure.Run:
         """One stage (``download_stage`` / ``convert_stage`` of bench/stages.smk) with the default
-        workflow profile, which Snakemake only finds by itself next to the repository's Snakefile."""
+        workflow profile, which Snakemake only finds by itself next to the repository's Snakefile;
+        ``options`` for snakemake (``-n -p``: what it would run)."""
         profile = REPO / "profiles" / "default"
-        cmd = self.command("--workflow-profile", str(profile), target, snakefile=STAGES)
+        cmd = self.command("--workflow-profile", str(profile), *options, target, snakefile=STAGES)
         return measure.run(cmd, env=env(self.shim), log=self.workdir / f"bench-{log_name}.log")

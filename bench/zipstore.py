@@ -19,15 +19,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 from bench import clients, study
+from bench.measure import run as timed
 from bench.measure import settle
 from bench.table import Row
-from xnat_prep import dicomzip, manifest, paths
+from xnat_prep import config, dicomzip, manifest, paths
 
 
 def rows() -> list[Row]:
@@ -73,6 +75,30 @@ def rows() -> list[Row]:
             "zip.download_ceiling_verified",
             "dicom.store zip: best raw/workflow a Snakemake stage that hashes every byte reaches here: "
             "raw / (raw with md5 + fixed cost)",
+            "x",
+        ),
+        Row(
+            "zip.jobs_chained",
+            "dicom.store zip: the stage's session jobs (the commands Snakemake runs) by a plain driver, as "
+            "many at a time as connections, no Snakemake",
+            "s",
+        ),
+        Row(
+            "zip.jobs_batched",
+            "dicom.store zip: the same sessions, one process per connection running its share in turn "
+            "(sessions batched into jobs), no Snakemake",
+            "s",
+        ),
+        Row(
+            "zip.bound_per_session",
+            "dicom.store zip: best raw/workflow a stage of one job per session reaches here: "
+            "raw / (jobs chained + fixed cost)",
+            "x",
+        ),
+        Row(
+            "zip.bound_batched",
+            "dicom.store zip: best raw/workflow a stage of batched sessions reaches here: "
+            "raw / (jobs batched + fixed cost)",
             "x",
         ),
         Row(
@@ -153,7 +179,15 @@ def rows() -> list[Row]:
 
 
 def ratios(r: dict[str, Row]) -> None:
-    for key in ("zip.limit_zip", "zip.limit_zip_md5", "zip.download", "zip.noop"):
+    spread = (
+        "zip.limit_zip",
+        "zip.limit_zip_md5",
+        "zip.download",
+        "zip.noop",
+        "zip.jobs_chained",
+        "zip.jobs_batched",
+    )
+    for key in spread:
         if len(r[key].samples) > 1:  # the spread: on this VM it is as large as the differences
             r[key].note = "repetitions (in order): " + ", ".join(f"{v:.2f}" for v in r[key].samples)
     if r["zip.download"].samples and r["zip.limit_zip"].samples:
@@ -168,6 +202,10 @@ def ratios(r: dict[str, Row]) -> None:
         r["zip.download_ceiling_verified"].ratio = r["zip.limit_zip"].value / (
             r["zip.limit_zip_md5"].value + r["zip.noop"].value
         )
+    bounds = (("zip.bound_per_session", "zip.jobs_chained"), ("zip.bound_batched", "zip.jobs_batched"))
+    for key, jobs in bounds:
+        if r["zip.noop"].samples and r["zip.limit_zip"].samples and r[jobs].samples:
+            r[key].ratio = r["zip.limit_zip"].value / (r[jobs].value + r["zip.noop"].value)
     cores = os.cpu_count() or 1
     fixed = r["zip.convert_noop"] if r["zip.convert_noop"].samples else r["zip.noop"]  # older runs: noop
     if r["zip.unpack"].samples and r["zip.dcm2niix"].samples and fixed.samples:
@@ -181,6 +219,51 @@ def ratios(r: dict[str, Row]) -> None:
         r["zip.convert_cpu_vs_dcm2niix"].ratio = r["zip.convert_cpu"].value / r["zip.dcm2niix_cpu"].value
     if r["zip.files_per_scan"].samples:
         r["zip.files_per_scan"].ratio = r["zip.files_per_scan"].value
+
+
+def session_commands(wf, log_name: str) -> Path:  # wf: bench.workflow.Workflow
+    """The download jobs' shell commands of the stage, as ``snakemake -n -p`` prints them, one
+    per line in a file; their logs go to ``bare-logs/`` instead of the workflow's ``logs/``."""
+    dry = wf.stage("download_stage", log_name, "-n", "-p")
+    prefix = "Shell command: "
+    commands = [
+        line.removeprefix(prefix).replace("--log logs/", "--log bare-logs/", 1)
+        for line in dry.log.read_text().splitlines()  # type: ignore[union-attr]
+        if line.startswith(prefix) and " download-session " in line
+    ]
+    if not commands:
+        raise RuntimeError(f"no download-session command in {dry.log}")
+    path = wf.workdir / f"{log_name}.txt"
+    path.write_text("".join(f"{c}\n" for c in commands))
+    return path
+
+
+def bare_jobs(ctx, wf, jobs: Path, conns: int, rep: int, log: Path) -> None:
+    """The session jobs without Snakemake, chained and batched (bench/session_jobs.py), each
+    checked complete (a receipt per session); the workflow's results, if there, set aside meanwhile."""
+    dicom, aside = wf.results / "dicom", wf.results / "dicom.measured"
+    if dicom.exists():
+        os.replace(dicom, aside)
+    n_jobs = len(jobs.read_text().splitlines())
+    env = jobs_env(wf, ctx.env)
+    for mode in ("chains", "batched") if rep % 2 == 0 else ("batched", "chains"):
+        cmd = [sys.executable, "-m", "bench.session_jobs", mode, str(conns), str(jobs)]
+        got = timed(cmd, cwd=wf.workdir, env=env, log=log / f"zip-jobs-{mode}-{rep}.log")
+        ctx.add("zip.jobs_chained" if mode == "chains" else "zip.jobs_batched", got.wall_s)
+        receipts = list(dicom.glob("*/*/*.json"))  # a session's receipt: its job verified all of it
+        if len(receipts) != n_jobs:
+            raise RuntimeError(f"{mode}: {len(receipts)} session receipts for {n_jobs} jobs")
+        clients.remove(dicom)
+    if aside.exists():
+        os.replace(aside, dicom)
+
+
+def jobs_env(wf, env: dict[str, str]) -> dict[str, str]:  # wf: bench.workflow.Workflow
+    """The environment the workflow gives its jobs (server, connection cap, temp space), on top of
+    the bench's (credentials, PATH), and the bench package importable."""
+    environ = dict(env, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    config.export_for_jobs(config.load([wf.configfile]), environ)
+    return environ
 
 
 def md5_time(files: list[Path]) -> float:
@@ -260,9 +343,12 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
                     clients.remove(out / "zip")
                 return raw_cpu
 
-            # the raw GETs and the workflow in the same repetition, first one then the other in turn
+            jobs = session_commands(wf, f"zip-commands-{rep}")
+
+            # the raw GETs, the bare jobs and the workflow in the same repetition, in turn first or last
             if rep % 2 == 0:
                 raw_cpu = raw()
+                bare_jobs(ctx, wf, jobs, conns, rep, log)
             before = study.request_count(srv)
             download = wf.stage("download_stage", f"zip-download-{rep}")
             ctx.add("zip.download", download.wall_s)
@@ -272,6 +358,7 @@ def measure(ctx) -> None:  # ctx: bench.__main__.Ctx (not imported: __main__ imp
             ctx.add("zip.noop", noop.wall_s)
             ctx.add("zip.noop_cpu", noop.cpu_s)
             if rep % 2 == 1:
+                bare_jobs(ctx, wf, jobs, conns, rep, log)
                 raw_cpu = raw()
             sessions = {(r.project, r.subject, r.session) for r in scans}
             ctx.add("zip.download_cpu_per_session", (download.cpu_s - noop.cpu_s - raw_cpu) / len(sessions))
