@@ -6,8 +6,10 @@ one process per session job (Python, imports, its manifest, its receipts), and t
 itself. This driver runs the very commands Snakemake would run (``snakemake -n -p``, one per
 session) with nothing scheduling them, so the bench can tell those apart in the same run:
 
-- ``chains``: one process per session, ``N`` at a time, the next started as one ends (as
-  Snakemake does): the per-session design with a free scheduler;
+- ``chains``: one process per session, scheduled as the workflow schedules them on one host:
+  ``2N`` at a time sharing a pool of ``N`` connection slots (``xnat_prep.slots``), so the next jobs
+  have started and wait, ready, while the running ones transfer; the per-session design with a
+  scheduler that costs nothing;
 - ``batched``: one process per connection, each running its share of the sessions in turn through
   ``xnat_prep.cli.main`` (round robin): a design that batched sessions into fewer jobs.
 
@@ -22,8 +24,10 @@ the workflow gives its jobs (``xnat_prep.config.export_for_jobs``).
 
 from __future__ import annotations
 
+import os
 import queue
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,17 @@ from pathlib import Path
 
 
 def _chains(commands: list[str], n: int) -> int:
+    from xnat_prep import slots
+
+    pool = slots.open_pool(Path.cwd() / "bare", os.environ["XNAT_HOST"], n)  # in os.environ: jobs inherit it
+    try:
+        return _run_all(commands, 2 * n)
+    finally:
+        shutil.rmtree(pool.folder, ignore_errors=True)
+
+
+def _run_all(commands: list[str], n: int) -> int:
+    """``commands`` in ``n`` worker threads, each starting the next as its last one ends."""
     todo: queue.Queue[str] = queue.Queue()
     for command in commands:
         todo.put(command)

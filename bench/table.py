@@ -61,6 +61,8 @@ ROW_KEYS = (
     "zip.download_ceiling_verified",
     "zip.jobs_chained",
     "zip.jobs_batched",
+    "zip.jobs_chained_cpu",
+    "zip.jobs_batched_cpu",
     "zip.bound_per_session",
     "zip.bound_batched",
     "zip.md5",

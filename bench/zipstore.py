@@ -90,6 +90,12 @@ def rows() -> list[Row]:
             "s",
         ),
         Row(
+            "zip.jobs_chained_cpu",
+            "dicom.store zip: the session jobs chained, CPU time (driver and jobs)",
+            "s",
+        ),
+        Row("zip.jobs_batched_cpu", "dicom.store zip: the sessions batched, CPU time (driver and jobs)", "s"),
+        Row(
             "zip.bound_per_session",
             "dicom.store zip: best raw/workflow a stage of one job per session reaches here: "
             "raw / (jobs chained + fixed cost)",
@@ -249,7 +255,9 @@ def bare_jobs(ctx, wf, jobs: Path, conns: int, rep: int, log: Path) -> None:
     for mode in ("chains", "batched") if rep % 2 == 0 else ("batched", "chains"):
         cmd = [sys.executable, "-m", "bench.session_jobs", mode, str(conns), str(jobs)]
         got = timed(cmd, cwd=wf.workdir, env=env, log=log / f"zip-jobs-{mode}-{rep}.log")
-        ctx.add("zip.jobs_chained" if mode == "chains" else "zip.jobs_batched", got.wall_s)
+        key = "zip.jobs_chained" if mode == "chains" else "zip.jobs_batched"
+        ctx.add(key, got.wall_s)
+        ctx.add(f"{key}_cpu", got.cpu_s)
         receipts = list(dicom.glob("*/*/*.json"))  # a session's receipt: its job verified all of it
         if len(receipts) != n_jobs:
             raise RuntimeError(f"{mode}: {len(receipts)} session receipts for {n_jobs} jobs")
@@ -260,8 +268,10 @@ def bare_jobs(ctx, wf, jobs: Path, conns: int, rep: int, log: Path) -> None:
 
 def jobs_env(wf, env: dict[str, str]) -> dict[str, str]:  # wf: bench.workflow.Workflow
     """The environment the workflow gives its jobs (server, connection cap, temp space), on top of
-    the bench's (credentials, PATH), and the bench package importable."""
-    environ = dict(env, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    the bench's (credentials, PATH), and the bench package importable (before the rest of the
+    path: the jobs import the same xnat_prep as the workflow's)."""
+    rest = [p for p in [env.get("PYTHONPATH")] if p]
+    environ = dict(env, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent), *rest]))
     config.export_for_jobs(config.load([wf.configfile]), environ)
     return environ
 
