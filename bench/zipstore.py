@@ -273,6 +273,7 @@ def jobs_env(wf, env: dict[str, str]) -> dict[str, str]:  # wf: bench.workflow.W
     rest = [p for p in [env.get("PYTHONPATH")] if p]
     environ = dict(env, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent), *rest]))
     config.export_for_jobs(config.load([wf.configfile]), environ)
+    environ[config.DOWN_FILE_ENV] = str(wf.workdir / config.DOWN_FILE)  # relative to the run's directory
     return environ
 
 
