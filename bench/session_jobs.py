@@ -98,8 +98,10 @@ def main(argv: list[str]) -> int:
     commands = [line for line in Path(rest[-1]).read_text().splitlines() if line.strip()]
     if mode == "share":
         return _share(commands)
-    n = int(rest[0])
-    return _chains(commands, n) if mode == "chains" else _batched(commands, n)
+    runs = {"chains": _chains, "batched": _batched}
+    if mode not in runs:
+        raise SystemExit(f"mode: chains, batched or share, not {mode!r}")
+    return runs[mode](commands, int(rest[0]))
 
 
 if __name__ == "__main__":

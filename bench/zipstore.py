@@ -11,7 +11,9 @@ download stage with ``dicom.store: zip``, its convert stage (defaults: RAM for s
 ``dicom.ram_tmp_mb``, else ``dicom.local_tmp`` on this machine's disk, as ``$TMPDIR`` would be on a
 node), then the same zips unpacked and deleted again where the workflow unpacks them (the
 conversion's share that is not dcm2niix), then unpacked onto the disk and plain dcm2niix on those
-folders with the same parallelism and options.
+folders with the same parallelism and options. Beside the raw GETs, the download stage's own session
+jobs run without Snakemake (``bench/session_jobs.py``, chained and batched): plus Snakemake's fixed
+cost, they bound what a stage of one job per session, or of batched sessions, reaches here.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def rows() -> list[Row]:
         ),
         Row(
             "zip.jobs_chained",
-            "dicom.store zip: the stage's session jobs (the commands Snakemake runs) by a plain driver, as "
-            "many at a time as connections, no Snakemake",
+            "dicom.store zip: the stage's session jobs (the commands Snakemake runs) by a plain driver, "
+            "scheduled as the workflow does on one host (twice the cap started, its connection slots), "
+            "no Snakemake",
             "s",
         ),
         Row(
