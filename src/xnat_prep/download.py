@@ -404,14 +404,8 @@ def verified_locally(receipt: Path, files: Sequence[FileSpec], store: str = "fil
     folder beside it with its size, or (zip mode) its zip has the size and mtime the receipt
     recorded (what a download job checks before sending any request)."""
     targets = _targets(files)
-    if store == "zip":
-        data = _read_receipt(receipt)
-        return (
-            data is not None
-            and _for_listing(data, targets, _listing_md5(targets))
-            and _zip_unchanged(paths.zip_of(paths.outputs_of(receipt)), data)
-        )
-    return _done_receipt(receipt, paths.outputs_of(receipt), targets, _listing_md5(targets)) is not None
+    done = _done_zip_receipt if store == "zip" else _done_receipt
+    return done(receipt, paths.outputs_of(receipt), targets, _listing_md5(targets)) is not None
 
 
 def _read_receipt(receipt: Path) -> dict[str, Any] | None:
@@ -435,16 +429,28 @@ def _zip_unchanged(zip_path: Path, data: Mapping[str, Any]) -> bool:
     )
 
 
+def _done_zip_receipt(
+    receipt: Path, dest: Path, targets: list[_Target], listing: str
+) -> dict[str, Any] | None:
+    """Zip mode, :func:`_done_receipt`'s twin: the scan's receipt if it is for exactly these files
+    (``listing``) and the zip beside it (``dest`` + ``.zip``) has the size and mtime it recorded
+    (no hashing); None otherwise."""
+    data = _read_receipt(receipt)
+    if (
+        data is None
+        or not _for_listing(data, targets, listing)
+        or not _zip_unchanged(paths.zip_of(dest), data)
+    ):
+        return None
+    return data
+
+
 def _done_zip(plan: _Plan) -> dict[str, Any] | None:
     """Zip mode: the receipt if the scan's zip is still the one verified (size and mtime as
     recorded: no hashing), or, when it differs or the receipt is gone, if a fresh check of every
     entry against the manifest passes (the receipt is then rewritten); None if it must be fetched."""
-    data = _read_receipt(plan.receipt)
-    if (
-        data is not None
-        and _for_listing(data, plan.targets, plan.listing)
-        and _zip_unchanged(plan.zip_final, data)
-    ):
+    data = _done_zip_receipt(plan.receipt, plan.dest, plan.targets, plan.listing)
+    if data is not None:
         return data
     if not plan.zip_final.exists():
         return None
